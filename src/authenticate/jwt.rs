@@ -1,0 +1,244 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+
+use super::Authenticator;
+use crate::algorithm::{Algorithm, AlgorithmSet};
+use crate::context::AuthContext;
+use crate::credential::{RequestHead, bearer_token};
+use crate::jwt::{self, ConfigError, PendingToken, Validation, VerifyError};
+use crate::keys::{KeyQuery, KeySource};
+use crate::reject::Rejection;
+
+/// Authenticates `Authorization: Bearer` JWTs against one or more issuers.
+///
+/// The token's `iss` (read before verification, only to choose) picks the issuer's
+/// [`Validation`] and [`KeySource`]; the signature and every claim are then checked against
+/// that issuer alone. Tokens of unknown issuers are rejected without any key lookup.
+///
+/// See the [module docs](crate::authenticate) for an example.
+pub struct JwtAuthenticator<K> {
+    inner: Arc<Inner<K>>,
+}
+
+struct Inner<K> {
+    issuers: Vec<Issuer<K>>,
+    max_token_bytes: usize,
+}
+
+struct Issuer<K> {
+    validation: Validation,
+    keys: K,
+}
+
+impl<K> Clone for JwtAuthenticator<K> {
+    fn clone(&self) -> Self {
+        JwtAuthenticator {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K> fmt::Debug for JwtAuthenticator<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuthenticator")
+            .field(
+                "issuers",
+                &self
+                    .inner
+                    .issuers
+                    .iter()
+                    .map(|i| i.validation.issuer())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: KeySource> JwtAuthenticator<K> {
+    /// An authenticator for tokens of `validation`'s issuer, verified with `keys`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the validation is incomplete (no audience, empty allow-list) or
+    /// when an allowed algorithm cannot be verified by any of `keys` (for sources that know
+    /// their keys up front).
+    pub fn new(keys: K, validation: Validation) -> Result<Self, ConfigError> {
+        let mut inner = Inner {
+            issuers: Vec::new(),
+            max_token_bytes: 0,
+        };
+        inner.add(keys, validation)?;
+        Ok(JwtAuthenticator {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Adds another issuer.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), and when the issuer is already configured.
+    pub fn with_issuer(self, keys: K, validation: Validation) -> Result<Self, ConfigError> {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => Inner {
+                issuers: shared
+                    .issuers
+                    .iter()
+                    .map(|i| Issuer {
+                        validation: i.validation.clone(),
+                        keys: i.keys.clone(),
+                    })
+                    .collect(),
+                max_token_bytes: shared.max_token_bytes,
+            },
+        };
+        inner.add(keys, validation)?;
+        Ok(JwtAuthenticator {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The configured issuers.
+    pub fn issuers(&self) -> impl Iterator<Item = &str> {
+        self.inner.issuers.iter().map(|i| i.validation.issuer())
+    }
+
+    /// Verifies a bare token (no request around it), e.g. for tools and tests.
+    ///
+    /// # Errors
+    ///
+    /// The [`Rejection`] a request carrying this token would get.
+    pub async fn verify(&self, token: &str) -> Result<AuthContext, Rejection> {
+        self.start(token)?.await
+    }
+
+    fn start(&self, token: &str) -> Result<JwtFuture<K>, Rejection> {
+        let parsed =
+            jwt::parse(token, self.inner.max_token_bytes).map_err(VerifyError::into_rejection)?;
+        let index = parsed
+            .issuer()
+            .and_then(|iss| {
+                self.inner
+                    .issuers
+                    .iter()
+                    .position(|i| i.validation.issuer() == iss)
+            })
+            .ok_or_else(|| VerifyError::UntrustedIssuer.into_rejection())?;
+        let issuer = &self.inner.issuers[index];
+        if token.len() > issuer.validation.token_limit() {
+            return Err(VerifyError::TooLarge.into_rejection());
+        }
+        issuer
+            .validation
+            .check_token(&parsed)
+            .map_err(VerifyError::into_rejection)?;
+        let query = KeyQuery::new(
+            Some(issuer.validation.issuer()),
+            parsed.kid.as_deref(),
+            parsed.alg,
+        );
+        let key = issuer.keys.key(&query);
+        Ok(JwtFuture {
+            key,
+            pending: Some((parsed.into_pending(), Arc::clone(&self.inner), index)),
+        })
+    }
+}
+
+impl<K: KeySource> Inner<K> {
+    fn add(&mut self, keys: K, validation: Validation) -> Result<(), ConfigError> {
+        validation.check()?;
+        let issuer = validation.issuer();
+        if self.issuers.iter().any(|i| i.validation.issuer() == issuer) {
+            return Err(ConfigError::invalid(format!(
+                "issuer {issuer:?} is configured twice"
+            )));
+        }
+        if let Some(available) = keys.algorithms() {
+            check_algorithms(issuer, validation.allowed_algorithms(), available)?;
+        }
+        self.max_token_bytes = self.max_token_bytes.max(validation.token_limit());
+        self.issuers.push(Issuer { validation, keys });
+        Ok(())
+    }
+}
+
+/// Every explicitly allowed algorithm must be verifiable by some key, and at least one
+/// algorithm must be left.
+fn check_algorithms(
+    issuer: &str,
+    allowed: Option<AlgorithmSet>,
+    available: AlgorithmSet,
+) -> Result<(), ConfigError> {
+    match allowed {
+        Some(allowed) => {
+            let missing: Vec<Algorithm> = allowed
+                .iter()
+                .filter(|alg| !available.contains(*alg))
+                .collect();
+            if !missing.is_empty() {
+                let names: Vec<&str> = missing.iter().map(|a| a.as_str()).collect();
+                return Err(ConfigError::invalid(format!(
+                    "issuer {issuer:?}: algorithm(s) {} are allowed but no configured key can verify them (keys can verify {:?}); fix `algorithms` or the keys",
+                    names.join(", "),
+                    available
+                )));
+            }
+        }
+        None if available.is_empty() => {
+            return Err(ConfigError::invalid(format!(
+                "issuer {issuer:?}: no usable key"
+            )));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+impl<K: KeySource> Authenticator for JwtAuthenticator<K> {
+    type Future = JwtFuture<K>;
+
+    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        let token = bearer_token(head, self.inner.max_token_bytes)?
+            .ok_or_else(Rejection::missing_credential)?;
+        self.start(token)
+    }
+}
+
+pin_project! {
+    /// The future of [`JwtAuthenticator`]: waits for the key, then checks the signature.
+    pub struct JwtFuture<K>
+    where
+        K: KeySource,
+    {
+        #[pin]
+        key: K::Future,
+        pending: Option<(PendingToken, Arc<Inner<K>>, usize)>,
+    }
+}
+
+impl<K: KeySource> fmt::Debug for JwtFuture<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtFuture").finish_non_exhaustive()
+    }
+}
+
+impl<K: KeySource> Future for JwtFuture<K> {
+    type Output = Result<AuthContext, Rejection>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let key = ready!(this.key.poll(cx));
+        let (token, table, index) = this.pending.take().expect("polled after completion");
+        let outcome = key
+            .map_err(VerifyError::Key)
+            .and_then(|key| token.finish(&table.issuers[index].validation, &key));
+        Poll::Ready(outcome.map_err(VerifyError::into_rejection))
+    }
+}

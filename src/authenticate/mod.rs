@@ -1,0 +1,90 @@
+//! Authentication: the [`Authenticator`] trait, [`JwtAuthenticator`] and
+//! [`AuthenticateLayer`], which verifies the credential once and puts the caller's
+//! [`AuthContext`] into the request extensions.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use serde_json::json;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_gatekeeper::{AuthContext, AuthenticateLayer, JwtAuthenticator, jwt::Validation};
+//! use tower_gatekeeper::keys::{SigningKey, StaticKeys};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+//! let keys = StaticKeys::new([signer.verifying_key().clone()]);
+//! let validation = Validation::new("https://idp.example.test").audiences(["api://orders"]);
+//! let auth = JwtAuthenticator::new(keys, validation).unwrap();
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(AuthenticateLayer::new(auth))
+//!     .service_fn(|req: Request<Full<Bytes>>| async move {
+//!         let who = req.extensions().get::<AuthContext>().unwrap().subject().unwrap().to_owned();
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(who))))
+//!     });
+//!
+//! // No credential: 401 with a bare challenge.
+//! let response = service.clone().oneshot(Request::new(Full::default())).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(response.headers()["www-authenticate"], r#"Bearer realm="api""#);
+//!
+//! // A valid token: the handler sees the caller.
+//! let token = signer.sign(&json!({
+//!     "iss": "https://idp.example.test", "aud": "api://orders",
+//!     "sub": "user-1", "exp": 4102444800u64,
+//! })).unwrap();
+//! let request = Request::builder()
+//!     .header("authorization", format!("Bearer {token}"))
+//!     .body(Full::default())
+//!     .unwrap();
+//! let response = service.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! # }
+//! ```
+
+mod future;
+mod jwt;
+mod layer;
+mod service;
+
+use std::future::Future;
+
+pub use self::future::ResponseFuture;
+pub use self::jwt::{JwtAuthenticator, JwtFuture};
+pub use self::layer::{AuthMode, AuthenticateLayer};
+pub use self::service::Authenticate;
+
+use crate::context::AuthContext;
+use crate::credential::RequestHead;
+use crate::reject::Rejection;
+
+/// Turns a request's credential into an [`AuthContext`], or a [`Rejection`].
+///
+/// `authenticate` does what it can synchronously (extracting and parsing the credential)
+/// and returns `Err` at once for what is known to be bad; the returned future does the rest
+/// (key lookup, signature, remote checks) on owned data.
+///
+/// Returning [`RejectionKind::MissingCredential`](crate::RejectionKind::MissingCredential)
+/// means "no credential of mine here": optional routes let such requests through.
+pub trait Authenticator: Clone + Send + Sync + 'static {
+    /// The future that finishes authentication.
+    type Future: Future<Output = Result<AuthContext, Rejection>> + Send + 'static;
+
+    /// Starts authenticating the request whose head is `head`.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] known without awaiting anything.
+    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection>;
+}
+
+/// Marks a request that went through an [`AuthenticateLayer`], whether or not a caller was
+/// authenticated, so extractors can tell "no credential" (401) from "no layer" (500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthenticateSeen;

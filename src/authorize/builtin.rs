@@ -1,0 +1,200 @@
+use std::future::{Ready, ready};
+use std::sync::Arc;
+
+use super::{Decision, Denial, PolicyEvaluator};
+use crate::context::AuthContext;
+use crate::credential::RequestHead;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quantifier {
+    Any,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attribute {
+    Roles,
+    Scopes,
+}
+
+/// Requires roles or scopes of the caller: any or all of a list. Built by [`roles_any`],
+/// [`roles_all`], [`scopes_any`] and [`scopes_all`].
+#[derive(Debug, Clone)]
+pub struct Require {
+    attribute: Attribute,
+    quantifier: Quantifier,
+    values: Arc<[String]>,
+}
+
+fn require<I, S>(attribute: Attribute, quantifier: Quantifier, values: I) -> Require
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    Require {
+        attribute,
+        quantifier,
+        values: values.into_iter().map(Into::into).collect(),
+    }
+}
+
+/// Allows callers with at least one of `roles`. An empty list allows nobody.
+///
+/// ```
+/// use tower_gatekeeper::{AuthContext, CredentialKind};
+/// use tower_gatekeeper::authorize::{roles_any, Require};
+///
+/// let policy = roles_any(["clerk", "admin"]);
+/// let ctx = AuthContext::builder(CredentialKind::Jwt).roles(["admin"]).build();
+/// assert!(policy.decide(Some(&ctx)).is_allow());
+/// assert!(!policy.decide(None).is_allow());
+/// ```
+pub fn roles_any<I, S>(roles: I) -> Require
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    require(Attribute::Roles, Quantifier::Any, roles)
+}
+
+/// Allows callers with every one of `roles`.
+pub fn roles_all<I, S>(roles: I) -> Require
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    require(Attribute::Roles, Quantifier::All, roles)
+}
+
+/// Allows callers with at least one of `scopes`. An empty list allows nobody.
+pub fn scopes_any<I, S>(scopes: I) -> Require
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    require(Attribute::Scopes, Quantifier::Any, scopes)
+}
+
+/// Allows callers with every one of `scopes`; a denial names the missing ones in the 403
+/// challenge (`scope="…"`).
+///
+/// ```
+/// use tower_gatekeeper::{AuthContext, CredentialKind};
+/// use tower_gatekeeper::authorize::{scopes_all, Decision};
+///
+/// let ctx = AuthContext::builder(CredentialKind::Jwt).scopes(["orders:read"]).build();
+/// let Decision::Deny(denial) = scopes_all(["orders:read", "orders:write"]).decide(Some(&ctx))
+/// else { unreachable!() };
+/// assert_eq!(denial.scopes(), ["orders:write"]);
+/// ```
+pub fn scopes_all<I, S>(scopes: I) -> Require
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    require(Attribute::Scopes, Quantifier::All, scopes)
+}
+
+impl Require {
+    /// The decision for `ctx`, synchronously.
+    pub fn decide(&self, ctx: Option<&AuthContext>) -> Decision {
+        let Some(ctx) = ctx else {
+            return Decision::deny("authentication required");
+        };
+        let held = |value: &str| match self.attribute {
+            Attribute::Roles => ctx.has_role(value),
+            Attribute::Scopes => ctx.has_scope(value),
+        };
+        let allowed = match self.quantifier {
+            Quantifier::Any => self.values.iter().any(|v| held(v)),
+            Quantifier::All => self.values.iter().all(|v| held(v)),
+        };
+        if allowed {
+            return Decision::Allow;
+        }
+        let missing: Vec<&String> = match self.quantifier {
+            Quantifier::Any => self.values.iter().collect(),
+            Quantifier::All => self.values.iter().filter(|v| !held(v)).collect(),
+        };
+        let denial = match self.attribute {
+            Attribute::Roles => Denial::new("a required role is missing")
+                .missing_roles(missing.into_iter().cloned()),
+            Attribute::Scopes => Denial::new("the access token lacks a required scope")
+                .missing_scopes(missing.into_iter().cloned()),
+        };
+        Decision::Deny(denial)
+    }
+}
+
+impl PolicyEvaluator for Require {
+    type Future = Ready<Decision>;
+
+    fn evaluate(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Self::Future {
+        ready(self.decide(ctx))
+    }
+}
+
+/// Allows every authenticated caller; denies (401) requests without one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Authenticated;
+
+impl PolicyEvaluator for Authenticated {
+    type Future = Ready<Decision>;
+
+    fn evaluate(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Self::Future {
+        ready(match ctx {
+            Some(_) => Decision::Allow,
+            None => Decision::deny("authentication required"),
+        })
+    }
+}
+
+/// Allows every request, authenticated or not (public routes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl PolicyEvaluator for AllowAll {
+    type Future = Ready<Decision>;
+
+    fn evaluate(&self, _ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Self::Future {
+        ready(Decision::Allow)
+    }
+}
+
+/// Requires every policy in the list (sync built-ins only; the full combinators come with
+/// the policy engine). The first denial wins, but missing scopes of all denials are merged.
+#[derive(Debug, Clone)]
+pub struct AllOf(Arc<[Require]>);
+
+/// All of `policies` must allow.
+pub fn all_of(policies: impl IntoIterator<Item = Require>) -> AllOf {
+    AllOf(policies.into_iter().collect())
+}
+
+impl AllOf {
+    /// The decision for `ctx`, synchronously.
+    pub fn decide(&self, ctx: Option<&AuthContext>) -> Decision {
+        let mut first: Option<Denial> = None;
+        for policy in self.0.iter() {
+            if let Decision::Deny(denial) = policy.decide(ctx) {
+                first = Some(match first {
+                    None => denial,
+                    Some(prev) => {
+                        let scopes = denial.scopes().to_vec();
+                        let roles = denial.roles().to_vec();
+                        prev.missing_scopes(scopes).missing_roles(roles)
+                    }
+                });
+            }
+        }
+        first.map_or(Decision::Allow, Decision::Deny)
+    }
+}
+
+impl PolicyEvaluator for AllOf {
+    type Future = Ready<Decision>;
+
+    fn evaluate(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Self::Future {
+        ready(self.decide(ctx))
+    }
+}

@@ -1,0 +1,116 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::Decision;
+use crate::body::ResponseBody;
+use crate::reject::{Protocol, RejectionResponse, render};
+
+pin_project! {
+    /// Response future of [`Authorize`](super::Authorize).
+    pub struct ResponseFuture<PF, S, R, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<PF, S::Future>,
+        pending: Option<Pending<S, R, ReqBody>>,
+        _body: std::marker::PhantomData<fn() -> ResBody>,
+    }
+}
+
+struct Pending<S, R, ReqBody> {
+    req: Request<ReqBody>,
+    inner: S,
+    rejection: R,
+    protocol: Protocol,
+    authenticated: bool,
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<PF, SF> {
+        Evaluating { #[pin] fut: PF },
+        Calling { #[pin] fut: SF },
+    }
+}
+
+impl<PF, S, R, ReqBody, ResBody> ResponseFuture<PF, S, R, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    pub(crate) fn new(
+        fut: PF,
+        req: Request<ReqBody>,
+        inner: S,
+        rejection: R,
+        protocol: Protocol,
+        authenticated: bool,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Evaluating { fut },
+            pending: Some(Pending {
+                req,
+                inner,
+                rejection,
+                protocol,
+                authenticated,
+            }),
+            _body: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<PF, S, R, ReqBody, ResBody> Future for ResponseFuture<PF, S, R, ReqBody, ResBody>
+where
+    PF: Future<Output = Decision>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: RejectionResponse,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Evaluating { fut } => {
+                    let decision = ready!(fut.poll(cx));
+                    let Pending {
+                        req,
+                        mut inner,
+                        rejection,
+                        protocol,
+                        authenticated,
+                    } = this.pending.take().expect("polled after completion");
+                    match decision {
+                        Decision::Allow => {
+                            let fut = inner.call(req);
+                            this.state.set(State::Calling { fut });
+                        }
+                        Decision::Deny(denial) => {
+                            let rejected = denial.into_rejection(authenticated);
+                            return Poll::Ready(Ok(render(&rejection, rejected, protocol)));
+                        }
+                    }
+                }
+                StateProj::Calling { fut } => {
+                    return fut.poll(cx).map_ok(|r| r.map(ResponseBody::inner));
+                }
+            }
+        }
+    }
+}
+
+impl<PF, S, R, ReqBody, ResBody> fmt::Debug for ResponseFuture<PF, S, R, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

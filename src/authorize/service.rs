@@ -1,0 +1,85 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::{PolicyEvaluator, ResponseFuture};
+use crate::body::ResponseBody;
+use crate::context::AuthContext;
+use crate::credential::RequestHead;
+use crate::macros::define_inner_service_accessors;
+use crate::reject::{Protocol, RejectionResponse};
+
+/// Asks a policy before calling the inner service; denied requests never reach it, and the
+/// [`Rejection`](crate::Rejection) is in the response extensions.
+///
+/// See the [module docs](crate::authorize) for an example.
+pub struct Authorize<S, P, R> {
+    inner: S,
+    policy: Arc<P>,
+    rejection: R,
+}
+
+impl<S: Clone, P, R: Clone> Clone for Authorize<S, P, R> {
+    fn clone(&self) -> Self {
+        Authorize {
+            inner: self.inner.clone(),
+            policy: Arc::clone(&self.policy),
+            rejection: self.rejection.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, P, R> fmt::Debug for Authorize<S, P, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorize")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P, R> Authorize<S, P, R> {
+    pub(crate) fn from_parts(inner: S, policy: Arc<P>, rejection: R) -> Self {
+        Authorize {
+            inner,
+            policy,
+            rejection,
+        }
+    }
+
+    define_inner_service_accessors!();
+}
+
+impl<S, P, R, ReqBody, ResBody> Service<Request<ReqBody>> for Authorize<S, P, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    P: PolicyEvaluator,
+    R: RejectionResponse,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<P::Future, S, R, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let ctx = req.extensions().get::<AuthContext>();
+        let authenticated = ctx.is_some();
+        let fut = self.policy.evaluate(ctx, &RequestHead::of(&req));
+        let protocol = Protocol::of(&req);
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(
+            fut,
+            req,
+            inner,
+            self.rejection.clone(),
+            protocol,
+            authenticated,
+        )
+    }
+}

@@ -1,0 +1,345 @@
+//! [`AuthContext`]: who the caller is, as established by the authenticate layer.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// A signed JWT, verified locally.
+    Jwt,
+    /// An opaque token, checked by token introspection (RFC 7662).
+    Introspected,
+    /// An API key.
+    ApiKey,
+}
+
+impl CredentialKind {
+    /// A short lowercase name (`jwt`, `introspected`, `api_key`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Jwt => "jwt",
+            CredentialKind::Introspected => "introspected",
+            CredentialKind::ApiKey => "api_key",
+        }
+    }
+}
+
+/// The authenticated caller: subject, issuer, roles, scopes, tenant, expiry and claims.
+///
+/// The authenticate layer inserts it into the request extensions; everything after it
+/// (policies, context propagation, handlers) reads it from there. It never holds the raw
+/// token. Cloning is a reference-count increment.
+///
+/// ```
+/// use tower_gatekeeper::{AuthContext, CredentialKind};
+///
+/// let ctx = AuthContext::builder(CredentialKind::Jwt)
+///     .subject("user-123")
+///     .roles(["clerk", "admin"])
+///     .scopes(["orders:read"])
+///     .tenant("acme")
+///     .claim("email", "u@example.test")
+///     .build();
+/// assert_eq!(ctx.subject(), Some("user-123"));
+/// assert!(ctx.has_role("admin"));
+/// assert!(ctx.has_scope("orders:read"));
+///
+/// #[derive(serde::Deserialize)]
+/// struct Claims { email: String }
+/// assert_eq!(ctx.claims::<Claims>().unwrap().email, "u@example.test");
+/// ```
+#[derive(Clone)]
+pub struct AuthContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: CredentialKind,
+    subject: Option<String>,
+    issuer: Option<String>,
+    roles: Vec<String>,
+    scopes: Vec<String>,
+    tenant: Option<String>,
+    expires_at: Option<SystemTime>,
+    key_id: Option<String>,
+    claims: Value,
+}
+
+impl AuthContext {
+    /// Starts building a context for a caller authenticated by `kind`.
+    pub fn builder(kind: CredentialKind) -> AuthContextBuilder {
+        AuthContextBuilder {
+            inner: Inner {
+                kind,
+                subject: None,
+                issuer: None,
+                roles: Vec::new(),
+                scopes: Vec::new(),
+                tenant: None,
+                expires_at: None,
+                key_id: None,
+                claims: Value::Object(Map::new()),
+            },
+        }
+    }
+
+    /// How the caller authenticated.
+    pub fn credential_kind(&self) -> CredentialKind {
+        self.inner.kind
+    }
+
+    /// The subject (`sub`), when the credential names one.
+    pub fn subject(&self) -> Option<&str> {
+        self.inner.subject.as_deref()
+    }
+
+    /// The issuer (`iss`) that vouched for the caller.
+    pub fn issuer(&self) -> Option<&str> {
+        self.inner.issuer.as_deref()
+    }
+
+    /// The caller's roles, from the configured roles claim.
+    pub fn roles(&self) -> &[String] {
+        &self.inner.roles
+    }
+
+    /// The caller's OAuth2 scopes (`scope`, space-separated, or `scp`).
+    pub fn scopes(&self) -> &[String] {
+        &self.inner.scopes
+    }
+
+    /// The caller's tenant, from the configured tenant claim.
+    pub fn tenant(&self) -> Option<&str> {
+        self.inner.tenant.as_deref()
+    }
+
+    /// When the credential expires.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.inner.expires_at
+    }
+
+    /// The `kid` of the key that verified the credential, when it had one.
+    pub fn key_id(&self) -> Option<&str> {
+        self.inner.key_id.as_deref()
+    }
+
+    /// Whether the caller has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.inner.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the caller has `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.inner.scopes.iter().any(|s| s == scope)
+    }
+
+    /// All claims, as a JSON object.
+    pub fn claims_map(&self) -> &Map<String, Value> {
+        match &self.inner.claims {
+            Value::Object(map) => map,
+            _ => unreachable!("claims are always an object"),
+        }
+    }
+
+    /// One claim by dotted path (`"realm_access.roles"`), or `None` when absent.
+    ///
+    /// A path segment selects a member of an object; a top-level name that itself contains
+    /// a dot (as some identity providers use, e.g. `"https://example.test/roles"`) is found
+    /// first as a whole.
+    pub fn claim(&self, path: &str) -> Option<&Value> {
+        claim_at_path(self.claims_map(), path)
+    }
+
+    /// The claims deserialized into `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClaimsError`] when the claims do not fit `T`.
+    pub fn claims<T: DeserializeOwned>(&self) -> Result<T, ClaimsError> {
+        T::deserialize(&self.inner.claims).map_err(ClaimsError)
+    }
+}
+
+/// Looks a claim up by dotted path, trying the whole path as one name first.
+pub(crate) fn claim_at_path<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = claims.get(path) {
+        return Some(v);
+    }
+    let mut segments = path.split('.');
+    let mut current = claims.get(segments.next()?)?;
+    for segment in segments {
+        current = current.as_object()?.get(segment)?;
+    }
+    Some(current)
+}
+
+impl fmt::Debug for AuthContext {
+    /// Shows who the caller is; claim values are left out, as they may be personal data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("AuthContext")
+            .field("kind", &inner.kind)
+            .field("subject", &inner.subject)
+            .field("issuer", &inner.issuer)
+            .field("roles", &inner.roles)
+            .field("scopes", &inner.scopes)
+            .field("tenant", &inner.tenant)
+            .field("expires_at", &inner.expires_at)
+            .field("claims", &self.claims_map().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The error returned by [`AuthContext::claims`] when the claims do not fit the asked type.
+#[derive(Debug, thiserror::Error)]
+#[error("claims do not match the requested type: {0}")]
+pub struct ClaimsError(#[source] serde_json::Error);
+
+/// Builds an [`AuthContext`]; see [`AuthContext::builder`].
+#[must_use]
+pub struct AuthContextBuilder {
+    inner: Inner,
+}
+
+impl fmt::Debug for AuthContextBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthContextBuilder").finish_non_exhaustive()
+    }
+}
+
+impl AuthContextBuilder {
+    /// Sets the subject.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.inner.subject = Some(subject.into());
+        self
+    }
+
+    /// Sets the issuer.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.inner.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Sets the roles.
+    pub fn roles<I, S>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inner.roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the scopes.
+    pub fn scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.inner.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the tenant.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.inner.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Sets the expiry.
+    pub fn expires_at(mut self, at: SystemTime) -> Self {
+        self.inner.expires_at = Some(at);
+        self
+    }
+
+    /// Sets the expiry from a NumericDate (seconds since the epoch).
+    pub fn expires_at_unix(self, secs: f64) -> Self {
+        match unix_to_system_time(secs) {
+            Some(at) => self.expires_at(at),
+            None => self,
+        }
+    }
+
+    /// Sets the id of the key that verified the credential.
+    pub fn key_id(mut self, kid: impl Into<String>) -> Self {
+        self.inner.key_id = Some(kid.into());
+        self
+    }
+
+    /// Adds one claim.
+    pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        if let Value::Object(map) = &mut self.inner.claims {
+            map.insert(name.into(), value.into());
+        }
+        self
+    }
+
+    /// Replaces all claims.
+    pub fn claims(mut self, claims: Map<String, Value>) -> Self {
+        self.inner.claims = Value::Object(claims);
+        self
+    }
+
+    /// Finishes the context.
+    pub fn build(self) -> AuthContext {
+        AuthContext {
+            inner: Arc::new(self.inner),
+        }
+    }
+}
+
+fn unix_to_system_time(secs: f64) -> Option<SystemTime> {
+    if !secs.is_finite() || secs < 0.0 || secs > 1.0e12 {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dotted_paths() {
+        let Value::Object(claims) = json!({
+            "realm_access": {"roles": ["a", "b"]},
+            "https://example.test/roles": ["x"],
+            "flat": 1
+        }) else {
+            unreachable!()
+        };
+        let ctx = AuthContext::builder(CredentialKind::Jwt)
+            .claims(claims)
+            .build();
+        assert_eq!(ctx.claim("realm_access.roles"), Some(&json!(["a", "b"])));
+        assert_eq!(ctx.claim("https://example.test/roles"), Some(&json!(["x"])));
+        assert_eq!(ctx.claim("flat.more"), None);
+        assert_eq!(ctx.claim("missing"), None);
+        assert_eq!(ctx.claim(""), None);
+    }
+
+    #[test]
+    fn debug_hides_claim_values() {
+        let ctx = AuthContext::builder(CredentialKind::Jwt)
+            .claim("email", "secret@example.test")
+            .build();
+        let shown = format!("{ctx:?}");
+        assert!(shown.contains("email"));
+        assert!(!shown.contains("secret@example.test"));
+    }
+
+    #[test]
+    fn absurd_expiry_is_ignored() {
+        let ctx = AuthContext::builder(CredentialKind::Jwt)
+            .expires_at_unix(f64::INFINITY)
+            .build();
+        assert_eq!(ctx.expires_at(), None);
+    }
+}

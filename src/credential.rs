@@ -1,0 +1,202 @@
+//! Credential extraction from request headers (RFC 6750 §2.1) and the borrowed
+//! [`RequestHead`] that authenticators and policies look at.
+
+use http::header::AUTHORIZATION;
+use http::{Extensions, HeaderMap, Method, Request, Uri};
+
+use crate::reject::Rejection;
+
+/// A borrowed view of the parts of a request that authentication and policy decisions may
+/// read. It never includes the body: no layer of this crate reads or buffers it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    extensions: &'a Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of `req`.
+    pub fn of<B>(req: &'a Request<B>) -> Self {
+        RequestHead {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            extensions: req.extensions(),
+        }
+    }
+
+    /// The head of a request taken apart.
+    pub fn from_parts(parts: &'a http::request::Parts) -> Self {
+        RequestHead {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            extensions: &parts.extensions,
+        }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The request URI.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// The request extensions.
+    pub fn extensions(&self) -> &'a Extensions {
+        self.extensions
+    }
+}
+
+/// The default limit on a bearer token's length (16 KiB).
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Extracts a bearer token from the `Authorization` header (RFC 6750 §2.1).
+///
+/// - no `Authorization` header, or one with another scheme (`Basic …`): `Ok(None)`, which
+///   the authenticate layer answers with a bare `Bearer realm="…"` challenge (RFC 6750 §3.1);
+/// - more than one `Authorization` header, `Bearer` without a token, or a token with
+///   characters outside `b64token`: `invalid_request` (400);
+/// - a token longer than `max_len`: `invalid_token` (401), before any parsing.
+///
+/// The scheme is matched case-insensitively; one or more spaces may follow it.
+///
+/// ```
+/// use http::Request;
+/// use tower_gatekeeper::credential::{bearer_token, RequestHead};
+///
+/// let req = Request::builder().header("authorization", "bearer abc.def.ghi").body(()).unwrap();
+/// assert_eq!(bearer_token(&RequestHead::of(&req), 16 * 1024).unwrap(), Some("abc.def.ghi"));
+/// ```
+///
+/// # Errors
+///
+/// A [`Rejection`] of kind `InvalidRequest` or `InvalidToken`, as above.
+pub fn bearer_token<'a>(
+    head: &RequestHead<'a>,
+    max_len: usize,
+) -> Result<Option<&'a str>, Rejection> {
+    let mut values = head.headers().get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::invalid_request(
+            "more than one Authorization header",
+        ));
+    }
+    let bytes = value.as_bytes();
+    const SCHEME: &[u8] = b"bearer";
+    let is_bearer = bytes.len() >= SCHEME.len()
+        && bytes[..SCHEME.len()].eq_ignore_ascii_case(SCHEME)
+        && matches!(bytes.get(SCHEME.len()), None | Some(b' ' | b'\t'));
+    if !is_bearer {
+        // Another scheme (or garbage without one): no bearer credential was presented.
+        return Ok(None);
+    }
+    let rest = &bytes[SCHEME.len()..];
+    let start = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
+    if start == 0 && !rest.is_empty() {
+        // A tab, not SP, after the scheme.
+        return Err(Rejection::invalid_request("malformed Authorization header"));
+    }
+    let token = &rest[start..];
+    if token.is_empty() {
+        return Err(Rejection::invalid_request(
+            "the Bearer scheme requires a token",
+        ));
+    }
+    if token.len() > max_len {
+        return Err(Rejection::invalid_token("token too large"));
+    }
+    if !is_b64token(token) {
+        return Err(Rejection::invalid_request("malformed bearer token"));
+    }
+    // is_b64token admits ASCII only.
+    Ok(std::str::from_utf8(token).ok())
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &[u8]) -> bool {
+    let body_len = token.len() - token.iter().rev().take_while(|b| **b == b'=').count();
+    body_len > 0
+        && token[..body_len].iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reject::RejectionKind;
+
+    fn extract(values: &[&[u8]]) -> Result<Option<String>, RejectionKind> {
+        let mut req = Request::new(());
+        for v in values {
+            req.headers_mut()
+                .append(AUTHORIZATION, http::HeaderValue::from_bytes(v).unwrap());
+        }
+        bearer_token(&RequestHead::of(&req), 64)
+            .map(|t| t.map(str::to_owned))
+            .map_err(|r| r.kind())
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        for v in [
+            "Bearer a.b.c",
+            "bearer a.b.c",
+            "BEARER a.b.c",
+            "bEaReR   a.b.c",
+        ] {
+            assert_eq!(extract(&[v.as_bytes()]), Ok(Some("a.b.c".into())), "{v}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_are_no_credential() {
+        assert_eq!(extract(&[]), Ok(None));
+        assert_eq!(extract(&[b"Basic dXNlcjpwYXNz"]), Ok(None));
+        assert_eq!(extract(&[b"Bearerish a.b.c"]), Ok(None));
+        assert_eq!(extract(&[b"a.b.c"]), Ok(None));
+    }
+
+    #[test]
+    fn malformed_is_invalid_request() {
+        use RejectionKind::*;
+        assert_eq!(extract(&[b"Bearer a", b"Bearer a"]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer a", b"Basic b"]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer"]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer   "]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer\ta.b.c"]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer a b"]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer a,b"]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer ==="]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer a=b"]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer \xc3\xa9"]), Err(InvalidRequest));
+    }
+
+    #[test]
+    fn b64token_padding_allowed_at_end() {
+        assert_eq!(extract(&[b"Bearer abc=="]), Ok(Some("abc==".into())));
+    }
+
+    #[test]
+    fn oversized_is_invalid_token() {
+        let long = format!("Bearer {}", "a".repeat(65));
+        assert_eq!(
+            extract(&[long.as_bytes()]),
+            Err(RejectionKind::InvalidToken)
+        );
+    }
+}

@@ -1,0 +1,794 @@
+//! JWT verification rules on top of jsonwebtoken's keys and crypto.
+//!
+//! jsonwebtoken checks signatures well; this module closes what a gateway must close around
+//! them (RFC 7515, RFC 7519, RFC 8725 "JWT Best Current Practices", RFC 9068):
+//!
+//! - tokens larger than [`Validation::max_token_bytes`] (16 KiB) are refused before parsing;
+//! - segments must be canonical base64url without padding; header and claims must be JSON
+//!   objects **without duplicate member names** (RFC 7515 §5.2 allows rejecting them, and
+//!   ambiguous claims are how parser-differential attacks work);
+//! - `alg` must name a supported algorithm exactly (never `none`, in any casing), be in the
+//!   issuer's allow-list and be bound to the key that verifies it (see [`crate::keys`]);
+//! - `crit` (RFC 7515 §4.1.11) listing anything not explicitly understood is refused;
+//! - `jku`, `x5u`, `jwk` and `x5c` headers are never used to find keys: keys come only from
+//!   the configured [`KeySource`](crate::keys::KeySource);
+//! - `typ` is checked when configured (`at+jwt` for RFC 9068 access tokens; the
+//!   `application/` prefix and case are ignored, RFC 7515 §4.1.9);
+//! - `iss` must equal the configured issuer exactly; `aud` (string or array) must contain a
+//!   configured audience; `exp` is required by default, `nbf` honoured, both with leeway;
+//! - a token without `kid` that several keys could verify is rejected, not guessed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::algorithm::{Algorithm, AlgorithmSet};
+use crate::context::{AuthContext, CredentialKind, claim_at_path};
+use crate::credential::DEFAULT_MAX_TOKEN_BYTES;
+use crate::keys::{KeyError, VerifyingKey};
+use crate::reject::Rejection;
+
+/// Why a token failed verification. Texts are fixed and never contain token content.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The token is larger than the configured limit.
+    #[error("token too large")]
+    TooLarge,
+    /// The token is not a well-formed compact JWS.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// `alg` is missing, `none`, or not a supported algorithm.
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm,
+    /// `alg` is not in the issuer's allow-list.
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    /// The header lists a critical extension this verifier does not understand.
+    #[error("unsupported critical header parameter")]
+    UnsupportedCritical,
+    /// `typ` is not the configured token type.
+    #[error("wrong token type")]
+    WrongType,
+    /// `iss` is missing or not a trusted issuer.
+    #[error("untrusted issuer")]
+    UntrustedIssuer,
+    /// `aud` is missing or contains none of the configured audiences.
+    #[error("invalid audience")]
+    InvalidAudience,
+    /// `exp` is in the past (beyond leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// A required claim is missing.
+    #[error("missing required claim {0}")]
+    MissingClaim(&'static str),
+    /// A registered claim has the wrong type.
+    #[error("invalid {0} claim")]
+    InvalidClaim(&'static str),
+    /// No usable key was found.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    BadSignature,
+}
+
+impl VerifyError {
+    /// The fixed, client-safe description used in `error_description`.
+    pub fn description(&self) -> &'static str {
+        match self {
+            VerifyError::TooLarge => "token too large",
+            VerifyError::Malformed(_) => "malformed token",
+            VerifyError::UnsupportedAlgorithm => "unsupported algorithm",
+            VerifyError::AlgorithmNotAllowed => "algorithm not allowed",
+            VerifyError::UnsupportedCritical => "unsupported critical header parameter",
+            VerifyError::WrongType => "wrong token type",
+            VerifyError::UntrustedIssuer => "untrusted issuer",
+            VerifyError::InvalidAudience => "invalid audience",
+            VerifyError::Expired => "token expired",
+            VerifyError::NotYetValid => "token not yet valid",
+            VerifyError::MissingClaim(_) => "missing required claim",
+            VerifyError::InvalidClaim(_) => "invalid claim",
+            VerifyError::Key(KeyError::AlgorithmMismatch) => "algorithm not allowed for key",
+            VerifyError::Key(KeyError::AmbiguousKey) => "token must name its key (kid)",
+            VerifyError::Key(KeyError::UnknownIssuer) => "untrusted issuer",
+            VerifyError::Key(_) => "no matching key",
+            VerifyError::BadSignature => "invalid signature",
+        }
+    }
+
+    /// The rejection this error becomes: 503 when keys are unavailable, else 401
+    /// `invalid_token`.
+    pub fn into_rejection(self) -> Rejection {
+        match self {
+            VerifyError::Key(KeyError::Unavailable { retry_after }) => {
+                Rejection::keys_unavailable(retry_after).with_source(self)
+            }
+            _ => Rejection::invalid_token(self.description()).with_source(self),
+        }
+    }
+}
+
+/// A source of the current time, injectable for tests.
+#[derive(Clone)]
+pub struct Clock(Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock(None)
+    }
+
+    /// A clock that asks `now`.
+    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        Clock(Some(Arc::new(now)))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        match &self.0 {
+            None => SystemTime::now(),
+            Some(f) => f(),
+        }
+    }
+
+    fn now_unix(&self) -> f64 {
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Clock(custom)"
+        } else {
+            "Clock(system)"
+        })
+    }
+}
+
+/// Errors in verification configuration, found when the authenticator is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A configuration value is unusable; the text names it and says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(text: impl Into<String>) -> Self {
+        ConfigError::Invalid(text.into())
+    }
+}
+
+/// How tokens of one issuer are verified and mapped into an [`AuthContext`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_gatekeeper::{Algorithm, jwt::Validation};
+///
+/// let validation = Validation::new("https://idp.example.test")
+///     .audiences(["api://orders"])
+///     .algorithms([Algorithm::RS256, Algorithm::ES256])
+///     .leeway(Duration::from_secs(30))
+///     .roles_claim("realm_access.roles")
+///     .tenant_claim("tenant_id")
+///     .required_typ("at+jwt");
+/// assert_eq!(validation.issuer(), "https://idp.example.test");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Validation {
+    issuer: String,
+    audiences: Vec<String>,
+    any_audience: bool,
+    algorithms: Option<AlgorithmSet>,
+    leeway: Duration,
+    required_typ: Option<String>,
+    require_exp: bool,
+    required_claims: Vec<&'static str>,
+    roles_claim: String,
+    tenant_claim: Option<String>,
+    understood_crit: Vec<String>,
+    max_token_bytes: usize,
+    clock: Clock,
+}
+
+/// The default leeway for `exp` and `nbf`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+impl Validation {
+    /// Rules for tokens whose `iss` is exactly `issuer`.
+    ///
+    /// Defaults: audiences must be set (or [`any_audience`](Self::any_audience) chosen),
+    /// algorithms are those the keys are bound to, leeway 30 s, `exp` required, roles from
+    /// `roles`, tenant from `tenant_id`, no `crit` understood, 16 KiB size limit.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Validation {
+            issuer: issuer.into(),
+            audiences: Vec::new(),
+            any_audience: false,
+            algorithms: None,
+            leeway: DEFAULT_LEEWAY,
+            required_typ: None,
+            require_exp: true,
+            required_claims: Vec::new(),
+            roles_claim: "roles".to_owned(),
+            tenant_claim: Some("tenant_id".to_owned()),
+            understood_crit: Vec::new(),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Accepted audiences: the token's `aud` must contain at least one.
+    pub fn audiences<I, S>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Accepts any `aud` (or none). Only for issuers that mint tokens for this API alone.
+    pub fn any_audience(mut self) -> Self {
+        self.any_audience = true;
+        self
+    }
+
+    /// The algorithm allow-list for this issuer. Keys narrow it further.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = Some(algorithms.into_iter().collect());
+        self
+    }
+
+    /// Tolerance for clock skew on `exp` and `nbf`.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Requires the `typ` header to be this media type (e.g. `at+jwt`).
+    pub fn required_typ(mut self, typ: impl Into<String>) -> Self {
+        self.required_typ = Some(typ.into());
+        self
+    }
+
+    /// Whether `exp` is required (default `true`). Tokens without expiry live forever; only
+    /// turn this off for issuers that really cannot set it.
+    pub fn require_exp(mut self, require: bool) -> Self {
+        self.require_exp = require;
+        self
+    }
+
+    /// Requires `sub` to be present.
+    pub fn require_sub(mut self) -> Self {
+        if !self.required_claims.contains(&"sub") {
+            self.required_claims.push("sub");
+        }
+        self
+    }
+
+    /// The claim holding roles, as a dotted path (`"realm_access.roles"`); a string or an
+    /// array of strings.
+    pub fn roles_claim(mut self, path: impl Into<String>) -> Self {
+        self.roles_claim = path.into();
+        self
+    }
+
+    /// The claim holding the tenant, as a dotted path; `None` for no tenant.
+    pub fn tenant_claim(mut self, path: impl Into<String>) -> Self {
+        self.tenant_claim = Some(path.into());
+        self
+    }
+
+    /// Maps no tenant.
+    pub fn no_tenant(mut self) -> Self {
+        self.tenant_claim = None;
+        self
+    }
+
+    /// Critical header parameters (`crit`) this deployment understands. Only list names
+    /// whose semantics something in front of or behind the gateway really enforces.
+    pub fn understood_crit<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.understood_crit = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The largest token accepted, in bytes (default 16 KiB).
+    pub fn max_token_bytes(mut self, max: usize) -> Self {
+        self.max_token_bytes = max;
+        self
+    }
+
+    /// The clock used for `exp` and `nbf` (tests).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The configured allow-list, if any.
+    pub fn allowed_algorithms(&self) -> Option<AlgorithmSet> {
+        self.algorithms
+    }
+
+    /// The size limit.
+    pub fn token_limit(&self) -> usize {
+        self.max_token_bytes
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming what to fix.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(ConfigError::invalid("issuer must not be empty"));
+        }
+        if self.audiences.is_empty() && !self.any_audience {
+            return Err(ConfigError::invalid(format!(
+                "issuer {:?}: no audience configured; set the audiences this API accepts (or choose any_audience explicitly)",
+                self.issuer
+            )));
+        }
+        if self.audiences.iter().any(String::is_empty) {
+            return Err(ConfigError::invalid(format!(
+                "issuer {:?}: empty audience",
+                self.issuer
+            )));
+        }
+        if self.algorithms.is_some_and(AlgorithmSet::is_empty) {
+            return Err(ConfigError::invalid(format!(
+                "issuer {:?}: the algorithm allow-list is empty",
+                self.issuer
+            )));
+        }
+        if self.roles_claim.is_empty() || self.tenant_claim.as_deref() == Some("") {
+            return Err(ConfigError::invalid(format!(
+                "issuer {:?}: empty claim path",
+                self.issuer
+            )));
+        }
+        if self.max_token_bytes < 64 {
+            return Err(ConfigError::invalid(
+                "max_token_bytes is too small to hold any JWT",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks an unverified token's claims and header against these rules (everything but
+    /// the signature).
+    pub(crate) fn check_token(&self, token: &UnverifiedToken<'_>) -> Result<(), VerifyError> {
+        if let Some(allowed) = self.algorithms {
+            if !allowed.contains(token.alg) {
+                return Err(VerifyError::AlgorithmNotAllowed);
+            }
+        }
+        if let Some(crit) = &token.crit {
+            if crit.is_empty()
+                || crit
+                    .iter()
+                    .any(|c| !self.understood_crit.iter().any(|u| u == c))
+            {
+                return Err(VerifyError::UnsupportedCritical);
+            }
+        }
+        if let Some(required) = &self.required_typ {
+            let matches = token
+                .typ
+                .as_deref()
+                .is_some_and(|typ| media_type_eq(typ, required));
+            if !matches {
+                return Err(VerifyError::WrongType);
+            }
+        }
+        // iss was matched exactly when the issuer was chosen.
+        self.check_audience(&token.claims)?;
+        let now = self.clock.now_unix();
+        let leeway = self.leeway.as_secs_f64();
+        match token.claims.get("exp") {
+            Some(exp) => {
+                let exp = exp.as_f64().ok_or(VerifyError::InvalidClaim("exp"))?;
+                if now - leeway >= exp {
+                    return Err(VerifyError::Expired);
+                }
+            }
+            None if self.require_exp => return Err(VerifyError::MissingClaim("exp")),
+            None => {}
+        }
+        if let Some(nbf) = token.claims.get("nbf") {
+            let nbf = nbf.as_f64().ok_or(VerifyError::InvalidClaim("nbf"))?;
+            if now + leeway < nbf {
+                return Err(VerifyError::NotYetValid);
+            }
+        }
+        if let Some(iat) = token.claims.get("iat") {
+            iat.as_f64().ok_or(VerifyError::InvalidClaim("iat"))?;
+        }
+        match token.claims.get("sub") {
+            Some(Value::String(_)) => {}
+            Some(_) => return Err(VerifyError::InvalidClaim("sub")),
+            None if self.required_claims.contains(&"sub") => {
+                return Err(VerifyError::MissingClaim("sub"));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), VerifyError> {
+        let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
+        match claims.get("aud") {
+            Some(Value::String(aud)) => {
+                if self.any_audience || accepted(aud) {
+                    Ok(())
+                } else {
+                    Err(VerifyError::InvalidAudience)
+                }
+            }
+            Some(Value::Array(items)) => {
+                let mut found = false;
+                for item in items {
+                    let aud = item.as_str().ok_or(VerifyError::InvalidClaim("aud"))?;
+                    found |= accepted(aud);
+                }
+                if self.any_audience || found {
+                    Ok(())
+                } else {
+                    Err(VerifyError::InvalidAudience)
+                }
+            }
+            Some(_) => Err(VerifyError::InvalidClaim("aud")),
+            None if self.any_audience => Ok(()),
+            None => Err(VerifyError::InvalidAudience),
+        }
+    }
+
+    /// Builds the [`AuthContext`] of a verified token.
+    fn context(&self, token: UnverifiedToken<'_>, key: &VerifyingKey) -> AuthContext {
+        let claims = token.claims;
+        let roles = claim_at_path(&claims, &self.roles_claim)
+            .map(string_list)
+            .unwrap_or_default();
+        let scopes = match (claims.get("scope"), claims.get("scp")) {
+            (Some(Value::String(s)), _) => s
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            (_, Some(Value::String(s))) => s
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            (_, Some(scp @ Value::Array(_))) => string_list(scp),
+            _ => Vec::new(),
+        };
+        let tenant = self
+            .tenant_claim
+            .as_deref()
+            .and_then(|path| claim_at_path(&claims, path))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+        let mut builder = AuthContext::builder(CredentialKind::Jwt)
+            .issuer(self.issuer.clone())
+            .roles(roles)
+            .scopes(scopes);
+        if let Some(Value::String(sub)) = claims.get("sub") {
+            builder = builder.subject(sub.clone());
+        }
+        if let Some(tenant) = tenant {
+            builder = builder.tenant(tenant);
+        }
+        if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
+            builder = builder.expires_at_unix(exp);
+        }
+        if let Some(kid) = key.kid() {
+            builder = builder.key_id(kid);
+        }
+        builder.claims(claims).build()
+    }
+}
+
+/// Compares media types as RFC 7515 §4.1.9 asks: case-insensitive, `application/` optional.
+fn media_type_eq(a: &str, b: &str) -> bool {
+    fn strip(s: &str) -> &str {
+        match s.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &s[12..],
+            _ => s,
+        }
+    }
+    strip(a).eq_ignore_ascii_case(strip(b))
+}
+
+/// Strings from a string (one item) or an array (its string items); other values give none.
+fn string_list(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A parsed but not yet verified compact JWS.
+pub(crate) struct UnverifiedToken<'a> {
+    pub(crate) alg: Algorithm,
+    pub(crate) kid: Option<String>,
+    typ: Option<String>,
+    crit: Option<Vec<String>>,
+    pub(crate) claims: Map<String, Value>,
+    /// `header.payload`, the JWS signing input.
+    signing_input: &'a str,
+    signature: Vec<u8>,
+}
+
+impl UnverifiedToken<'_> {
+    /// The `iss` claim, when it is a string.
+    pub(crate) fn issuer(&self) -> Option<&str> {
+        self.claims.get("iss").and_then(Value::as_str)
+    }
+}
+
+/// The most a `kid` may be; longer ones are refused before any lookup.
+const MAX_KID_BYTES: usize = 256;
+
+/// Splits and decodes a compact JWS without verifying it.
+pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>, VerifyError> {
+    if token.len() > max_bytes {
+        return Err(VerifyError::TooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(VerifyError::Malformed("a JWS has three segments"));
+    };
+    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    let header = decode_object(header_b64).map_err(|_| VerifyError::Malformed("header"))?;
+    let alg = match header.get("alg") {
+        Some(Value::String(alg)) => alg.parse().map_err(|_| VerifyError::UnsupportedAlgorithm)?,
+        _ => return Err(VerifyError::UnsupportedAlgorithm),
+    };
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => {
+            Some(kid.clone())
+        }
+        Some(_) => return Err(VerifyError::Malformed("kid")),
+    };
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(typ)) => Some(typ.clone()),
+        Some(_) => return Err(VerifyError::Malformed("typ")),
+    };
+    let crit = match header.get("crit") {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(VerifyError::UnsupportedCritical)?,
+        ),
+        Some(_) => return Err(VerifyError::UnsupportedCritical),
+    };
+    // RFC 7797 unencoded payloads change what is signed; they are never accepted.
+    if header.contains_key("b64") {
+        return Err(VerifyError::UnsupportedCritical);
+    }
+    let claims = decode_object(payload_b64).map_err(|_| VerifyError::Malformed("claims"))?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| VerifyError::Malformed("signature"))?;
+    if signature.is_empty() {
+        return Err(VerifyError::Malformed("signature"));
+    }
+    Ok(UnverifiedToken {
+        alg,
+        kid,
+        typ,
+        crit,
+        claims,
+        signing_input,
+        signature,
+    })
+}
+
+fn decode_object(segment: &str) -> Result<Map<String, Value>, ()> {
+    let json = URL_SAFE_NO_PAD.decode(segment).map_err(|_| ())?;
+    let mut de = serde_json::Deserializer::from_slice(&json);
+    let StrictValue(value) = serde::Deserialize::deserialize(&mut de).map_err(|_| ())?;
+    de.end().map_err(|_| ())?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(()),
+    }
+}
+
+/// A JSON value whose objects have no duplicate member names, at any depth.
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let StrictValue(value) = access.next_value()?;
+            if map.insert(key, value).is_some() {
+                return Err(de::Error::custom("duplicate member name"));
+            }
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+/// Verifies a parsed token's signature with `key` and checks the token again against
+/// `validation`, then maps it into an [`AuthContext`].
+pub(crate) fn finish(
+    validation: &Validation,
+    token: UnverifiedToken<'_>,
+    key: &VerifyingKey,
+) -> Result<AuthContext, VerifyError> {
+    if !key.algorithms().contains(token.alg) {
+        return Err(VerifyError::Key(KeyError::AlgorithmMismatch));
+    }
+    if !key.verify_vec(token.alg, token.signing_input.as_bytes(), &token.signature) {
+        return Err(VerifyError::BadSignature);
+    }
+    Ok(validation.context(token, key))
+}
+
+/// Parses `token` and checks everything but the signature: header rules, issuer (exactly
+/// `validation`'s), audience and times.
+pub(crate) fn precheck<'a>(
+    validation: &Validation,
+    token: &'a str,
+) -> Result<UnverifiedToken<'a>, VerifyError> {
+    let parsed = parse(token, validation.max_token_bytes)?;
+    match parsed.claims.get("iss") {
+        Some(Value::String(iss)) if *iss == validation.issuer => {}
+        Some(Value::String(_)) | None => return Err(VerifyError::UntrustedIssuer),
+        Some(_) => return Err(VerifyError::InvalidClaim("iss")),
+    }
+    validation.check_token(&parsed)?;
+    Ok(parsed)
+}
+
+/// Verifies `token` synchronously against `validation` and `key`: the whole rule set, for
+/// callers that already hold the key (tests, tools).
+///
+/// # Errors
+///
+/// The first [`VerifyError`] found.
+pub fn verify_with_key(
+    validation: &Validation,
+    token: &str,
+    key: &VerifyingKey,
+) -> Result<AuthContext, VerifyError> {
+    let parsed = precheck(validation, token)?;
+    if let Some(kid) = &parsed.kid {
+        if key.kid().is_some_and(|k| k != kid) {
+            return Err(VerifyError::Key(KeyError::UnknownKid));
+        }
+    }
+    finish(validation, parsed, key)
+}
+
+/// The owned remainder of a token between the key lookup and the signature check.
+pub(crate) struct PendingToken {
+    alg: Algorithm,
+    claims: Map<String, Value>,
+    signing_input: String,
+    signature: Vec<u8>,
+}
+
+impl UnverifiedToken<'_> {
+    pub(crate) fn into_pending(self) -> PendingToken {
+        PendingToken {
+            alg: self.alg,
+            claims: self.claims,
+            signing_input: self.signing_input.to_owned(),
+            signature: self.signature,
+        }
+    }
+}
+
+impl PendingToken {
+    pub(crate) fn finish(
+        self,
+        validation: &Validation,
+        key: &VerifyingKey,
+    ) -> Result<AuthContext, VerifyError> {
+        let token = UnverifiedToken {
+            alg: self.alg,
+            kid: None,
+            typ: None,
+            crit: None,
+            claims: self.claims,
+            signing_input: &self.signing_input,
+            signature: self.signature,
+        };
+        finish(validation, token, key)
+    }
+}
+
+#[cfg(test)]
+mod tests;

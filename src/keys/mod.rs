@@ -1,0 +1,637 @@
+//! Verification keys: the [`KeySource`] trait, [`VerifyingKey`] (a key bound to the algorithms
+//! it may verify), [`KeySet`] selection rules and the static [`StaticKeys`] source.
+//!
+//! # Binding keys to algorithms
+//!
+//! A token's `alg` header is attacker-controlled, so it is never trusted on its own: every
+//! key carries the set of algorithms it may verify, derived from its type and, for JWKs, from
+//! its `alg` member. A token whose `alg` is not in its key's set is rejected, which closes the
+//! RS256/HS256 confusion (an RSA public key used as an HMAC secret) and similar attacks.
+//!
+//! | key | algorithms |
+//! |---|---|
+//! | RSA, ≥ 2048 bits | RS256 RS384 RS512 PS256 PS384 PS512 (or the JWK's `alg`) |
+//! | EC P-256 | ES256 |
+//! | EC P-384 | ES384 |
+//! | Ed25519 | EdDSA |
+//! | HMAC secret of n ≥ 32 bytes | the HS* whose hash size ≤ n (RFC 7518 §3.2) |
+//!
+//! ```
+//! use tower_gatekeeper::keys::{KeyQuery, KeySource, StaticKeys, VerifyingKey};
+//! use tower_gatekeeper::Algorithm;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let secret = [7u8; 32];
+//! let keys = StaticKeys::new([VerifyingKey::hmac(&secret).unwrap().with_kid("k1")]);
+//! let key = keys.key(&KeyQuery::new(None, Some("k1"), Algorithm::HS256)).await.unwrap();
+//! assert_eq!(key.kid(), Some("k1"));
+//! // The secret is too short for HS512 (RFC 7518 §3.2), so the key refuses it.
+//! assert!(keys.key(&KeyQuery::new(None, Some("k1"), Algorithm::HS512)).await.is_err());
+//! # }
+//! ```
+
+mod der;
+mod signing;
+mod static_keys;
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
+
+use crate::algorithm::{Algorithm, AlgorithmSet};
+
+pub use signing::SigningKey;
+pub use static_keys::StaticKeys;
+
+/// Where verification keys come from.
+///
+/// `key` receives what the (not yet verified) token says about its key: issuer, `kid` and
+/// `alg`. It must only return a key that may verify `alg`; the verifier checks again.
+/// Implementations that have the key cached should return a ready future
+/// (`std::future::Ready`), so the hot path never waits.
+pub trait KeySource: Clone + Send + Sync + 'static {
+    /// The future returned by [`key`](KeySource::key).
+    type Future: Future<Output = Result<VerifyingKey, KeyError>> + Send + 'static;
+
+    /// Finds the key for `query`.
+    fn key(&self, query: &KeyQuery<'_>) -> Self::Future;
+
+    /// The algorithms this source's keys can verify, when known up front (static keys).
+    /// Authenticators use it to refuse configurations that allow an algorithm no key can
+    /// verify. Sources whose keys arrive later return `None` (the default).
+    fn algorithms(&self) -> Option<AlgorithmSet> {
+        None
+    }
+}
+
+/// What a token says about the key that should verify it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyQuery<'a> {
+    issuer: Option<&'a str>,
+    kid: Option<&'a str>,
+    alg: Algorithm,
+}
+
+impl<'a> KeyQuery<'a> {
+    /// A query for the key of `issuer` named `kid` that may verify `alg`.
+    pub fn new(issuer: Option<&'a str>, kid: Option<&'a str>, alg: Algorithm) -> Self {
+        KeyQuery { issuer, kid, alg }
+    }
+
+    /// The token's issuer.
+    pub fn issuer(&self) -> Option<&'a str> {
+        self.issuer
+    }
+
+    /// The token's `kid` header.
+    pub fn kid(&self) -> Option<&'a str> {
+        self.kid
+    }
+
+    /// The token's `alg` header.
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+}
+
+/// Errors when loading or looking up keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// No key has the token's `kid`.
+    #[error("no key has the token's kid")]
+    UnknownKid,
+    /// No key may verify the token's algorithm.
+    #[error("no key may verify this algorithm")]
+    NoMatchingKey,
+    /// The key named by the token's `kid` may not verify the token's algorithm.
+    #[error("the token's algorithm is not allowed for its key")]
+    AlgorithmMismatch,
+    /// The token has no `kid` and several keys could verify it; the verifier does not guess.
+    #[error("the token has no kid and several keys could verify it")]
+    AmbiguousKey,
+    /// The token's issuer is not trusted.
+    #[error("untrusted issuer")]
+    UnknownIssuer,
+    /// Keys cannot be had right now; callers may retry after `retry_after`.
+    #[error("verification keys are unavailable")]
+    Unavailable {
+        /// How long until a retry may succeed.
+        retry_after: Duration,
+    },
+    /// A key could not be used; the text says why.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// A key file could not be read.
+    #[error("cannot read key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl KeyError {
+    fn invalid(reason: impl Into<String>) -> Self {
+        KeyError::InvalidKey(reason.into())
+    }
+}
+
+/// The type of a verification key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// RSA, with its modulus size in bits.
+    Rsa {
+        /// Modulus size in bits.
+        bits: usize,
+    },
+    /// ECDSA on P-256.
+    EcP256,
+    /// ECDSA on P-384.
+    EcP384,
+    /// Ed25519.
+    Ed25519,
+    /// An HMAC secret.
+    Hmac,
+}
+
+impl KeyType {
+    /// The algorithms a key of this type may verify, before any narrowing.
+    pub fn algorithms(self) -> AlgorithmSet {
+        match self {
+            KeyType::Rsa { .. } => AlgorithmSet::RSA,
+            KeyType::EcP256 => Algorithm::ES256.into(),
+            KeyType::EcP384 => Algorithm::ES384.into(),
+            KeyType::Ed25519 => Algorithm::EdDSA.into(),
+            KeyType::Hmac => AlgorithmSet::HMAC,
+        }
+    }
+}
+
+/// The smallest RSA modulus accepted, in bits (RFC 7518 §3.3).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// A verification key, bound to the algorithms it may verify. Cheap to clone.
+///
+/// See the [module docs](self) for the binding rules.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    inner: Arc<KeyInner>,
+}
+
+#[derive(Clone)]
+struct KeyInner {
+    kid: Option<String>,
+    key_type: KeyType,
+    algorithms: AlgorithmSet,
+    key: DecodingKey,
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.inner.kid)
+            .field("key_type", &self.inner.key_type)
+            .field("algorithms", &self.inner.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifyingKey {
+    fn build(key_type: KeyType, key: DecodingKey) -> Self {
+        VerifyingKey {
+            inner: Arc::new(KeyInner {
+                kid: None,
+                key_type,
+                algorithms: key_type.algorithms(),
+                key,
+            }),
+        }
+    }
+
+    /// A public key from PEM: `PUBLIC KEY` (SPKI: RSA, EC P-256/P-384, Ed25519),
+    /// `RSA PUBLIC KEY` (PKCS#1) or `CERTIFICATE`. Private keys are refused.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidKey`] naming what is wrong (not PEM, a private key, an unsupported
+    /// curve, an RSA key under 2048 bits).
+    pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        let text = std::str::from_utf8(pem).map_err(|_| KeyError::invalid("PEM is not text"))?;
+        let label = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("-----BEGIN "))
+            .and_then(|l| l.strip_suffix("-----"))
+            .ok_or_else(|| {
+                KeyError::invalid("no PEM block found (expected -----BEGIN PUBLIC KEY-----)")
+            })?;
+        if label.contains("PRIVATE") {
+            return Err(KeyError::invalid(format!(
+                "a {label} was given where a public key is expected; configure the public key"
+            )));
+        }
+        if !matches!(label, "PUBLIC KEY" | "RSA PUBLIC KEY" | "CERTIFICATE") {
+            return Err(KeyError::invalid(format!(
+                "unsupported PEM block {label:?}"
+            )));
+        }
+        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+            let der = key
+                .try_get_as_bytes()
+                .map_err(|_| KeyError::invalid("malformed RSA public key"))?;
+            let (n, e) = der::rsa_public_key(der)
+                .ok_or_else(|| KeyError::invalid("malformed RSA public key"))?;
+            return Self::rsa_components(n, e);
+        }
+        if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+            let point = key
+                .try_get_as_bytes()
+                .map_err(|_| KeyError::invalid("malformed EC public key"))?;
+            let key_type = ec_point_type(point)?;
+            return Ok(Self::build(key_type, key));
+        }
+        if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+            match key.try_get_as_bytes() {
+                Ok(x) if x.len() == 32 => return Ok(Self::build(KeyType::Ed25519, key)),
+                _ => return Err(KeyError::invalid("malformed Ed25519 public key")),
+            }
+        }
+        Err(KeyError::invalid(
+            "unsupported key in PEM (supported: RSA, EC P-256, EC P-384, Ed25519)",
+        ))
+    }
+
+    /// An RSA public key from its big-endian modulus and exponent.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidKey`] when the modulus is under 2048 bits or the exponent is unusable.
+    pub fn rsa_components(n: &[u8], e: &[u8]) -> Result<Self, KeyError> {
+        let n = strip_leading_zeros(n);
+        let e = strip_leading_zeros(e);
+        let bits = match n.first() {
+            Some(first) => n.len() * 8 - first.leading_zeros() as usize,
+            None => 0,
+        };
+        if bits < MIN_RSA_BITS {
+            return Err(KeyError::invalid(format!(
+                "RSA key of {bits} bits is too small (at least {MIN_RSA_BITS} required, RFC 7518 §3.3)"
+            )));
+        }
+        if e.is_empty() || e.len() > 8 || e.last().is_some_and(|b| b & 1 == 0) || e == [1] {
+            return Err(KeyError::invalid("unusable RSA public exponent"));
+        }
+        Ok(Self::build(
+            KeyType::Rsa { bits },
+            DecodingKey::from_rsa_raw_components(n, e),
+        ))
+    }
+
+    /// An HMAC secret. It may verify each HS* algorithm whose hash is no longer than the
+    /// secret (RFC 7518 §3.2): 32 bytes allow HS256, 48 add HS384, 64 add HS512.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidKey`] when the secret is shorter than 32 bytes.
+    pub fn hmac(secret: &[u8]) -> Result<Self, KeyError> {
+        let algorithms: AlgorithmSet = AlgorithmSet::HMAC
+            .iter()
+            .filter(|alg| {
+                alg.min_hmac_secret_len()
+                    .is_some_and(|min| secret.len() >= min)
+            })
+            .collect();
+        if algorithms.is_empty() {
+            return Err(KeyError::invalid(format!(
+                "HMAC secret of {} bytes is too short (at least 32 bytes required, RFC 7518 §3.2)",
+                secret.len()
+            )));
+        }
+        let mut key = Self::build(KeyType::Hmac, DecodingKey::from_secret(secret));
+        Arc::make_mut(&mut key.inner).algorithms = algorithms;
+        Ok(key)
+    }
+
+    /// A key from a JWK (RFC 7517), given as JSON text.
+    ///
+    /// # Errors
+    ///
+    /// See [`from_jwk_value`](Self::from_jwk_value).
+    pub fn from_jwk_str(jwk: &str) -> Result<Self, KeyError> {
+        let value: serde_json::Value = serde_json::from_str(jwk)
+            .map_err(|e| KeyError::invalid(format!("JWK is not valid JSON: {e}")))?;
+        Self::from_jwk_value(&value)
+    }
+
+    /// A key from a JWK (RFC 7517) as a JSON value. The JWK's `kid` becomes the key's id,
+    /// its `alg` (when present) narrows the algorithms, and it must be meant for signatures:
+    /// `use` other than `sig`, or `key_ops` without `verify`, is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidKey`] naming what is wrong (unknown `kty`, encryption key, an
+    /// `alg` that does not fit the key type, a too small key, malformed parameters).
+    pub fn from_jwk_value(jwk: &serde_json::Value) -> Result<Self, KeyError> {
+        let parsed: Jwk = serde_json::from_value(jwk.clone())
+            .map_err(|e| KeyError::invalid(format!("unsupported or malformed JWK: {e}")))?;
+        let common = &parsed.common;
+        if let Some(key_use) = &common.public_key_use {
+            if *key_use != PublicKeyUse::Signature {
+                return Err(KeyError::invalid(
+                    "JWK is not a signature key (use is not \"sig\")",
+                ));
+            }
+        }
+        if let Some(ops) = &common.key_operations {
+            if !ops.contains(&KeyOperations::Verify) {
+                return Err(KeyError::invalid("JWK key_ops does not include \"verify\""));
+            }
+        }
+        let key = match &parsed.algorithm {
+            AlgorithmParameters::RSA(rsa) => {
+                let n = b64url(&rsa.n, "n")?;
+                let e = b64url(&rsa.e, "e")?;
+                Self::rsa_components(&n, &e)?
+            }
+            AlgorithmParameters::EllipticCurve(ec) => {
+                let (key_type, len) = match ec.curve {
+                    EllipticCurve::P256 => (KeyType::EcP256, 32),
+                    EllipticCurve::P384 => (KeyType::EcP384, 48),
+                    _ => {
+                        return Err(KeyError::invalid(
+                            "unsupported EC curve (supported: P-256, P-384)",
+                        ));
+                    }
+                };
+                let x = b64url(&ec.x, "x")?;
+                let y = b64url(&ec.y, "y")?;
+                if x.len() != len || y.len() != len {
+                    return Err(KeyError::invalid(
+                        "EC coordinates have the wrong length for the curve",
+                    ));
+                }
+                let mut point = Vec::with_capacity(1 + 2 * len);
+                point.push(0x04);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                Self::build(key_type, DecodingKey::from_ec_der(&point))
+            }
+            AlgorithmParameters::OctetKeyPair(okp) => {
+                if okp.curve != EllipticCurve::Ed25519 {
+                    return Err(KeyError::invalid(
+                        "unsupported OKP curve (supported: Ed25519)",
+                    ));
+                }
+                let x = b64url(&okp.x, "x")?;
+                if x.len() != 32 {
+                    return Err(KeyError::invalid("Ed25519 public key must be 32 bytes"));
+                }
+                Self::build(KeyType::Ed25519, DecodingKey::from_ed_der(&x))
+            }
+            AlgorithmParameters::OctetKey(oct) => Self::hmac(&b64url(&oct.value, "k")?)?,
+            _ => return Err(KeyError::invalid("unsupported JWK kty")),
+        };
+        let key = match &common.key_algorithm {
+            None => key,
+            Some(alg) => {
+                let name = serde_json::to_value(alg)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let alg: Algorithm = name.parse().map_err(|_| {
+                    KeyError::invalid(format!(
+                        "JWK alg {name:?} is not a supported signature algorithm"
+                    ))
+                })?;
+                key.restrict_algorithms(alg.into())?
+            }
+        };
+        Ok(match &common.key_id {
+            Some(kid) => key.with_kid(kid.clone()),
+            None => key,
+        })
+    }
+
+    /// Names the key (the `kid` tokens refer to it by).
+    #[must_use]
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.inner).kid = Some(kid.into());
+        self
+    }
+
+    /// Narrows the algorithms this key may verify to those also in `allowed`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidKey`] when no algorithm is left: the configuration allows nothing
+    /// this key can verify.
+    pub fn restrict_algorithms(mut self, allowed: AlgorithmSet) -> Result<Self, KeyError> {
+        let narrowed = self.inner.algorithms.intersection(allowed);
+        if narrowed.is_empty() {
+            return Err(KeyError::invalid(format!(
+                "none of the algorithms {allowed:?} fits this {:?} key (it may verify {:?})",
+                self.inner.key_type, self.inner.algorithms
+            )));
+        }
+        Arc::make_mut(&mut self.inner).algorithms = narrowed;
+        Ok(self)
+    }
+
+    /// The key's id.
+    pub fn kid(&self) -> Option<&str> {
+        self.inner.kid.as_deref()
+    }
+
+    /// The key's type.
+    pub fn key_type(&self) -> KeyType {
+        self.inner.key_type
+    }
+
+    /// The algorithms this key may verify.
+    pub fn algorithms(&self) -> AlgorithmSet {
+        self.inner.algorithms
+    }
+
+    /// Whether `signature` is a valid `alg` signature of `message` by this key. Always
+    /// `false` when `alg` is not bound to this key.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.verify_vec(alg, message, &signature.to_vec())
+    }
+
+    /// [`verify`](Self::verify) without a copy: jsonwebtoken's verifiers take `&Vec<u8>`.
+    #[allow(clippy::ptr_arg)]
+    pub(crate) fn verify_vec(&self, alg: Algorithm, message: &[u8], signature: &Vec<u8>) -> bool {
+        if !self.inner.algorithms.contains(alg) {
+            return false;
+        }
+        let provider = crate::crypto::provider();
+        match (provider.verifier_factory)(&alg.to_jsonwebtoken(), &self.inner.key) {
+            Ok(verifier) => verifier.verify(message, signature).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+fn ec_point_type(point: &[u8]) -> Result<KeyType, KeyError> {
+    match (point.first(), point.len()) {
+        (Some(0x04), 65) => Ok(KeyType::EcP256),
+        (Some(0x04), 97) => Ok(KeyType::EcP384),
+        (Some(0x02 | 0x03), _) => Err(KeyError::invalid(
+            "compressed EC points are not supported; use the uncompressed public key",
+        )),
+        _ => Err(KeyError::invalid(
+            "unsupported EC curve (supported: P-256, P-384)",
+        )),
+    }
+}
+
+fn b64url(value: &str, member: &str) -> Result<Vec<u8>, KeyError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value.trim_end_matches('='))
+        .map_err(|_| KeyError::invalid(format!("JWK member {member:?} is not base64url")))
+}
+
+/// A set of keys and the rule that picks one for a token.
+///
+/// - the token names a `kid`: the key with that `kid` that may verify the token's `alg`;
+///   keys without a `kid` are considered only when no key has that `kid`;
+/// - the token has no `kid`: the one key that may verify its `alg`; with several candidates
+///   the token is rejected ([`KeyError::AmbiguousKey`]), never guessed.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+}
+
+impl KeySet {
+    /// A set of `keys`.
+    pub fn new(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
+        KeySet {
+            keys: keys.into_iter().collect(),
+        }
+    }
+
+    /// Parses a JWKS document (`{"keys": [...]}`) strictly: every key must be usable.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidKey`] naming the first unusable key (by index and `kid`), or when
+    /// the set is empty.
+    pub fn from_jwks_str(jwks: &str) -> Result<Self, KeyError> {
+        let doc: serde_json::Value = serde_json::from_str(jwks)
+            .map_err(|e| KeyError::invalid(format!("JWKS is not valid JSON: {e}")))?;
+        let keys = doc
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .ok_or_else(|| KeyError::invalid("JWKS has no \"keys\" array"))?;
+        let mut set = Vec::with_capacity(keys.len());
+        for (i, jwk) in keys.iter().enumerate() {
+            let kid = jwk.get("kid").and_then(|k| k.as_str()).unwrap_or("<none>");
+            let key = VerifyingKey::from_jwk_value(jwk)
+                .map_err(|e| KeyError::invalid(format!("JWKS key #{i} (kid {kid:?}): {e}")))?;
+            set.push(key);
+        }
+        if set.is_empty() {
+            return Err(KeyError::invalid("JWKS contains no keys"));
+        }
+        Ok(KeySet { keys: set })
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &[VerifyingKey] {
+        &self.keys
+    }
+
+    /// The union of the algorithms the keys may verify.
+    pub fn algorithms(&self) -> AlgorithmSet {
+        self.keys
+            .iter()
+            .fold(AlgorithmSet::EMPTY, |acc, k| acc.union(k.algorithms()))
+    }
+
+    /// Narrows every key to `allowed`, dropping keys that can verify none of them.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidKey`] when no key is left.
+    pub fn restrict_algorithms(self, allowed: AlgorithmSet) -> Result<Self, KeyError> {
+        let keys: Vec<_> = self
+            .keys
+            .into_iter()
+            .filter_map(|k| k.restrict_algorithms(allowed).ok())
+            .collect();
+        if keys.is_empty() {
+            return Err(KeyError::invalid(format!(
+                "no configured key can verify any of the allowed algorithms {allowed:?}"
+            )));
+        }
+        Ok(KeySet { keys })
+    }
+
+    /// Picks the key for `query`; see the type docs for the rule.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::UnknownKid`], [`KeyError::AlgorithmMismatch`], [`KeyError::AmbiguousKey`]
+    /// or [`KeyError::NoMatchingKey`].
+    pub fn select(&self, query: &KeyQuery<'_>) -> Result<&VerifyingKey, KeyError> {
+        let alg = query.alg();
+        if let Some(kid) = query.kid() {
+            let mut named = self.keys.iter().filter(|k| k.kid() == Some(kid)).peekable();
+            if named.peek().is_some() {
+                return only_one(named.filter(|k| k.algorithms().contains(alg))).map_err(|none| {
+                    if none {
+                        KeyError::AlgorithmMismatch
+                    } else {
+                        KeyError::AmbiguousKey
+                    }
+                });
+            }
+            let anonymous = self
+                .keys
+                .iter()
+                .filter(|k| k.kid().is_none() && k.algorithms().contains(alg));
+            return only_one(anonymous).map_err(|none| {
+                if none {
+                    KeyError::UnknownKid
+                } else {
+                    KeyError::AmbiguousKey
+                }
+            });
+        }
+        only_one(self.keys.iter().filter(|k| k.algorithms().contains(alg))).map_err(|none| {
+            if none {
+                KeyError::NoMatchingKey
+            } else {
+                KeyError::AmbiguousKey
+            }
+        })
+    }
+}
+
+/// The single item of `iter`; `Err(true)` when empty, `Err(false)` when several.
+fn only_one<'a>(
+    mut iter: impl Iterator<Item = &'a VerifyingKey>,
+) -> Result<&'a VerifyingKey, bool> {
+    match (iter.next(), iter.next()) {
+        (Some(key), None) => Ok(key),
+        (None, _) => Err(true),
+        (Some(_), Some(_)) => Err(false),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! Authenticate once, at the edge.
+//!
+//! `tower-gatekeeper` turns a tower stack (axum routers, hyper servers, tonic gRPC services)
+//! into an authenticating API gateway. Three layers, stacked in this order:
+//!
+//! 1. [`AuthenticateLayer`] extracts the credential (`Authorization: Bearer`, RFC 6750),
+//!    verifies it once ([`JwtAuthenticator`]: signature with keys bound to their algorithms,
+//!    `exp`/`nbf` with leeway, `iss`, `aud`, `crit`, `typ`) and puts the caller's
+//!    [`AuthContext`] into the request extensions.
+//! 2. [`AuthorizeLayer`] asks a [`PolicyEvaluator`] (roles, scopes, …): allow, 401 or 403.
+//! 3. [`ContextPropagationLayer`] strips client-supplied identity headers, drops the raw
+//!    token and forwards only the context (`x-user-id`, `x-user-roles`, …) downstream.
+//!
+//! Rejections are responses, rendered per the wire contract (see [`reject`]): 401/403 with
+//! RFC 6750 `WWW-Authenticate` and a JSON body for HTTP, Trailers-Only `grpc-status` for gRPC,
+//! 503 with `Retry-After` when keys cannot be had.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use serde_json::json;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_gatekeeper::{
+//!     AuthenticateLayer, AuthorizeLayer, ContextPropagationLayer, JwtAuthenticator,
+//!     authorize::roles_any, jwt::Validation, keys::{SigningKey, StaticKeys},
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // In production the keys come from your identity provider (PEM, JWKS file, ...).
+//! let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+//! let keys = StaticKeys::new([signer.verifying_key().clone()]);
+//! let validation = Validation::new("https://idp.example.test").audiences(["api://orders"]);
+//!
+//! let gateway = ServiceBuilder::new()
+//!     .layer(AuthenticateLayer::new(JwtAuthenticator::new(keys, validation).unwrap()))
+//!     .layer(AuthorizeLayer::new(roles_any(["clerk"])))
+//!     .layer(ContextPropagationLayer::new())
+//!     .service_fn(|req: Request<Full<Bytes>>| async move {
+//!         // Downstream sees the caller, never the token.
+//!         assert!(req.headers().get("authorization").is_none());
+//!         let user = req.headers()["x-user-id"].to_str().unwrap().to_owned();
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(user))))
+//!     });
+//!
+//! let token = signer.sign(&json!({
+//!     "iss": "https://idp.example.test", "aud": "api://orders",
+//!     "sub": "user-1", "roles": ["clerk"], "exp": 4102444800u64,
+//! })).unwrap();
+//! let request = Request::builder()
+//!     .header("authorization", format!("Bearer {token}"))
+//!     .body(Full::default())
+//!     .unwrap();
+//! let response = gateway.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! # }
+//! ```
+//!
+//! With axum, add the same layers to a `Router` with `route_layer`; with tonic, to
+//! `Server::builder().layer(...)`; with hyper, wrap the service with `ServiceBuilder`. The
+//! `examples/` directory has one runnable program per host, and `examples/gateway.rs` is a
+//! complete configurable gateway.
+//!
+//! # Feature flags
+//!
+//! | Name | Description | Default |
+//! |---|---|---|
+//! | `aws-lc-rs` | signature verification with aws-lc-rs (fastest; see the README's figures) | yes |
+//! | `rust-crypto` | signature verification with the pure-Rust RustCrypto crates | no |
+//! | `axum` | [`AuthContext`] as an axum extractor, [`Rejection`] as an axum response | no |
+//!
+//! With both crypto features enabled, aws-lc-rs is used. At least one is required.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod macros;
+
+mod algorithm;
+pub mod authenticate;
+pub mod authorize;
+pub mod body;
+mod context;
+pub mod credential;
+mod crypto;
+pub mod jwt;
+pub mod keys;
+pub mod propagate;
+pub mod reject;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+
+pub use crate::algorithm::{Algorithm, AlgorithmSet, UnknownAlgorithm};
+pub use crate::authenticate::{AuthMode, AuthenticateLayer, Authenticator, JwtAuthenticator};
+pub use crate::authorize::{AuthorizeLayer, Decision, PolicyEvaluator};
+pub use crate::context::{AuthContext, AuthContextBuilder, ClaimsError, CredentialKind};
+pub use crate::crypto::BACKEND as CRYPTO_BACKEND;
+pub use crate::jwt::ConfigError;
+pub use crate::propagate::ContextPropagationLayer;
+pub use crate::reject::{Rejection, RejectionKind};
