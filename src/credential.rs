@@ -67,6 +67,9 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 ///   the authenticate layer answers with a bare `Bearer realm="…"` challenge (RFC 6750 §3.1);
 /// - more than one `Authorization` header, `Bearer` without a token, or a token with
 ///   characters outside `b64token`: `invalid_request` (400);
+/// - a token of `b64token` characters with `=` before its end (a padded JWS segment such as
+///   `eyJ...==.eyJ...`): `invalid_token` (401). The header is well-formed; the token is not
+///   (RFC 6750 §3.1);
 /// - a token longer than `max_len`: `invalid_token` (401), before any parsing.
 ///
 /// The scheme is matched case-insensitively; one or more spaces may follow it.
@@ -120,6 +123,12 @@ pub fn bearer_token<'a>(
         return Err(Rejection::invalid_token("token too large"));
     }
     if !is_b64token(token) {
+        if token.iter().all(|b| is_b64token_char(*b) || *b == b'=')
+            && token.iter().any(|b| *b != b'=')
+        {
+            // Padding inside the token: the credential syntax is fine, the token is not.
+            return Err(Rejection::invalid_token("malformed token"));
+        }
         return Err(Rejection::invalid_request("malformed bearer token"));
     }
     // is_b64token admits ASCII only.
@@ -129,10 +138,11 @@ pub fn bearer_token<'a>(
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(token: &[u8]) -> bool {
     let body_len = token.len() - token.iter().rev().take_while(|b| **b == b'=').count();
-    body_len > 0
-        && token[..body_len].iter().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+    body_len > 0 && token[..body_len].iter().all(|b| is_b64token_char(*b))
+}
+
+fn is_b64token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
 }
 
 #[cfg(test)]
@@ -182,13 +192,22 @@ mod tests {
         assert_eq!(extract(&[b"Bearer a b"]), Err(InvalidRequest));
         assert_eq!(extract(&[b"Bearer a,b"]), Err(InvalidRequest));
         assert_eq!(extract(&[b"Bearer ==="]), Err(InvalidRequest));
-        assert_eq!(extract(&[b"Bearer a=b"]), Err(InvalidRequest));
         assert_eq!(extract(&[b"Bearer \xc3\xa9"]), Err(InvalidRequest));
     }
 
     #[test]
     fn b64token_padding_allowed_at_end() {
         assert_eq!(extract(&[b"Bearer abc=="]), Ok(Some("abc==".into())));
+    }
+
+    #[test]
+    fn padding_inside_the_token_is_invalid_token() {
+        use RejectionKind::*;
+        assert_eq!(extract(&[b"Bearer a=b"]), Err(InvalidToken));
+        assert_eq!(extract(&[b"Bearer abc==.def.ghi"]), Err(InvalidToken));
+        assert_eq!(extract(&[b"Bearer abc.d=ef.ghi="]), Err(InvalidToken));
+        assert_eq!(extract(&[b"Bearer ==="]), Err(InvalidRequest));
+        assert_eq!(extract(&[b"Bearer a=,b"]), Err(InvalidRequest));
     }
 
     #[test]
