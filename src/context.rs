@@ -295,7 +295,7 @@ impl AuthContextBuilder {
 }
 
 fn unix_to_system_time(secs: f64) -> Option<SystemTime> {
-    if !secs.is_finite() || secs < 0.0 || secs > 1.0e12 {
+    if !secs.is_finite() || !(0.0..=1.0e12).contains(&secs) {
         return None;
     }
     UNIX_EPOCH.checked_add(Duration::from_secs_f64(secs))

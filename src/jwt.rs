@@ -388,17 +388,15 @@ impl Validation {
     /// Checks an unverified token's claims and header against these rules (everything but
     /// the signature).
     pub(crate) fn check_token(&self, token: &UnverifiedToken<'_>) -> Result<(), VerifyError> {
-        if let Some(allowed) = self.algorithms {
-            if !allowed.contains(token.alg) {
-                return Err(VerifyError::AlgorithmNotAllowed);
-            }
+        if self
+            .algorithms
+            .is_some_and(|allowed| !allowed.contains(token.alg))
+        {
+            return Err(VerifyError::AlgorithmNotAllowed);
         }
         if let Some(crit) = &token.crit {
-            if crit.is_empty()
-                || crit
-                    .iter()
-                    .any(|c| !self.understood_crit.iter().any(|u| u == c))
-            {
+            let understood = |name: &String| self.understood_crit.contains(name);
+            if crit.is_empty() || !crit.iter().all(understood) {
                 return Err(VerifyError::UnsupportedCritical);
             }
         }
@@ -744,10 +742,10 @@ pub fn verify_with_key(
     key: &VerifyingKey,
 ) -> Result<AuthContext, VerifyError> {
     let parsed = precheck(validation, token)?;
-    if let Some(kid) = &parsed.kid {
-        if key.kid().is_some_and(|k| k != kid) {
-            return Err(VerifyError::Key(KeyError::UnknownKid));
-        }
+    if let (Some(kid), Some(key_kid)) = (&parsed.kid, key.kid())
+        && kid != key_kid
+    {
+        return Err(VerifyError::Key(KeyError::UnknownKid));
     }
     finish(validation, parsed, key)
 }

@@ -256,6 +256,17 @@ impl VerifyingKey {
                 .try_get_as_bytes()
                 .map_err(|_| KeyError::invalid("malformed EC public key"))?;
             let key_type = ec_point_type(point)?;
+            // The point's length alone does not name the curve (secp256k1 and brainpool
+            // points have the same lengths): require the curve's OID in the encoding.
+            let oid: &[u8] = match key_type {
+                KeyType::EcP256 => &OID_P256,
+                _ => &OID_P384,
+            };
+            if !pem_der(text).is_some_and(|der| contains(&der, oid)) {
+                return Err(KeyError::invalid(
+                    "unsupported EC curve (supported: P-256, P-384)",
+                ));
+            }
             return Ok(Self::build(key_type, key));
         }
         if let Ok(key) = DecodingKey::from_ed_pem(pem) {
@@ -267,6 +278,24 @@ impl VerifyingKey {
         Err(KeyError::invalid(
             "unsupported key in PEM (supported: RSA, EC P-256, EC P-384, Ed25519)",
         ))
+    }
+
+    /// A public key from DER: an X.509 `SubjectPublicKeyInfo` (RSA, EC P-256/P-384, Ed25519),
+    /// as `openssl pkey -pubout -outform DER` writes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_pem`](Self::from_pem).
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, KeyError> {
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            pem.push('\n');
+        }
+        pem.push_str("-----END PUBLIC KEY-----\n");
+        Self::from_pem(pem.as_bytes())
     }
 
     /// An RSA public key from its big-endian modulus and exponent.
@@ -340,20 +369,34 @@ impl VerifyingKey {
     /// [`KeyError::InvalidKey`] naming what is wrong (unknown `kty`, encryption key, an
     /// `alg` that does not fit the key type, a too small key, malformed parameters).
     pub fn from_jwk_value(jwk: &serde_json::Value) -> Result<Self, KeyError> {
+        // A published key with private parts is a leak at the identity provider; using it
+        // would hide the problem.
+        if ["d", "p", "q", "dp", "dq", "qi", "oth"]
+            .iter()
+            .any(|m| jwk.get(m).is_some())
+        {
+            return Err(KeyError::invalid(
+                "JWK contains private key material; publish and configure only the public key",
+            ));
+        }
         let parsed: Jwk = serde_json::from_value(jwk.clone())
             .map_err(|e| KeyError::invalid(format!("unsupported or malformed JWK: {e}")))?;
         let common = &parsed.common;
-        if let Some(key_use) = &common.public_key_use {
-            if *key_use != PublicKeyUse::Signature {
-                return Err(KeyError::invalid(
-                    "JWK is not a signature key (use is not \"sig\")",
-                ));
-            }
+        if common
+            .public_key_use
+            .as_ref()
+            .is_some_and(|u| *u != PublicKeyUse::Signature)
+        {
+            return Err(KeyError::invalid(
+                "JWK is not a signature key (use is not \"sig\")",
+            ));
         }
-        if let Some(ops) = &common.key_operations {
-            if !ops.contains(&KeyOperations::Verify) {
-                return Err(KeyError::invalid("JWK key_ops does not include \"verify\""));
-            }
+        if common
+            .key_operations
+            .as_ref()
+            .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+        {
+            return Err(KeyError::invalid("JWK key_ops does not include \"verify\""));
         }
         let key = match &parsed.algorithm {
             AlgorithmParameters::RSA(rsa) => {
@@ -478,6 +521,29 @@ impl VerifyingKey {
             Err(_) => false,
         }
     }
+}
+
+/// DER of the OID 1.2.840.10045.3.1.7 (P-256, `prime256v1`).
+const OID_P256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// DER of the OID 1.3.132.0.34 (P-384, `secp384r1`).
+const OID_P384: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// The DER inside the first PEM block of `text`.
+fn pem_der(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("-----BEGIN "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END "))
+        .filter(|l| !l.contains(':'))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
