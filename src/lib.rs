@@ -102,3 +102,8 @@ pub use crate::crypto::BACKEND as CRYPTO_BACKEND;
 pub use crate::jwt::ConfigError;
 pub use crate::propagate::ContextPropagationLayer;
 pub use crate::reject::{Rejection, RejectionKind};
+
+/// The README's code blocks, compiled as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

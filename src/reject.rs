@@ -88,8 +88,8 @@ impl RejectionKind {
             RejectionKind::MissingCredential => "missing_credential",
             RejectionKind::InvalidRequest => "invalid_request",
             RejectionKind::InvalidToken => "invalid_token",
-            RejectionKind::InsufficientScope => "insufficient_scope",
-            RejectionKind::Forbidden => "forbidden",
+            // The body names the same RFC 6750 code as the challenge.
+            RejectionKind::InsufficientScope | RejectionKind::Forbidden => "insufficient_scope",
             RejectionKind::KeysUnavailable => "temporarily_unavailable",
         }
     }
@@ -429,6 +429,35 @@ impl RejectionResponse for DefaultRejection {
     }
 }
 
+/// Builds the final response for `rejection`: `renderer`'s response with the rejection in
+/// its extensions, the body wrapped as a [`ResponseBody`](crate::body::ResponseBody).
+pub(crate) fn render<R, B>(
+    renderer: &R,
+    rejection: Rejection,
+    protocol: Protocol,
+) -> Response<crate::body::ResponseBody<B>>
+where
+    R: RejectionResponse,
+{
+    tracing::debug!(
+        kind = ?rejection.kind(),
+        reason = rejection.description(),
+        source = rejection.source_text().as_deref(),
+        "request rejected"
+    );
+    let (mut parts, body) = renderer.response(&rejection, protocol).into_parts();
+    parts.extensions.insert(rejection);
+    Response::from_parts(parts, crate::body::ResponseBody::rejection(body))
+}
+
+impl Rejection {
+    /// The underlying error's text, for logs. Sources are built by this crate from fixed
+    /// texts, never from token content.
+    fn source_text(&self) -> Option<String> {
+        self.source.as_ref().map(|s| s.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,34 +562,5 @@ mod tests {
     fn realm_is_sanitized() {
         let d = DefaultRejection::new("a\"b\\c\r\n");
         assert_eq!(d.realm(), "abc");
-    }
-}
-
-/// Builds the final response for `rejection`: `renderer`'s response with the rejection in
-/// its extensions, the body wrapped as a [`ResponseBody`](crate::body::ResponseBody).
-pub(crate) fn render<R, B>(
-    renderer: &R,
-    rejection: Rejection,
-    protocol: Protocol,
-) -> Response<crate::body::ResponseBody<B>>
-where
-    R: RejectionResponse,
-{
-    tracing::debug!(
-        kind = ?rejection.kind(),
-        reason = rejection.description(),
-        source = rejection.source_text().as_deref(),
-        "request rejected"
-    );
-    let (mut parts, body) = renderer.response(&rejection, protocol).into_parts();
-    parts.extensions.insert(rejection);
-    Response::from_parts(parts, crate::body::ResponseBody::rejection(body))
-}
-
-impl Rejection {
-    /// The underlying error's text, for logs. Sources are built by this crate from fixed
-    /// texts, never from token content.
-    fn source_text(&self) -> Option<String> {
-        self.source.as_ref().map(|s| s.to_string())
     }
 }
