@@ -104,6 +104,33 @@ impl<K: KeySource> JwtAuthenticator<K> {
         })
     }
 
+    /// Readiness: waits until every issuer's keys are usable (see [`KeySource::ready`]).
+    /// Remote sources are all started before waiting, so they fetch in parallel. While an
+    /// identity provider cannot be reached this keeps waiting: apply a timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the issuer, when a configuration cannot work: an allowed
+    /// algorithm no key can verify, HMAC with a JWKS, a JWKS without usable keys, a discovery
+    /// document naming another issuer.
+    pub async fn ready(&self) -> Result<(), ConfigError> {
+        let pending: Vec<_> = self
+            .inner
+            .issuers
+            .iter()
+            .map(|i| {
+                let issuer = i.validation.issuer().to_owned();
+                (issuer, i.keys.ready(i.validation.allowed_algorithms()))
+            })
+            .collect();
+        for (issuer, ready) in pending {
+            ready
+                .await
+                .map_err(|e| ConfigError::invalid(format!("issuer {issuer:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// The configured issuers.
     pub fn issuers(&self) -> impl Iterator<Item = &str> {
         self.inner.issuers.iter().map(|i| i.validation.issuer())
@@ -118,7 +145,7 @@ impl<K: KeySource> JwtAuthenticator<K> {
         self.start(token)?.await
     }
 
-    fn start(&self, token: &str) -> Result<JwtFuture<K>, Rejection> {
+    pub(crate) fn start(&self, token: &str) -> Result<JwtFuture<K>, Rejection> {
         let parsed =
             jwt::parse(token, self.inner.max_token_bytes).map_err(VerifyError::into_rejection)?;
         let index = parsed
@@ -162,6 +189,19 @@ impl<K: KeySource> Inner<K> {
         }
         if let Some(available) = keys.algorithms() {
             check_algorithms(issuer, validation.allowed_algorithms(), available)?;
+        }
+        if let Some(allowed) = validation.allowed_algorithms() {
+            let impossible: Vec<&str> = allowed
+                .iter()
+                .filter(|alg| !keys.possible_algorithms().contains(*alg))
+                .map(|alg| alg.as_str())
+                .collect();
+            if !impossible.is_empty() {
+                return Err(ConfigError::invalid(format!(
+                    "issuer {issuer:?}: algorithm(s) {} are allowed but its key source can never verify them (a JWKS never carries HMAC secrets: HMAC and JWKS cannot be mixed for one issuer); fix `algorithms` or the key source",
+                    impossible.join(", ")
+                )));
+            }
         }
         self.max_token_bytes = self.max_token_bytes.max(validation.token_limit());
         self.issuers.push(Issuer { validation, keys });

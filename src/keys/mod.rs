@@ -30,13 +30,22 @@
 //! # }
 //! ```
 
+mod any;
 mod der;
+mod fetch;
+#[cfg(feature = "jwks-client-rs")]
+mod jwks_client;
+#[cfg(feature = "remote")]
+mod oidc;
+#[cfg(feature = "remote")]
+mod remote;
 mod signing;
 mod static_keys;
 
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,8 +54,25 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, 
 
 use crate::algorithm::{Algorithm, AlgorithmSet};
 
+pub use any::{IssuerKeys, KeyFuture};
+pub use fetch::FetchError;
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub use fetch::{FetchFuture, JwksDocument, JwksFetcher};
+#[cfg(feature = "jwks-client-rs")]
+pub use jwks_client::JwksClientFetcher;
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub use remote::{
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_REFRESH, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_STALENESS,
+    DEFAULT_MIN_REFRESH, DEFAULT_REFRESH, DEFAULT_RETRY, DEFAULT_UNKNOWN_KID_INTERVAL, RemoteJwks,
+    RemoteJwksBuilder,
+};
 pub use signing::SigningKey;
 pub use static_keys::StaticKeys;
+
+/// The future of [`KeySource::ready`].
+pub type ReadyFuture = Pin<Box<dyn Future<Output = Result<(), KeyError>> + Send + 'static>>;
 
 /// Where verification keys come from.
 ///
@@ -66,6 +92,24 @@ pub trait KeySource: Clone + Send + Sync + 'static {
     /// verify. Sources whose keys arrive later return `None` (the default).
     fn algorithms(&self) -> Option<AlgorithmSet> {
         None
+    }
+
+    /// The algorithms this source could ever verify, whatever keys it gets (default: all).
+    /// Remote JWKS sources exclude HMAC, so an issuer that allows HS* with a JWKS is refused
+    /// when the authenticator is built.
+    fn possible_algorithms(&self) -> AlgorithmSet {
+        Algorithm::ALL.into_iter().collect()
+    }
+
+    /// Waits until the source has usable keys for the `allowed` algorithms (all, when
+    /// `None`): readiness. Sources whose keys are known up front are ready at once (the
+    /// default). Remote sources wait for their first successful fetch, keep waiting while the
+    /// IdP is unreachable (apply a timeout), and fail fast when the configuration cannot
+    /// work: an allowed algorithm no key can verify, HMAC with a JWKS, a JWKS without usable
+    /// keys, a discovery document naming another issuer.
+    fn ready(&self, allowed: Option<AlgorithmSet>) -> ReadyFuture {
+        let _ = allowed;
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -127,6 +171,9 @@ pub enum KeyError {
     /// A key could not be used; the text says why.
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// Fetching keys failed in a way that needs fixing (see [`KeySource::ready`]).
+    #[error("fetching keys failed: {0}")]
+    Fetch(FetchError),
     /// A key file could not be read.
     #[error("cannot read key file {path}: {source}")]
     Io {
