@@ -14,6 +14,8 @@ pub struct RequestHead<'a> {
     uri: &'a Uri,
     headers: &'a HeaderMap,
     extensions: &'a Extensions,
+    /// Path parameters captured by a [`RouteTable`](crate::authorize::RouteTable) match.
+    route_params: Option<&'a matchit::Params<'a, 'a>>,
 }
 
 impl<'a> RequestHead<'a> {
@@ -24,6 +26,7 @@ impl<'a> RequestHead<'a> {
             uri: req.uri(),
             headers: req.headers(),
             extensions: req.extensions(),
+            route_params: None,
         }
     }
 
@@ -34,6 +37,7 @@ impl<'a> RequestHead<'a> {
             uri: &parts.uri,
             headers: &parts.headers,
             extensions: &parts.extensions,
+            route_params: None,
         }
     }
 
@@ -55,6 +59,40 @@ impl<'a> RequestHead<'a> {
     /// The request extensions.
     pub fn extensions(&self) -> &'a Extensions {
         self.extensions
+    }
+
+    /// A path parameter (`{name}` or `{*name}` in the matched pattern), as it appears in the
+    /// path (not percent-decoded): captured by the [`RouteTable`](crate::authorize::RouteTable)
+    /// that is deciding this request, else read from a
+    /// [`PathParams`](crate::authorize::PathParams) extension that the host inserted.
+    pub fn path_param(&self, name: &str) -> Option<&'a str> {
+        match self.route_params {
+            Some(params) => params.get(name),
+            None => self
+                .extensions
+                .get::<crate::authorize::PathParams>()?
+                .get(name),
+        }
+    }
+
+    /// Every path parameter, from the route match or else the extension.
+    pub(crate) fn path_params(&self) -> Vec<(&'a str, &'a str)> {
+        match self.route_params {
+            Some(params) => params.iter().collect(),
+            None => self
+                .extensions
+                .get::<crate::authorize::PathParams>()
+                .map(|p| p.iter().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// This head with the path parameters of a route match.
+    pub(crate) fn with_route_params(self, params: &'a matchit::Params<'a, 'a>) -> Self {
+        RequestHead {
+            route_params: Some(params),
+            ..self
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! | [`InsufficientScope`](RejectionKind::InsufficientScope) | 403 | `Bearer realm="…", error="insufficient_scope", error_description="…", scope="…"` | 7 PERMISSION_DENIED |
 //! | [`Forbidden`](RejectionKind::Forbidden) | 403 | `Bearer realm="…", error="insufficient_scope", error_description="…"` | 7 PERMISSION_DENIED |
 //! | [`KeysUnavailable`](RejectionKind::KeysUnavailable) | 503 + `Retry-After` | none | 14 UNAVAILABLE |
+//! | [`AuthorizerUnavailable`](RejectionKind::AuthorizerUnavailable) | 503 + `Retry-After` | none | 14 UNAVAILABLE |
 //!
 //! Descriptions are fixed texts chosen by this crate: they never contain the token, a secret
 //! or any other client input.
@@ -45,6 +46,10 @@ pub enum RejectionKind {
     /// Verification keys cannot be had right now (identity provider down, nothing cached).
     #[error("keys unavailable")]
     KeysUnavailable,
+    /// The policy cannot be decided right now (an external authorizer is unreachable or too
+    /// slow): fail closed.
+    #[error("authorizer unavailable")]
+    AuthorizerUnavailable,
 }
 
 impl RejectionKind {
@@ -56,7 +61,9 @@ impl RejectionKind {
             }
             RejectionKind::InvalidRequest => StatusCode::BAD_REQUEST,
             RejectionKind::InsufficientScope | RejectionKind::Forbidden => StatusCode::FORBIDDEN,
-            RejectionKind::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::KeysUnavailable | RejectionKind::AuthorizerUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -66,14 +73,16 @@ impl RejectionKind {
             RejectionKind::MissingCredential | RejectionKind::InvalidToken => 16,
             RejectionKind::InvalidRequest => 3,
             RejectionKind::InsufficientScope | RejectionKind::Forbidden => 7,
-            RejectionKind::KeysUnavailable => 14,
+            RejectionKind::KeysUnavailable | RejectionKind::AuthorizerUnavailable => 14,
         }
     }
 
     /// The RFC 6750 `error` code, when the challenge carries one.
     pub const fn error_code(self) -> Option<&'static str> {
         match self {
-            RejectionKind::MissingCredential | RejectionKind::KeysUnavailable => None,
+            RejectionKind::MissingCredential
+            | RejectionKind::KeysUnavailable
+            | RejectionKind::AuthorizerUnavailable => None,
             RejectionKind::InvalidRequest => Some("invalid_request"),
             RejectionKind::InvalidToken => Some("invalid_token"),
             RejectionKind::InsufficientScope | RejectionKind::Forbidden => {
@@ -90,7 +99,9 @@ impl RejectionKind {
             RejectionKind::InvalidToken => "invalid_token",
             // The body names the same RFC 6750 code as the challenge.
             RejectionKind::InsufficientScope | RejectionKind::Forbidden => "insufficient_scope",
-            RejectionKind::KeysUnavailable => "temporarily_unavailable",
+            RejectionKind::KeysUnavailable | RejectionKind::AuthorizerUnavailable => {
+                "temporarily_unavailable"
+            }
         }
     }
 
@@ -102,6 +113,9 @@ impl RejectionKind {
             RejectionKind::InsufficientScope => "the access token lacks a required scope",
             RejectionKind::Forbidden => "access to this resource is denied",
             RejectionKind::KeysUnavailable => "verification keys are temporarily unavailable",
+            RejectionKind::AuthorizerUnavailable => {
+                "the authorization service is temporarily unavailable"
+            }
         }
     }
 }
@@ -163,6 +177,15 @@ impl Rejection {
     /// Verification keys are unavailable; clients may retry after `retry_after`.
     pub fn keys_unavailable(retry_after: Duration) -> Self {
         let mut rejection = Self::new(RejectionKind::KeysUnavailable);
+        rejection.retry_after = Some(retry_after);
+        rejection
+    }
+
+    /// The policy could not be decided (an external authorizer is down or too slow);
+    /// `description` is a fixed text. Clients may retry after `retry_after`.
+    pub fn authorizer_unavailable(description: &'static str, retry_after: Duration) -> Self {
+        let mut rejection = Self::new(RejectionKind::AuthorizerUnavailable);
+        rejection.description = Cow::Borrowed(description);
         rejection.retry_after = Some(retry_after);
         rejection
     }
@@ -258,7 +281,10 @@ impl Rejection {
 
     /// The RFC 6750 `WWW-Authenticate` challenge, or `None` for 503.
     pub fn challenge(&self, realm: &str) -> Option<HeaderValue> {
-        if self.kind == RejectionKind::KeysUnavailable {
+        if matches!(
+            self.kind,
+            RejectionKind::KeysUnavailable | RejectionKind::AuthorizerUnavailable
+        ) {
             return None;
         }
         let mut value = String::with_capacity(96);

@@ -57,7 +57,8 @@ where
     require(Attribute::Roles, Quantifier::Any, roles)
 }
 
-/// Allows callers with every one of `roles`.
+/// Allows callers with every one of `roles`; a denial names the missing ones (logged, not
+/// sent to the client).
 pub fn roles_all<I, S>(roles: I) -> Require
 where
     I: IntoIterator<Item = S>,
@@ -66,7 +67,8 @@ where
     require(Attribute::Roles, Quantifier::All, roles)
 }
 
-/// Allows callers with at least one of `scopes`. An empty list allows nobody.
+/// Allows callers with at least one of `scopes`. An empty list allows nobody. A denial names
+/// all of them in the 403 challenge (`scope="…"`): any one would do.
 pub fn scopes_any<I, S>(scopes: I) -> Require
 where
     I: IntoIterator<Item = S>,
@@ -132,6 +134,10 @@ impl PolicyEvaluator for Require {
     fn evaluate(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Self::Future {
         ready(self.decide(ctx))
     }
+
+    fn decide_now(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Option<Decision> {
+        Some(self.decide(ctx))
+    }
 }
 
 /// Allows every authenticated caller; denies (401) requests without one.
@@ -142,10 +148,18 @@ impl PolicyEvaluator for Authenticated {
     type Future = Ready<Decision>;
 
     fn evaluate(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Self::Future {
-        ready(match ctx {
-            Some(_) => Decision::Allow,
-            None => Decision::deny("authentication required"),
-        })
+        ready(authenticated(ctx))
+    }
+
+    fn decide_now(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Option<Decision> {
+        Some(authenticated(ctx))
+    }
+}
+
+fn authenticated(ctx: Option<&AuthContext>) -> Decision {
+    match ctx {
+        Some(_) => Decision::Allow,
+        None => Decision::deny("authentication required"),
     }
 }
 
@@ -159,42 +173,8 @@ impl PolicyEvaluator for AllowAll {
     fn evaluate(&self, _ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Self::Future {
         ready(Decision::Allow)
     }
-}
 
-/// Requires every policy in the list (sync built-ins only; the full combinators come with
-/// the policy engine). The first denial wins, but missing scopes of all denials are merged.
-#[derive(Debug, Clone)]
-pub struct AllOf(Arc<[Require]>);
-
-/// All of `policies` must allow.
-pub fn all_of(policies: impl IntoIterator<Item = Require>) -> AllOf {
-    AllOf(policies.into_iter().collect())
-}
-
-impl AllOf {
-    /// The decision for `ctx`, synchronously.
-    pub fn decide(&self, ctx: Option<&AuthContext>) -> Decision {
-        let mut first: Option<Denial> = None;
-        for policy in self.0.iter() {
-            if let Decision::Deny(denial) = policy.decide(ctx) {
-                first = Some(match first {
-                    None => denial,
-                    Some(prev) => {
-                        let scopes = denial.scopes().to_vec();
-                        let roles = denial.roles().to_vec();
-                        prev.missing_scopes(scopes).missing_roles(roles)
-                    }
-                });
-            }
-        }
-        first.map_or(Decision::Allow, Decision::Deny)
-    }
-}
-
-impl PolicyEvaluator for AllOf {
-    type Future = Ready<Decision>;
-
-    fn evaluate(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Self::Future {
-        ready(self.decide(ctx))
+    fn decide_now(&self, _ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Option<Decision> {
+        Some(Decision::Allow)
     }
 }

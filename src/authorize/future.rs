@@ -87,13 +87,12 @@ where
                         protocol,
                         authenticated,
                     } = this.pending.take().expect("polled after completion");
-                    match decision {
-                        Decision::Allow => {
+                    match decision.into_rejection(authenticated) {
+                        None => {
                             let fut = inner.call(req);
                             this.state.set(State::Calling { fut });
                         }
-                        Decision::Deny(denial) => {
-                            let rejected = denial.into_rejection(authenticated);
+                        Some(rejected) => {
                             return Poll::Ready(Ok(render(&rejection, rejected, protocol)));
                         }
                     }

@@ -3,7 +3,66 @@
 //! The layer reads the [`AuthContext`](crate::AuthContext) that
 //! [`AuthenticateLayer`](crate::AuthenticateLayer) put into the request extensions and asks
 //! its policy. A denial without a caller is 401; with one, 403 (`insufficient_scope`, with
-//! the missing scopes in the challenge when the policy names them).
+//! the missing scopes in the challenge when the policy names them). A policy that cannot
+//! decide (an external authorizer is down) answers 503 with `Retry-After`: fail closed.
+//!
+//! The policies, from simple to external:
+//!
+//! | kind | built by |
+//! |---|---|
+//! | roles and scopes | [`roles_any`], [`roles_all`], [`scopes_any`], [`scopes_all`] |
+//! | claim predicates (dotted paths) | [`claim_equals`], [`claim_contains`], [`claim_one_of`], [`claim`]`(..).exists()` |
+//! | attribute rules (ABAC) | [`Attribute`] comparisons: [`path_param`], [`subject`], [`tenant`], [`header`], [`method`], [`path`], [`client_ip`] (`equals`, `one_of`, `contains`, `in_networks`); [`time_window`] |
+//! | closures | any `Fn(Option<&AuthContext>, &RequestHead<'_>) -> Decision` |
+//! | combinators | [`all_of`], [`any_of`], [`not`]; [`BoxPolicy`] for mixed lists |
+//! | route tables | [`RouteTable`]: (methods, matchit pattern) → policy, default deny; from code or [`RouteConfig`] |
+//! | report-only | [`shadow`] logs and counts, never enforces |
+//! | OPA/Rego | `rego::RegoPolicy` (feature `rego`) |
+//! | external authorizer | `ext_authz::ExtAuthz` (feature `ext-authz`) |
+//!
+//! Every policy but the external authorizer decides synchronously
+//! ([`PolicyEvaluator::decide_now`]): combinators, boxed policies and route tables over them
+//! decide without allocating. Attribute rules read path parameters captured by a
+//! [`RouteTable`] (or a [`PathParams`] extension the host inserted) and the client address
+//! from a [`ClientAddr`] extension; external engines see the [`policy_input`] document.
+//!
+//! "Owner or admin" and "same tenant" on a route table:
+//!
+//! ```
+//! use http::{Method, Request, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_gatekeeper::{AuthContext, AuthorizeLayer, CredentialKind, PolicyEvaluator};
+//! use tower_gatekeeper::authorize::{RouteTable, any_of, path_param, roles_any, subject, tenant};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let table: RouteTable = RouteTable::builder()
+//!     .any_method("/users/{user_id}", any_of([
+//!         path_param("user_id").equals(subject()).boxed(),
+//!         roles_any(["admin"]).boxed(),
+//!     ]).boxed())
+//!     .route([Method::GET], "/tenants/{tenant}/{*rest}", path_param("tenant").equals(tenant()).boxed())
+//!     .build()
+//!     .unwrap();
+//! let service = ServiceBuilder::new()
+//!     .layer(AuthorizeLayer::new(table))
+//!     .service_fn(|_req: Request<String>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//!     });
+//!
+//! let alice = AuthContext::builder(CredentialKind::Jwt).subject("alice").tenant("acme").build();
+//! let call = |path: &str| {
+//!     let mut request = Request::builder().uri(path).body(String::new()).unwrap();
+//!     request.extensions_mut().insert(alice.clone());
+//!     service.clone().oneshot(request)
+//! };
+//! assert_eq!(call("/users/alice").await.unwrap().status(), StatusCode::OK);
+//! assert_eq!(call("/users/bob").await.unwrap().status(), StatusCode::FORBIDDEN);
+//! assert_eq!(call("/tenants/acme/orders").await.unwrap().status(), StatusCode::OK);
+//! assert_eq!(call("/tenants/globex/orders").await.unwrap().status(), StatusCode::FORBIDDEN);
+//! assert_eq!(call("/unrouted").await.unwrap().status(), StatusCode::FORBIDDEN);
+//! # }
+//! ```
 //!
 //! # Example
 //!
@@ -29,16 +88,42 @@
 //! # }
 //! ```
 
+mod attribute;
 mod builtin;
+mod combinator;
+mod config;
+#[cfg(feature = "ext-authz")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ext-authz")))]
+pub mod ext_authz;
 mod future;
+mod input;
 mod layer;
 mod policy;
+#[cfg(feature = "rego")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rego")))]
+pub mod rego;
+mod route_table;
 mod service;
+mod shadow;
 
-pub use self::builtin::{
-    AllOf, AllowAll, Authenticated, Require, all_of, roles_all, roles_any, scopes_all, scopes_any,
+pub use self::attribute::{
+    Attribute, AttributeRule, ClientAddr, InvalidNetwork, Operand, PathParams, TimeWindow, claim,
+    claim_contains, claim_equals, claim_one_of, client_ip, header, issuer, method, path,
+    path_param, subject, tenant, time_window,
 };
+pub use self::builtin::{
+    AllowAll, Authenticated, Require, roles_all, roles_any, scopes_all, scopes_any,
+};
+pub use self::combinator::{AllOf, AnyOf, CombineFuture, Not, NotFuture, all_of, any_of, not};
+pub use self::config::{ClaimConfig, PolicyConfigError, RegoConfig, RouteConfig, RuleConfig};
 pub use self::future::ResponseFuture;
+pub use self::input::policy_input;
 pub use self::layer::AuthorizeLayer;
-pub use self::policy::{Decision, Denial, PolicyEvaluator};
+pub use self::policy::{
+    BoxPolicy, BoxPolicyFuture, Decision, Denial, PolicyEvaluator, Unavailable,
+};
+pub use self::route_table::{
+    RouteMatch, RouteTable, RouteTableBuilder, RouteTableError, RouteTableFuture,
+};
 pub use self::service::Authorize;
+pub use self::shadow::{Shadow, ShadowFuture, ShadowStats, shadow};
