@@ -6,6 +6,10 @@
 //! ```
 //!
 //! It prints a demo token minted with an ephemeral key and curl lines to try.
+//!
+//! [`downstream_app`] is the same application in a service *behind* a gateway: there,
+//! `TrustedContextLayer` verifies the gateway's signed context and the handlers extract the
+//! very same `AuthContext`.
 
 use std::net::SocketAddr;
 
@@ -15,7 +19,9 @@ use tower::ServiceBuilder;
 use tower_gatekeeper::authorize::scopes_all;
 use tower_gatekeeper::jwt::Validation;
 use tower_gatekeeper::keys::{SigningKey, StaticKeys};
-use tower_gatekeeper::{AuthContext, AuthenticateLayer, AuthorizeLayer, JwtAuthenticator};
+use tower_gatekeeper::{
+    AuthContext, AuthenticateLayer, AuthorizeLayer, JwtAuthenticator, TrustedContextLayer,
+};
 
 const ISSUER: &str = "https://idp.example.test";
 const AUDIENCE: &str = "api://orders";
@@ -36,7 +42,7 @@ async fn maybe(ctx: Option<AuthContext>) -> String {
 }
 
 /// The application: `/whoami` requires `orders:read`; `/maybe` takes an optional caller.
-fn app(keys: StaticKeys) -> Result<Router, tower_gatekeeper::ConfigError> {
+pub fn app(keys: StaticKeys) -> Result<Router, tower_gatekeeper::ConfigError> {
     let validation = Validation::new(ISSUER).audiences([AUDIENCE]);
     let authenticator = JwtAuthenticator::new(keys, validation)?;
     let protected = Router::new().route("/whoami", get(whoami)).route_layer(
@@ -48,6 +54,23 @@ fn app(keys: StaticKeys) -> Result<Router, tower_gatekeeper::ConfigError> {
         .route("/maybe", get(maybe))
         .route_layer(AuthenticateLayer::optional(authenticator));
     Ok(protected.merge(optional))
+}
+
+/// The same handlers behind a gateway: `/whoami` requires the gateway's context and role
+/// `clerk`, `/maybe` takes it when present. `trusted` is usually
+/// `TrustedContextLayer::signed(gateway_context_keys, validation)`.
+pub fn downstream_app(trusted: TrustedContextLayer) -> Router {
+    let protected = Router::new().route("/whoami", get(whoami)).route_layer(
+        ServiceBuilder::new()
+            .layer(trusted.clone())
+            .layer(AuthorizeLayer::new(tower_gatekeeper::authorize::roles_any(
+                ["clerk"],
+            ))),
+    );
+    let optional = Router::new()
+        .route("/maybe", get(maybe))
+        .route_layer(trusted.optional());
+    protected.merge(optional)
 }
 
 #[tokio::main]

@@ -17,6 +17,10 @@ pub enum CredentialKind {
     Introspected,
     /// An API key.
     ApiKey,
+    /// A context forwarded by a gateway in plain headers (see
+    /// [`TrustedContextLayer`](crate::TrustedContextLayer)); the original credential kind
+    /// is not known.
+    Forwarded,
 }
 
 impl CredentialKind {
@@ -26,6 +30,7 @@ impl CredentialKind {
             CredentialKind::Jwt => "jwt",
             CredentialKind::Introspected => "introspected",
             CredentialKind::ApiKey => "api_key",
+            CredentialKind::Forwarded => "forwarded",
         }
     }
 }

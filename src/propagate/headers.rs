@@ -1,9 +1,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, CONNECTION};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::Map;
+use serde_json::{Map, Value};
 
+use super::signed::ContextSigner;
 use crate::context::AuthContext;
 use crate::jwt::ConfigError;
 
@@ -15,18 +16,34 @@ pub(crate) struct HeaderNames {
     pub(crate) tenant: HeaderName,
     pub(crate) request_id: HeaderName,
     pub(crate) claims: HeaderName,
+    pub(crate) context: HeaderName,
 }
 
 /// The propagation rules, shared by every clone of the service.
 #[derive(Debug)]
 pub(crate) struct Propagator {
     names: HeaderNames,
-    /// Every owned name (lowercase, `-` form) stripped from inbound requests.
+    /// Every owned name (lowercase, `-` form) stripped from inbound requests, the request id
+    /// header included (it is re-inserted after validation).
     owned: Vec<HeaderName>,
-    /// The owned names with `_` in place of `-`, for comparison against odd spellings.
+    /// Top-level claims forwarded in the claims header and the signed context.
     forward_claims: Vec<String>,
     keep_authorization: bool,
     sensitive: bool,
+    /// Whether the plain context headers (`x-user-id`, ...) are sent.
+    plain_headers: bool,
+    /// Mints the signed context, when configured.
+    signer: Option<ContextSigner>,
+}
+
+/// The propagation options that are not header names.
+#[derive(Debug)]
+pub(crate) struct Options {
+    pub(crate) forward_claims: Vec<String>,
+    pub(crate) keep_authorization: bool,
+    pub(crate) sensitive: bool,
+    pub(crate) plain_headers: bool,
+    pub(crate) signer: Option<ContextSigner>,
 }
 
 /// The longest client request id kept.
@@ -36,31 +53,31 @@ impl Propagator {
     pub(crate) fn new(
         names: HeaderNames,
         also_strip: Vec<HeaderName>,
-        forward_claims: Vec<String>,
-        keep_authorization: bool,
-        sensitive: bool,
+        options: Options,
     ) -> Result<Self, ConfigError> {
-        let mut owned = vec![
+        let owned = vec![
             names.user_id.clone(),
             names.roles.clone(),
             names.scopes.clone(),
             names.tenant.clone(),
             names.claims.clone(),
+            names.context.clone(),
+            names.request_id.clone(),
         ];
         for (i, a) in owned.iter().enumerate() {
             if owned[..i]
                 .iter()
                 .any(|b| normalize_eq(a.as_str(), b.as_str()))
-                || normalize_eq(a.as_str(), names.request_id.as_str())
             {
                 return Err(ConfigError::invalid(format!(
-                    "header name {:?} is configured for two context values",
+                    "header name {:?} is configured for two context values; give each value its own header",
                     a.as_str()
                 )));
             }
         }
+        let mut owned = owned;
         owned.extend(also_strip);
-        if forward_claims.iter().any(String::is_empty) {
+        if options.forward_claims.iter().any(String::is_empty) {
             return Err(ConfigError::invalid(
                 "forward_claims contains an empty claim name",
             ));
@@ -68,20 +85,38 @@ impl Propagator {
         Ok(Propagator {
             names,
             owned,
-            forward_claims,
-            keep_authorization,
-            sensitive,
+            forward_claims: options.forward_claims,
+            keep_authorization: options.keep_authorization,
+            sensitive: options.sensitive,
+            plain_headers: options.plain_headers,
+            signer: options.signer,
         })
     }
 
+    /// The request id header's name.
+    pub(crate) fn request_id_name(&self) -> &HeaderName {
+        &self.names.request_id
+    }
+
     /// Removes every owned inbound header (and `Authorization` unless kept), then inserts
-    /// the context's values and the request id.
-    pub(crate) fn apply(&self, headers: &mut HeaderMap, ctx: Option<&AuthContext>) {
+    /// the request id and the context's values. Returns the request id forwarded.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap, ctx: Option<&AuthContext>) -> HeaderValue {
+        // Read the client's request id before stripping it with the other owned names, so
+        // that underscore spellings and duplicates never survive next to the one we send.
+        let request_id = self.request_id(headers);
         self.strip(headers);
-        self.request_id(headers);
+        headers.insert(self.names.request_id.clone(), request_id.clone());
         if let Some(ctx) = ctx {
-            self.inject(headers, ctx);
+            self.inject(headers, ctx, &request_id);
         }
+        request_id
+    }
+
+    fn is_owned(&self, name: &str) -> bool {
+        self.owned
+            .iter()
+            .chain((!self.keep_authorization).then_some(&AUTHORIZATION))
+            .any(|owned| normalize_eq(name, owned.as_str()))
     }
 
     fn strip(&self, headers: &mut HeaderMap) {
@@ -91,43 +126,91 @@ impl Propagator {
         if !self.keep_authorization {
             headers.remove(AUTHORIZATION);
         }
-        // Header names are lowercase already; only odd spellings with `_` are left to find.
+        // Header names are lowercase already; only odd spellings with `_` or `.` for `-`
+        // (which CGI-style servers fold into the same variable) are left to find.
         let odd: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| name.as_str().contains('_'))
-            .filter(|name| {
-                self.owned
-                    .iter()
-                    .chain(std::iter::once(&self.names.request_id))
-                    .chain((!self.keep_authorization).then_some(&AUTHORIZATION))
-                    .any(|owned| normalize_eq(name.as_str(), owned.as_str()))
-            })
+            .filter(|name| name.as_str().bytes().any(|b| b == b'_' || b == b'.'))
+            .filter(|name| self.is_owned(name.as_str()))
             .cloned()
             .collect();
         for name in odd {
             headers.remove(name);
         }
+        self.strip_connection_tokens(headers);
     }
 
-    fn request_id(&self, headers: &mut HeaderMap) {
-        let name = &self.names.request_id;
-        let mut values = headers.get_all(name).iter();
-        let keep = match (values.next(), values.next()) {
-            (Some(value), None) => is_request_id(value.as_bytes()),
-            _ => false,
-        };
-        if !keep {
-            let id = uuid::Uuid::new_v4();
-            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            let text = id.hyphenated().encode_lower(&mut buf);
-            headers.insert(
-                name.clone(),
-                HeaderValue::from_str(text).expect("uuid is ASCII"),
-            );
+    /// `Connection: x-user-id` asks the next HTTP/1.1 hop to drop that header as hop-by-hop:
+    /// a client could make a proxy behind this layer remove the context it injects. Owned
+    /// names are taken out of `Connection` (RFC 9110 §7.6.1), other tokens are kept.
+    fn strip_connection_tokens(&self, headers: &mut HeaderMap) {
+        let listed = headers.get_all(CONNECTION).iter().any(|value| {
+            value.to_str().map_or(true, |v| {
+                v.split(',').any(|token| self.is_owned(token.trim()))
+            })
+        });
+        if !listed {
+            return;
+        }
+        let kept: Vec<String> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !self.is_owned(&t.to_ascii_lowercase()))
+            .map(str::to_owned)
+            .collect();
+        headers.remove(CONNECTION);
+        if !kept.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&kept.join(", "))
+        {
+            headers.insert(CONNECTION, value);
         }
     }
 
-    fn inject(&self, headers: &mut HeaderMap, ctx: &AuthContext) {
+    /// The client's request id when there is exactly one, well-formed; else a new UUID.
+    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
+        let name = &self.names.request_id;
+        let mut values = headers.get_all(name).iter();
+        if let (Some(value), None) = (values.next(), values.next())
+            && is_request_id(value.as_bytes())
+        {
+            return value.clone();
+        }
+        let id = uuid::Uuid::new_v4();
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = id.hyphenated().encode_lower(&mut buf);
+        HeaderValue::from_str(text).expect("uuid is ASCII")
+    }
+
+    fn inject(&self, headers: &mut HeaderMap, ctx: &AuthContext, request_id: &HeaderValue) {
+        if self.plain_headers {
+            self.inject_plain(headers, ctx);
+        }
+        if let Some(signer) = &self.signer {
+            let claims = self.selected_claims(ctx);
+            match signer.mint(ctx, claims, request_id) {
+                Ok(token) => self.insert(headers, &self.names.context, &token),
+                // Fail closed: without the header, verifying services reject the request.
+                Err(error) => tracing::warn!(%error, "signed context not minted"),
+            }
+        }
+    }
+
+    /// The allow-listed claims present in the context.
+    fn selected_claims(&self, ctx: &AuthContext) -> Map<String, Value> {
+        if self.forward_claims.is_empty() {
+            return Map::new();
+        }
+        let claims = ctx.claims_map();
+        self.forward_claims
+            .iter()
+            .filter_map(|name| claims.get(name).map(|v| (name.clone(), v.clone())))
+            .collect()
+    }
+
+    fn inject_plain(&self, headers: &mut HeaderMap, ctx: &AuthContext) {
         let names = &self.names;
         if let Some(sub) = ctx.subject() {
             self.insert(headers, &names.user_id, sub);
@@ -143,17 +226,10 @@ impl Propagator {
         if let Some(tenant) = ctx.tenant() {
             self.insert(headers, &names.tenant, tenant);
         }
-        if !self.forward_claims.is_empty() {
-            let claims = ctx.claims_map();
-            let selected: Map<String, serde_json::Value> = self
-                .forward_claims
-                .iter()
-                .filter_map(|name| claims.get(name).map(|v| (name.clone(), v.clone())))
-                .collect();
-            if !selected.is_empty() {
-                let json = serde_json::Value::Object(selected).to_string();
-                self.insert(headers, &names.claims, &URL_SAFE_NO_PAD.encode(json));
-            }
+        let selected = self.selected_claims(ctx);
+        if !selected.is_empty() {
+            let json = Value::Object(selected).to_string();
+            self.insert(headers, &names.claims, &URL_SAFE_NO_PAD.encode(json));
         }
     }
 
@@ -184,14 +260,16 @@ fn join(items: &[String], sep: &str, keep: impl Fn(&str) -> bool) -> String {
     out
 }
 
-/// Whether two lowercase header names are the same once `_` is read as `-`.
-fn normalize_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes().zip(b.bytes()).all(|(x, y)| {
-            let x = if x == b'_' { b'-' } else { x };
-            let y = if y == b'_' { b'-' } else { y };
-            x.eq_ignore_ascii_case(&y)
-        })
+/// Whether two header names are the same once case is ignored and `_` and `.` are read as
+/// `-`.
+pub(crate) fn normalize_eq(a: &str, b: &str) -> bool {
+    fn fold(b: u8) -> u8 {
+        match b {
+            b'_' | b'.' => b'-',
+            b => b.to_ascii_lowercase(),
+        }
+    }
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 fn is_request_id(value: &[u8]) -> bool {
@@ -310,6 +388,66 @@ mod tests {
         );
         p.apply(&mut h, None);
         assert_eq!(h["x-request-id"].len(), 36);
+    }
+
+    #[test]
+    fn dots_context_header_and_connection_tokens() {
+        let p = propagator();
+        let mut h = HeaderMap::new();
+        for name in [
+            "x.user.id",
+            "x-auth-context",
+            "x_auth_context",
+            "x_request_id",
+        ] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("spoof"),
+            );
+        }
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, X-User-Id, x_tenant_id, x-hop"),
+        );
+        p.apply(&mut h, None);
+        assert!(!h.values().any(|v| v == "spoof"), "{h:?}");
+        assert_eq!(h[CONNECTION], "keep-alive, x-hop");
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("x-user-id"));
+        p.apply(&mut h, None);
+        assert!(h.get(CONNECTION).is_none());
+    }
+
+    #[test]
+    fn signing_configuration_is_checked() {
+        use crate::ContextPropagationLayer;
+        use crate::keys::SigningKey;
+        use std::time::Duration;
+        let no_kid = SigningKey::generate_ed25519().unwrap();
+        let err = ContextPropagationLayer::builder()
+            .sign_context(no_kid)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("with_kid"), "{err}");
+        let key = SigningKey::generate_ed25519().unwrap().with_kid("k");
+        for lifetime in [Duration::ZERO, Duration::from_secs(3600)] {
+            let err = ContextPropagationLayer::builder()
+                .sign_context(key.clone())
+                .context_lifetime(lifetime)
+                .build()
+                .unwrap_err();
+            assert!(err.to_string().contains("context_lifetime"), "{err}");
+        }
+        let err = ContextPropagationLayer::builder()
+            .context_header("x-user-id")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("two context values"), "{err}");
+        let err = ContextPropagationLayer::builder()
+            .context_header("grpc-status")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
     }
 
     #[test]

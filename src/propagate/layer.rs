@@ -1,11 +1,14 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderName;
 use tower_layer::Layer;
 
 use super::ContextPropagation;
-use super::headers::{HeaderNames, Propagator};
-use crate::jwt::ConfigError;
+use super::headers::{HeaderNames, Options, Propagator};
+use super::signed::{ContextSigner, DEFAULT_CONTEXT_ISSUER, DEFAULT_CONTEXT_LIFETIME};
+use crate::jwt::{Clock, ConfigError};
+use crate::keys::SigningKey;
 
 /// Applies [`ContextPropagation`]: see the [module docs](crate::propagate).
 #[derive(Debug, Clone)]
@@ -15,8 +18,8 @@ pub struct ContextPropagationLayer {
 }
 
 impl ContextPropagationLayer {
-    /// The layer with the default header names, no claims forwarded and `Authorization`
-    /// dropped.
+    /// The layer with the default header names, no claims forwarded, `Authorization`
+    /// dropped and no signed context.
     pub fn new() -> Self {
         PropagationBuilder::default()
             .build()
@@ -64,10 +67,17 @@ pub struct PropagationBuilder {
     tenant: String,
     request_id: String,
     claims: String,
+    context: String,
     forward_claims: Vec<String>,
     also_strip: Vec<String>,
     keep_authorization: bool,
     sensitive: bool,
+    plain_headers: bool,
+    signing_key: Option<SigningKey>,
+    context_issuer: String,
+    context_audience: Option<String>,
+    context_lifetime: Duration,
+    clock: Clock,
 }
 
 impl Default for PropagationBuilder {
@@ -79,10 +89,17 @@ impl Default for PropagationBuilder {
             tenant: "x-tenant-id".into(),
             request_id: "x-request-id".into(),
             claims: "x-auth-claims".into(),
+            context: "x-auth-context".into(),
             forward_claims: Vec::new(),
             also_strip: Vec::new(),
             keep_authorization: false,
             sensitive: false,
+            plain_headers: true,
+            signing_key: None,
+            context_issuer: DEFAULT_CONTEXT_ISSUER.into(),
+            context_audience: None,
+            context_lifetime: DEFAULT_CONTEXT_LIFETIME,
+            clock: Clock::system(),
         }
     }
 }
@@ -124,6 +141,64 @@ impl PropagationBuilder {
         self
     }
 
+    /// The header carrying the signed context (default `x-auth-context`). It is owned like
+    /// the others: stripped from every inbound request, whether signing is on or not.
+    pub fn context_header(mut self, name: impl Into<String>) -> Self {
+        self.context = name.into();
+        self
+    }
+
+    /// Mints a signed context with `key` on every authenticated request: a compact JWS
+    /// (`typ` `gatekeeper-ctx+jwt`, the key's `kid` in the header) in the context header,
+    /// valid for [`context_lifetime`](Self::context_lifetime). Services verify it with
+    /// [`TrustedContextLayer::signed`](crate::TrustedContextLayer::signed) and the key's
+    /// public half ([`SigningKey::verifying_key`]).
+    ///
+    /// The key must have a `kid` ([`SigningKey::with_kid`]): during a rotation services
+    /// trust the old and the new public key and pick by `kid`. Ed25519
+    /// ([`SigningKey::generate_ed25519`]) is the recommended algorithm: small, fast, and
+    /// the services only ever hold public keys.
+    pub fn sign_context(mut self, key: SigningKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    /// The `iss` of signed contexts (default `tower-gatekeeper`); services check it.
+    pub fn context_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.context_issuer = issuer.into();
+        self
+    }
+
+    /// The `aud` of signed contexts: the service behind this layer (for example
+    /// `orders-svc`). A context minted for one service is then refused by every other.
+    /// Default: no `aud`, which services must accept explicitly.
+    pub fn context_audience(mut self, audience: impl Into<String>) -> Self {
+        self.context_audience = Some(audience.into());
+        self
+    }
+
+    /// How long a signed context is valid (default 5 s, at most 5 minutes). Keep it short:
+    /// it only has to cover one hop, and it bounds how long a captured context can be
+    /// replayed.
+    pub fn context_lifetime(mut self, lifetime: Duration) -> Self {
+        self.context_lifetime = lifetime;
+        self
+    }
+
+    /// The clock for `iat`/`exp` of signed contexts (tests).
+    pub fn context_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Whether the plain context headers (`x-user-id`, `x-user-roles`, `x-user-scopes`,
+    /// `x-tenant-id`, `x-auth-claims`) are sent (default `true`). With a signed context,
+    /// turning them off leaves the signed header as the only source of identity downstream.
+    pub fn plain_headers(mut self, send: bool) -> Self {
+        self.plain_headers = send;
+        self
+    }
+
     /// The claims forwarded in the claims header (top-level names). Empty (the default)
     /// forwards none and never sends the header: least privilege.
     pub fn forward_claims<I, S>(mut self, names: I) -> Self
@@ -146,8 +221,9 @@ impl PropagationBuilder {
         self
     }
 
-    /// Forwards `Authorization` downstream (default: dropped). Only for upstreams that must
-    /// verify the token themselves.
+    /// Whether `Authorization` is forwarded downstream (default `false`: dropped, so the
+    /// raw token stops here). Only for upstreams that must verify the token themselves;
+    /// when kept, the client's single header is forwarded unchanged, never duplicated.
     pub fn keep_authorization(mut self, keep: bool) -> Self {
         self.keep_authorization = keep;
         self
@@ -165,29 +241,50 @@ impl PropagationBuilder {
     /// # Errors
     ///
     /// [`ConfigError`] naming a header name that is invalid, reserved (`authorization`,
-    /// `host`, `content-type`, `te`, `grpc-*`, hop-by-hop headers) or used twice.
+    /// `host`, `content-type`, `te`, `grpc-*`, hop-by-hop headers) or used twice; or, with
+    /// [`sign_context`](Self::sign_context), a key without `kid`, an empty issuer or
+    /// audience, or a lifetime outside 1 s ..= 5 min.
     pub fn build(self) -> Result<ContextPropagationLayer, ConfigError> {
-        let names = HeaderNames {
+        let names = self.header_names()?;
+        let mut also = Vec::with_capacity(self.also_strip.len());
+        for name in &self.also_strip {
+            also.push(check_name(name)?);
+        }
+        let signer = match self.signing_key {
+            Some(key) => Some(ContextSigner::new(
+                key,
+                self.context_issuer,
+                self.context_audience,
+                self.context_lifetime,
+                self.clock,
+            )?),
+            None => None,
+        };
+        let options = Options {
+            forward_claims: self.forward_claims,
+            keep_authorization: self.keep_authorization,
+            sensitive: self.sensitive,
+            plain_headers: self.plain_headers,
+            signer,
+        };
+        let propagator = Propagator::new(names, also, options)?;
+        Ok(ContextPropagationLayer {
+            propagator: Arc::new(propagator),
+        })
+    }
+}
+
+impl PropagationBuilder {
+    /// The configured header names, checked.
+    pub(crate) fn header_names(&self) -> Result<HeaderNames, ConfigError> {
+        Ok(HeaderNames {
             user_id: check_name(&self.user_id)?,
             roles: check_name(&self.roles)?,
             scopes: check_name(&self.scopes)?,
             tenant: check_name(&self.tenant)?,
             request_id: check_name(&self.request_id)?,
             claims: check_name(&self.claims)?,
-        };
-        let mut also = Vec::with_capacity(self.also_strip.len());
-        for name in &self.also_strip {
-            also.push(check_name(name)?);
-        }
-        let propagator = Propagator::new(
-            names,
-            also,
-            self.forward_claims,
-            self.keep_authorization,
-            self.sensitive,
-        )?;
-        Ok(ContextPropagationLayer {
-            propagator: Arc::new(propagator),
+            context: check_name(&self.context)?,
         })
     }
 }

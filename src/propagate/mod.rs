@@ -1,11 +1,17 @@
-//! [`ContextPropagationLayer`]: strips every identity header a client could spoof, drops the
+//! Context propagation across the trust boundary: [`ContextPropagationLayer`] at the
+//! gateway, [`TrustedContextLayer`] in the services behind it.
+//!
+//! [`ContextPropagationLayer`] strips every identity header a client could spoof, drops the
 //! raw token, and forwards only the authenticated context downstream.
 //!
 //! On **every** request, authenticated or not, the layer first removes each inbound header
-//! it owns: the names below in any case, and their spellings with `_` for `-` (`x_user_id`),
-//! which many frameworks read as `X-User-Id` (CVE-2025-64484 in oauth2-proxy). It removes
-//! `Authorization` too, unless configured to keep it. Then, when the request carries an
-//! [`AuthContext`](crate::AuthContext), it inserts:
+//! it owns: the names below in any case, and their spellings with `_` or `.` for `-`
+//! (`x_user_id`), which many frameworks read as `X-User-Id` (CVE-2025-64484 in
+//! oauth2-proxy); repeated copies go with them. It removes `Authorization` too, unless
+//! configured to keep it ([`PropagationBuilder::keep_authorization`]), and takes owned names
+//! out of `Connection`, so that no hop-by-hop processing behind it can drop what it
+//! inserts. Then, when the request carries an [`AuthContext`](crate::AuthContext), it
+//! inserts (each exactly once):
 //!
 //! | header (default name) | value |
 //! |---|---|
@@ -14,11 +20,29 @@
 //! | `x-user-scopes` | scopes, space-separated |
 //! | `x-tenant-id` | tenant, when present |
 //! | `x-auth-claims` | base64url(JSON) of the allow-listed claims; not sent when the allow-list is empty |
-//! | `x-request-id` | the client's when well-formed (≤ 128 of `A-Z a-z 0-9 - _ . : / + =`), else a new UUID; on every request |
+//! | `x-request-id` | the client's when well-formed (one header, ≤ 128 of `A-Z a-z 0-9 - _ . : / + =`), else a new UUID; on every request, and set on the response too |
+//! | `x-auth-context` | the signed context, when [`sign_context`](PropagationBuilder::sign_context) is configured |
 //!
 //! Values that cannot be carried in a header (control characters, non-ASCII) are left out
 //! rather than altered, and so is a role containing a comma. For gRPC, headers are metadata:
 //! the same names reach a tonic service as `request.metadata()`.
+//!
+//! # Signed context
+//!
+//! Plain headers are only as trustworthy as the network between gateway and service. With
+//! [`PropagationBuilder::sign_context`], the gateway also mints a short-lived compact JWS
+//! (default 5 s, `typ` `gatekeeper-ctx+jwt`, `kid` in the header for key rotation, `aud` =
+//! the target service when [`context_audience`](PropagationBuilder::context_audience) is
+//! set) carrying the same context: `sub`, `roles` (array), `scope`, `tenant`, the
+//! allow-listed `claims`, the original credential's issuer, kind and expiry (`src`) and the
+//! request id (`rid`). Services verify it with [`TrustedContextLayer::signed`] and get the
+//! caller's [`AuthContext`](crate::AuthContext) back. The context is not encrypted: it holds
+//! nothing the plain headers do not.
+//!
+//! What it protects against: a request that reaches the service without passing the
+//! gateway, a forged or altered context, a context minted for another service, and replay
+//! beyond the lifetime. Within its few seconds a captured context can be replayed to the
+//! same service; keep the lifetime short and the links encrypted.
 //!
 //! # Example
 //!
@@ -53,9 +77,18 @@
 //! # }
 //! ```
 
+mod future;
 mod headers;
 mod layer;
 mod service;
+mod signed;
+mod trusted;
 
+pub use self::future::ResponseFuture;
 pub use self::layer::{ContextPropagationLayer, PropagationBuilder};
 pub use self::service::ContextPropagation;
+pub use self::signed::{CONTEXT_TYP, DEFAULT_CONTEXT_ISSUER, DEFAULT_CONTEXT_LIFETIME};
+pub use self::trusted::{
+    DEFAULT_CONTEXT_LEEWAY, SignedContextValidation, TrustedContext, TrustedContextFuture,
+    TrustedContextLayer,
+};
