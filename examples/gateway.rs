@@ -30,7 +30,7 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::ffi::OsString;
 use std::fmt;
-use std::future::{self, Future, Ready};
+use std::future::{self, Future};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -59,14 +59,16 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_gatekeeper::authorize::{AllOf, AllowAll, Authenticated, all_of, roles_any, scopes_all};
-use tower_gatekeeper::credential::RequestHead;
+use tower_gatekeeper::authorize::{
+    AllowAll, BoxPolicy, ClaimConfig, ClientAddr, RegoConfig, RouteTable, RouteTableError,
+    RuleConfig,
+};
 use tower_gatekeeper::jwt::Validation;
-use tower_gatekeeper::keys::{SigningKey, StaticKeys};
+use tower_gatekeeper::keys::{IssuerKeys, SigningKey, StaticKeys};
 use tower_gatekeeper::reject::DefaultRejection;
 use tower_gatekeeper::{
-    Algorithm, AuthContext, AuthMode, AuthenticateLayer, AuthorizeLayer, ContextPropagationLayer,
-    Decision, JwtAuthenticator, PolicyEvaluator,
+    Algorithm, AuthMode, AuthenticateLayer, AuthorizeLayer, ContextPropagationLayer,
+    JwtAuthenticator, PolicyEvaluator,
 };
 use tracing::{debug, info, warn};
 
@@ -125,7 +127,19 @@ async fn serve(args: Args) -> Result<(), BoxError> {
             demo_instructions(listener.local_addr()?, upstream, &token)
         );
     }
-    run(config, listener, shutdown_signal()).await?;
+    // Serve at once (requests get 503 with Retry-After until keys are in), but stop with a
+    // clear message when an issuer's keys can never work.
+    let ready = config.keys_ready();
+    let server = run(config, listener, shutdown_signal());
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => return Ok(served?),
+        checked = ready => match checked {
+            Ok(()) => info!("every issuer has usable keys"),
+            Err(error) => return Err(format!("issuer keys: {error}").into()),
+        },
+    }
+    server.await?;
     Ok(())
 }
 
@@ -234,6 +248,8 @@ struct FileConfig {
     issuers: Vec<FileIssuer>,
     #[serde(default, rename = "route")]
     routes: Vec<FileRoute>,
+    /// A Rego policy for every route that authenticates and has no `rego` of its own.
+    rego: Option<RegoConfig>,
 }
 
 /// One `[[issuer]]`.
@@ -266,7 +282,14 @@ struct FileRoute {
     #[serde(default)]
     auth: RouteAuth,
     roles_any: Option<Vec<String>>,
+    roles_all: Option<Vec<String>>,
+    scopes_any: Option<Vec<String>>,
     scopes_all: Option<Vec<String>>,
+    claims: Option<Vec<ClaimConfig>>,
+    owner_param: Option<String>,
+    tenant_param: Option<String>,
+    bypass_roles: Option<Vec<String>>,
+    rego: Option<RegoConfig>,
 }
 
 /// A route's `auth`: whether callers must, may or need not present a token.
@@ -324,18 +347,35 @@ pub struct Config {
     listen: SocketAddr,
     realm: DefaultRejection,
     upstream_timeout: Duration,
-    authenticator: Option<JwtAuthenticator<StaticKeys>>,
+    authenticator: Option<JwtAuthenticator<IssuerKeys>>,
     routes: Vec<RouteSpec>,
-    /// Path pattern → index into `groups`.
-    matcher: matchit::Router<usize>,
-    /// Routes sharing one path pattern (told apart by method), as indices into `routes`.
-    groups: Vec<Vec<usize>>,
+    /// (method, path pattern) → index into `routes`.
+    table: RouteTable<usize>,
 }
 
 impl Config {
     /// The address from the file's `listen` (default [`DEFAULT_LISTEN`]).
     pub fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Readiness: resolves once every issuer has usable keys (at once for key files; after
+    /// the first successful fetch for `jwks_url` and `discovery_url`, which keep retrying
+    /// with backoff while the provider is down). Fails fast, naming the issuer, when a
+    /// configuration cannot work: an allowed algorithm no key can verify, a JWKS without
+    /// usable keys, a discovery document naming another issuer.
+    ///
+    /// # Errors
+    ///
+    /// The message of the failed check.
+    pub fn keys_ready(&self) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        let authenticator = self.authenticator.clone();
+        async move {
+            match authenticator {
+                Some(auth) => auth.ready().await.map_err(|e| e.to_string()),
+                None => Ok(()),
+            }
+        }
     }
 }
 
@@ -349,7 +389,7 @@ struct RouteSpec {
     methods: Option<Vec<Method>>,
     upstream: Authority,
     auth: RouteAuth,
-    policy: RoutePolicy,
+    policy: BoxPolicy,
 }
 
 /// Reads and checks the gateway configuration at `path`. Relative paths inside it (key files)
@@ -395,7 +435,7 @@ fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
             })?,
     };
 
-    let mut authenticator: Option<JwtAuthenticator<StaticKeys>> = None;
+    let mut authenticator: Option<JwtAuthenticator<IssuerKeys>> = None;
     for (i, issuer) in file.issuers.into_iter().enumerate() {
         let n = i + 1;
         let (keys, validation) = compile_issuer(n, issuer, base)?;
@@ -415,9 +455,17 @@ fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         .routes
         .into_iter()
         .enumerate()
-        .map(|(i, route)| compile_route(i + 1, route, authenticator.is_some()))
+        .map(|(i, route)| {
+            compile_route(
+                i + 1,
+                route,
+                authenticator.is_some(),
+                file.rego.as_ref(),
+                base,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let (matcher, groups) = compile_table(&routes)?;
+    let table = compile_table(&routes)?;
 
     Ok(Config {
         listen,
@@ -425,8 +473,7 @@ fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         upstream_timeout,
         authenticator,
         routes,
-        matcher,
-        groups,
+        table,
     })
 }
 
@@ -434,7 +481,7 @@ fn compile_issuer(
     n: usize,
     raw: FileIssuer,
     base: &Path,
-) -> Result<(StaticKeys, Validation), String> {
+) -> Result<(IssuerKeys, Validation), String> {
     if raw.issuer.is_empty() {
         return Err(format!("[[issuer]] #{n}: `issuer` must not be empty"));
     }
@@ -470,27 +517,23 @@ fn compile_issuer(
             ));
         }
     }
-    let keys = if let Some(keys) = raw.keys {
-        keys
+    let keys: IssuerKeys = if let Some(keys) = raw.keys {
+        keys.into()
     } else if let Some(file) = &raw.jwks_file {
         StaticKeys::from_jwks_file(base.join(file))
             .map_err(|e| format!("{at}: `jwks_file` {:?}: {e}", file.display().to_string()))?
+            .into()
     } else if let Some(file) = &raw.hmac_secret_file {
-        StaticKeys::from_hmac_secret_file(base.join(file)).map_err(|e| {
-            format!(
-                "{at}: `hmac_secret_file` {:?}: {e}",
-                file.display().to_string()
-            )
-        })?
+        StaticKeys::from_hmac_secret_file(base.join(file))
+            .map_err(|e| {
+                format!(
+                    "{at}: `hmac_secret_file` {:?}: {e}",
+                    file.display().to_string()
+                )
+            })?
+            .into()
     } else {
-        let key = if raw.jwks_url.is_some() {
-            "jwks_url"
-        } else {
-            "discovery_url"
-        };
-        return Err(format!(
-            "{at}: `{key}` is not supported yet: remote JWKS arrives with the key-lifecycle work; use jwks_file"
-        ));
+        remote_keys(&at, &raw)?
     };
 
     let mut validation = Validation::new(raw.issuer.clone()).audiences(raw.audiences);
@@ -534,7 +577,47 @@ fn compile_issuer(
     Ok((keys, validation))
 }
 
-fn compile_route(n: usize, raw: FileRoute, have_issuers: bool) -> Result<RouteSpec, String> {
+/// An issuer's `jwks_url` or `discovery_url` source. Nothing is fetched here: the keys arrive
+/// in the background, and [`Config::keys_ready`] waits for them.
+#[cfg(feature = "remote")]
+fn remote_keys(at: &str, raw: &FileIssuer) -> Result<IssuerKeys, String> {
+    use tower_gatekeeper::keys::RemoteJwks;
+    let (key, builder) = match (&raw.jwks_url, &raw.discovery_url) {
+        (Some(url), _) => (
+            "jwks_url",
+            RemoteJwks::builder(url.clone()).issuer(raw.issuer.clone()),
+        ),
+        (None, Some(url)) => (
+            "discovery_url",
+            RemoteJwks::discovery(url.clone(), raw.issuer.clone()),
+        ),
+        (None, None) => unreachable!("exactly one key source is set"),
+    };
+    builder
+        .build()
+        .map(IssuerKeys::from)
+        .map_err(|e| format!("{at}: `{key}`: {e}"))
+}
+
+#[cfg(not(feature = "remote"))]
+fn remote_keys(at: &str, raw: &FileIssuer) -> Result<IssuerKeys, String> {
+    let key = if raw.jwks_url.is_some() {
+        "jwks_url"
+    } else {
+        "discovery_url"
+    };
+    Err(format!(
+        "{at}: `{key}` needs the `remote` feature (add `rustls` for https): cargo run --example gateway --features remote -- --config FILE"
+    ))
+}
+
+fn compile_route(
+    n: usize,
+    raw: FileRoute,
+    have_issuers: bool,
+    global_rego: Option<&RegoConfig>,
+    base: &Path,
+) -> Result<RouteSpec, String> {
     let label = format!("[[route]] #{n} (path {:?})", raw.path);
     if !raw.path.starts_with('/') {
         return Err(format!("{label}: `path` must start with \"/\""));
@@ -567,38 +650,52 @@ fn compile_route(n: usize, raw: FileRoute, have_issuers: bool) -> Result<RouteSp
     let upstream = parse_upstream(&raw.upstream)
         .map_err(|why| format!("{label}: `upstream` {:?}: {why}", raw.upstream))?;
 
-    let mut requirements = Vec::new();
-    if let Some(roles) = raw.roles_any {
-        if roles.is_empty() {
-            return Err(format!(
-                "{label}: `roles_any` is empty, which would allow nobody; list roles or remove the key"
-            ));
-        }
-        requirements.push(roles_any(roles));
-    }
-    if let Some(scopes) = raw.scopes_all {
-        if scopes.is_empty() {
-            return Err(format!(
-                "{label}: `scopes_all` is empty; list scopes or remove the key"
-            ));
-        }
-        requirements.push(scopes_all(scopes));
-    }
+    let rules = RuleConfig {
+        roles_any: raw.roles_any,
+        roles_all: raw.roles_all,
+        scopes_any: raw.scopes_any,
+        scopes_all: raw.scopes_all,
+        claims: raw.claims,
+        owner_param: raw.owner_param,
+        tenant_param: raw.tenant_param,
+        bypass_roles: raw.bypass_roles,
+        rego: raw.rego,
+    };
     let policy = match raw.auth {
-        RouteAuth::Public if !requirements.is_empty() => {
+        RouteAuth::Public if !rules.is_empty() => {
             return Err(format!(
-                "{label}: `roles_any` and `scopes_all` need an authenticated caller; they cannot be used with auth = \"public\""
+                "{label}: {} need an authenticated caller; they cannot be used with auth = \"public\"",
+                rules
+                    .keys()
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
-        RouteAuth::Public => RoutePolicy::AllowAll,
+        RouteAuth::Public => AllowAll.boxed(),
         auth if !have_issuers => {
             return Err(format!(
                 "{label}: auth = \"{auth}\" needs at least one [[issuer]] to verify tokens"
             ));
         }
-        _ if !requirements.is_empty() => RoutePolicy::Require(all_of(requirements)),
-        RouteAuth::Required => RoutePolicy::Authenticated,
-        RouteAuth::Optional => RoutePolicy::AllowAll,
+        auth => {
+            let mut rules = rules;
+            // The global policy applies where the route has no Rego policy of its own.
+            if rules.rego.is_none() {
+                rules.rego = global_rego.cloned();
+            }
+            if let Some(rego) = &mut rules.rego {
+                rego.policy = base.join(&rego.policy);
+                rego.data = rego.data.as_ref().map(|data| base.join(data));
+            }
+            if rules.is_empty() && auth == RouteAuth::Optional {
+                AllowAll.boxed()
+            } else {
+                // With no rule keys this is "any authenticated caller".
+                rules.compile().map_err(|e| format!("{label}: {e}"))?
+            }
+        }
     };
     Ok(RouteSpec {
         label,
@@ -639,64 +736,34 @@ fn parse_upstream(text: &str) -> Result<Authority, &'static str> {
     Ok(authority.clone())
 }
 
-/// Groups routes by path pattern and builds the matcher; two routes that could both serve a
-/// request are a conflict.
-fn compile_table(
-    routes: &[RouteSpec],
-) -> Result<(matchit::Router<usize>, Vec<Vec<usize>>), String> {
-    let mut matcher = matchit::Router::new();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
+/// Builds the routing table; two routes that could both serve a request are a conflict.
+fn compile_table(routes: &[RouteSpec]) -> Result<RouteTable<usize>, String> {
+    let mut builder = RouteTable::builder();
     for (i, route) in routes.iter().enumerate() {
-        if let Some(group) = groups.iter_mut().find(|g| routes[g[0]].path == route.path) {
-            for &j in group.iter() {
-                if let Some(shared) = shared_methods(&routes[j].methods, &route.methods) {
-                    return Err(format!(
-                        "{} conflicts with {}: both handle {shared}",
-                        route.label, routes[j].label
-                    ));
-                }
-            }
-            group.push(i);
-            continue;
-        }
-        if let Err(error) = matcher.insert(route.path.clone(), groups.len()) {
-            return Err(match error {
-                matchit::InsertError::Conflict { .. } => {
-                    match groups
-                        .iter()
-                        .map(|g| &routes[g[0]])
-                        .find(|other| patterns_conflict(&other.path, &route.path))
-                    {
-                        Some(other) => format!(
-                            "{} conflicts with {}: the two path patterns overlap ambiguously",
-                            route.label, other.label
-                        ),
-                        None => format!("{}: {error}", route.label),
-                    }
-                }
-                other => format!("{}: invalid path pattern: {other}", route.label),
-            });
-        }
-        groups.push(vec![i]);
+        builder = match &route.methods {
+            None => builder.any_method(route.path.clone(), i),
+            Some(methods) => builder.route(methods.iter().cloned(), route.path.clone(), i),
+        };
     }
-    Ok((matcher, groups))
-}
-
-fn patterns_conflict(a: &str, b: &str) -> bool {
-    let mut probe = matchit::Router::new();
-    probe.insert(a, ()).is_ok() && probe.insert(b, ()).is_err()
-}
-
-/// The methods two method lists have in common, for a conflict message.
-fn shared_methods(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> Option<String> {
-    match (a, b) {
-        (None, None) => Some("all methods".to_owned()),
-        (None, Some(m)) | (Some(m), None) => Some(method_list(m)),
-        (Some(a), Some(b)) => {
-            let common: Vec<Method> = a.iter().filter(|m| b.contains(m)).cloned().collect();
-            (!common.is_empty()).then(|| method_list(&common))
+    builder.build().map_err(|error| match error {
+        RouteTableError::Conflict {
+            index,
+            other,
+            methods,
+            ..
+        } if routes[index].path == routes[other].path => format!(
+            "{} conflicts with {}: both handle {methods}",
+            routes[index].label, routes[other].label
+        ),
+        RouteTableError::Conflict { index, other, .. } => format!(
+            "{} conflicts with {}: the two path patterns overlap ambiguously",
+            routes[index].label, routes[other].label
+        ),
+        RouteTableError::InvalidPattern { index, reason, .. } => {
+            format!("{}: invalid path pattern: {reason}", routes[index].label)
         }
-    }
+        other => other.to_string(),
+    })
 }
 
 fn method_list(methods: &[Method]) -> String {
@@ -707,29 +774,6 @@ fn method_list(methods: &[Method]) -> String {
         .join(", ")
 }
 
-/// The policy of one route, one type for all routes.
-#[derive(Debug, Clone)]
-enum RoutePolicy {
-    /// Any authenticated caller (required routes without roles or scopes).
-    Authenticated,
-    /// Everyone (optional routes without roles or scopes).
-    AllowAll,
-    /// `roles_any` and/or `scopes_all`.
-    Require(AllOf),
-}
-
-impl PolicyEvaluator for RoutePolicy {
-    type Future = Ready<Decision>;
-
-    fn evaluate(&self, ctx: Option<&AuthContext>, req: &RequestHead<'_>) -> Self::Future {
-        match self {
-            RoutePolicy::Authenticated => Authenticated.evaluate(ctx, req),
-            RoutePolicy::AllowAll => AllowAll.evaluate(ctx, req),
-            RoutePolicy::Require(policy) => future::ready(policy.decide(ctx)),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Serving
 // ---------------------------------------------------------------------------------------------
@@ -738,10 +782,6 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 type GatewayBody = BoxBody<Bytes, BoxError>;
 type RouteService = BoxCloneSyncService<Request<Incoming>, Response<GatewayBody>, Infallible>;
 type HttpClient = Client<HttpConnector, SentBody>;
-
-/// The peer address of a request's connection, for `x-forwarded-for`.
-#[derive(Debug, Clone, Copy)]
-struct ClientAddr(SocketAddr);
 
 /// Serves `config` on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish (at most 30 s) and returns.
@@ -820,12 +860,12 @@ struct Gateway {
 }
 
 struct Table {
-    matcher: matchit::Router<usize>,
-    groups: Vec<Vec<RouteEntry>>,
+    /// (method, path pattern) → index into `entries`.
+    table: RouteTable<usize>,
+    entries: Vec<RouteEntry>,
 }
 
 struct RouteEntry {
-    methods: Option<Vec<Method>>,
     path: Arc<str>,
     service: RouteService,
 }
@@ -844,11 +884,10 @@ impl Gateway {
             upstream_timeout,
             authenticator,
             routes,
-            matcher,
-            groups,
+            table,
             ..
         } = config;
-        let mut services: Vec<Option<RouteEntry>> = routes
+        let entries = routes
             .into_iter()
             .map(|route| {
                 info!(
@@ -864,24 +903,14 @@ impl Gateway {
                     timeout: upstream_timeout,
                 };
                 let service = route_service(&route, authenticator.as_ref(), &realm, proxy);
-                Some(RouteEntry {
-                    methods: route.methods,
+                RouteEntry {
                     path: Arc::from(route.path),
                     service,
-                })
-            })
-            .collect();
-        let groups = groups
-            .into_iter()
-            .map(|group| {
-                group
-                    .into_iter()
-                    .map(|i| services[i].take().expect("each route is in one group"))
-                    .collect()
+                }
             })
             .collect();
         Gateway {
-            inner: Arc::new(Table { matcher, groups }),
+            inner: Arc::new(Table { table, entries }),
         }
     }
 
@@ -902,7 +931,7 @@ impl Gateway {
     }
 
     async fn handle(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
-        let (service, rewritten) = {
+        let (service, rewritten, params) = {
             let Some(path) = normalize_path(req.uri().path()) else {
                 return json_error(
                     StatusCode::BAD_REQUEST,
@@ -910,20 +939,24 @@ impl Gateway {
                     "the request path has dot segments or malformed escapes",
                 );
             };
-            let Some(entry) = self.find(&path, req.method()) else {
+            let Some(matched) = self.inner.table.at(req.method(), &path) else {
                 return json_error(
                     StatusCode::NOT_FOUND,
                     "not_found",
                     "no route matches this request",
                 );
             };
+            let entry = &self.inner.entries[*matched.value()];
             debug!(route = %entry.path, "matched");
+            // Path parameters for the route's attribute rules (`owner_param`, ...).
+            let params = matched.path_params();
             let rewritten = match path {
                 Cow::Owned(path) => Some(path),
                 Cow::Borrowed(_) => None,
             };
-            (entry.service.clone(), rewritten)
+            (entry.service.clone(), rewritten, params)
         };
+        req.extensions_mut().insert(params);
         if let Some(path) = rewritten {
             match with_path(req.uri(), &path) {
                 Some(uri) => *req.uri_mut() = uri,
@@ -941,19 +974,12 @@ impl Gateway {
             Err(never) => match never {},
         }
     }
-
-    fn find(&self, path: &str, method: &Method) -> Option<&RouteEntry> {
-        let matched = self.inner.matcher.at(path).ok()?;
-        self.inner.groups[*matched.value]
-            .iter()
-            .find(|entry| entry.methods.as_ref().is_none_or(|m| m.contains(method)))
-    }
 }
 
 /// The service stack of one route.
 fn route_service(
     route: &RouteSpec,
-    authenticator: Option<&JwtAuthenticator<StaticKeys>>,
+    authenticator: Option<&JwtAuthenticator<IssuerKeys>>,
     realm: &DefaultRejection,
     proxy: Proxy,
 ) -> RouteService {
@@ -1308,7 +1334,7 @@ pub async fn start_demo() -> Result<Demo, Box<dyn StdError + Send + Sync>> {
         upstream: format!("http://{upstream}"),
         auth,
         roles_any: roles.map(|r| vec![r.to_owned()]),
-        scopes_all: None,
+        ..FileRoute::default()
     };
     let file = FileConfig {
         listen: Some(DEFAULT_LISTEN.to_owned()),
@@ -1325,6 +1351,7 @@ pub async fn start_demo() -> Result<Demo, Box<dyn StdError + Send + Sync>> {
             route("/admin/{*rest}", RouteAuth::Required, Some("admin")),
             route("/public/{*rest}", RouteAuth::Public, None),
         ],
+        rego: None,
     };
     let config = compile(file, Path::new("."))
         .map_err(|message| ConfigFileError::new(Path::new("<embedded demo>"), message))?;

@@ -72,6 +72,11 @@
 //! | `aws-lc-rs` | signature verification with aws-lc-rs (fastest; see the README's figures) | yes |
 //! | `rust-crypto` | signature verification with the pure-Rust RustCrypto crates | no |
 //! | `axum` | [`AuthContext`] as an axum extractor, [`Rejection`] as an axum response | no |
+//! | `remote` | remote JWKS and OIDC discovery key sources ([`keys::RemoteJwks`]), plain HTTP | no |
+//! | `rustls` | HTTPS for `remote`, with rustls and the platform's root certificates | no |
+//! | `jwks-client-rs` | a jwks-client-rs `JwksSource` as the fetcher under our cache | no |
+//! | `rego` | OPA/Rego policies evaluated in-process (`authorize::rego`, regorus) | no |
+//! | `ext-authz` | an external HTTP authorizer with timeout, bounded pool, fail closed (`authorize::ext_authz`) | no |
 //!
 //! With both crypto features enabled, aws-lc-rs is used. At least one is required.
 
@@ -100,7 +105,7 @@ pub use crate::authorize::{AuthorizeLayer, Decision, PolicyEvaluator};
 pub use crate::context::{AuthContext, AuthContextBuilder, ClaimsError, CredentialKind};
 pub use crate::crypto::BACKEND as CRYPTO_BACKEND;
 pub use crate::jwt::ConfigError;
-pub use crate::propagate::ContextPropagationLayer;
+pub use crate::propagate::{ContextPropagationLayer, TrustedContextLayer};
 pub use crate::reject::{Rejection, RejectionKind};
 
 /// The README's code blocks, compiled as doc tests so they cannot rot.

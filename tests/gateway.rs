@@ -1140,17 +1140,16 @@ audiences = ["api://orders"]
     assert_mentions(&error, &["https://idp.example.test", "exactly one of"]);
 
     for key in ["jwks_url", "discovery_url"] {
+        // Remote sources are checked when loading; keys are fetched later (tests/remote_keys.rs).
         let remote = format!(
-            "[[issuer]]\nissuer = \"https://idp.example.test\"\naudiences = [\"api://orders\"]\n{key} = \"http://127.0.0.1:9000/jwks\"\n"
+            "[[issuer]]\nissuer = \"https://idp.example.test\"\naudiences = [\"api://orders\"]\n{key} = \"ftp://127.0.0.1:9000/jwks\"\n"
         );
         let error = config_error(&format!("{remote}{ROUTE}"));
-        assert_mentions(
-            &error,
-            &[
-                key,
-                "not supported yet: remote JWKS arrives with the key-lifecycle work; use jwks_file",
-            ],
-        );
+        if cfg!(feature = "remote") {
+            assert_mentions(&error, &[key, "ftp", "https://idp.example.test"]);
+        } else {
+            assert_mentions(&error, &[key, "needs the `remote` feature"]);
+        }
     }
 
     let missing = ISSUER.replace("keys/jwks.json", "keys/nope.json");
@@ -1286,4 +1285,185 @@ fn a_missing_config_file_is_named() {
     let path = dir.0.join("absent.toml");
     let error = gateway::load_config(&path).unwrap_err().to_string();
     assert_mentions(&error, &[&path.display().to_string(), "cannot read"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authorization rules (issue #4): roles_all, scopes_any, claims, owner/tenant params, Rego
+// ---------------------------------------------------------------------------------------------
+
+fn rules_toml(upstream: SocketAddr) -> String {
+    let mut toml = format!(
+        r#"{ISSUER}
+[[route]]
+path = "/users/{{user_id}}"
+upstream = "http://{upstream}"
+owner_param = "user_id"
+bypass_roles = ["admin"]
+
+[[route]]
+path = "/users/me"
+methods = ["GET"]
+upstream = "http://{upstream}"
+roles_all = ["clerk"]
+
+[[route]]
+path = "/tenants/{{tenant}}/{{*rest}}"
+upstream = "http://{upstream}"
+tenant_param = "tenant"
+
+[[route]]
+path = "/scoped/{{*rest}}"
+upstream = "http://{upstream}"
+scopes_any = ["orders:admin", "orders:audit"]
+
+[[route]]
+path = "/claims/{{*rest}}"
+upstream = "http://{upstream}"
+claims = [{{ path = "tenant_id", equals = "acme" }}, {{ path = "roles", contains = "clerk" }}]
+"#
+    );
+    if cfg!(feature = "rego") {
+        toml.push_str(&format!(
+            r#"
+[[route]]
+path = "/rego/{{*rest}}"
+upstream = "http://{upstream}"
+rego = {{ policy = "subjects.rego", data = "subjects.json" }}
+
+[[route]]
+path = "/rego-admin/{{*rest}}"
+upstream = "http://{upstream}"
+rego = {{ policy = "admins.rego" }}
+"#
+        ));
+    }
+    toml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_rules_allow_and_deny_over_http() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new();
+    std::fs::write(
+        dir.0.join("subjects.rego"),
+        "package subjects\ndefault allow := false\nallow if input.caller.subject in data.allowed\n",
+    )
+    .unwrap();
+    std::fs::write(dir.0.join("subjects.json"), r#"{"allowed": ["user-123"]}"#).unwrap();
+    std::fs::write(
+        dir.0.join("admins.rego"),
+        "package admins\nallow if \"admin\" in input.caller.roles\n",
+    )
+    .unwrap();
+    let path = dir.write_config(&rules_toml(upstream.addr));
+    let config = gateway::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    let gw = Running::start(config).await;
+    let http = client();
+    let clerk = token("rs256_valid"); // sub user-123, roles [clerk], tenant acme
+    let admin = admin_token(); // sub admin-1, roles [admin], no tenant
+
+    let mut allowed = 0;
+    for (method, path, who, status) in [
+        // owner_param with bypass_roles
+        ("GET", "/users/user-123", &clerk, 200),
+        ("GET", "/users/someone", &clerk, 403),
+        ("GET", "/users/someone", &admin, 200),
+        // the static route is more specific than the parameter route ...
+        ("GET", "/users/me", &clerk, 200),
+        ("GET", "/users/me", &admin, 403),
+        // ... for GET only: DELETE /users/me is the parameter route with user_id = "me"
+        ("DELETE", "/users/me", &clerk, 403),
+        // tenant_param
+        ("GET", "/tenants/acme/orders", &clerk, 200),
+        ("GET", "/tenants/other/orders", &clerk, 403),
+        ("GET", "/tenants/acme/orders", &admin, 403),
+        // claims
+        ("GET", "/claims/x", &clerk, 200),
+        ("GET", "/claims/x", &admin, 403),
+        // Rego with data, and without
+        ("GET", "/rego/x", &clerk, 200),
+        ("GET", "/rego/x", &admin, 403),
+        ("GET", "/rego-admin/x", &admin, 200),
+        ("GET", "/rego-admin/x", &clerk, 403),
+    ] {
+        if path.starts_with("/rego") && !cfg!(feature = "rego") {
+            continue;
+        }
+        let response = http
+            .request(method.parse().unwrap(), gw.url(path))
+            .bearer_auth(who)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        if status == 200 {
+            allowed += 1;
+            let echo = json_body(response).await;
+            assert_eq!(echo["path"], path);
+        } else {
+            assert_eq!(json_body(response).await["error"], "insufficient_scope");
+        }
+    }
+    assert_eq!(upstream.hits(), allowed);
+
+    // Without a token: 401, not 403.
+    let response = http.get(gw.url("/users/user-123")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // scopes_any names every acceptable scope in the challenge.
+    let response = http
+        .get(gw.url("/scoped/x"))
+        .bearer_auth(&clerk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let challenge = header(&response, "www-authenticate");
+    assert!(
+        challenge.ends_with(r#"scope="orders:admin orders:audit""#),
+        "{challenge}"
+    );
+    assert_eq!(upstream.hits(), allowed);
+    gw.stop().await;
+}
+
+#[test]
+fn rule_keys_are_checked() {
+    let route = |extra: &str| format!("{ISSUER}{ROUTE}{extra}\n");
+
+    let error = config_error(&route("claims = [{ path = \"a\", equal = 1 }]"));
+    assert_mentions(&error, &["equal", "unknown field"]);
+
+    let error = config_error(&route(
+        "claims = [{ path = \"a\", equals = 1, one_of = [1] }]",
+    ));
+    assert_mentions(&error, &["[[route]] #1", "claims", "exactly one"]);
+
+    let error = config_error(&route("scopes_any = []"));
+    assert_mentions(&error, &["[[route]] #1", "scopes_any"]);
+
+    let error = config_error(&route("bypass_roles = [\"admin\"]"));
+    assert_mentions(&error, &["[[route]] #1", "bypass_roles", "owner_param"]);
+
+    let error = config_error(&route("auth = \"public\"\nowner_param = \"id\""));
+    assert_mentions(&error, &["[[route]] #1", "owner_param", "public"]);
+
+    let error = config_error(&route("rego = { policy = \"p.rego\", rules = \"x\" }"));
+    assert_mentions(&error, &["rules", "unknown field"]);
+
+    if cfg!(feature = "rego") {
+        let error = config_error(&route("rego = { policy = \"absent.rego\" }"));
+        assert_mentions(&error, &["[[route]] #1", "rego", "absent.rego"]);
+
+        let dir = TempDir::new();
+        std::fs::write(dir.0.join("bad.rego"), "package bad\nallow if {\n").unwrap();
+        let path = dir.write_config(&format!(
+            "rego = {{ policy = \"bad.rego\" }}\n{ISSUER}{ROUTE}"
+        ));
+        let error = gateway::load_config(&path).unwrap_err().to_string();
+        assert_mentions(&error, &["[[route]] #1", "bad.rego", "does not compile"]);
+    } else {
+        let error = config_error(&route("rego = { policy = \"p.rego\" }"));
+        assert_mentions(&error, &["[[route]] #1", "`rego` feature"]);
+    }
 }
