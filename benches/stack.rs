@@ -1,0 +1,269 @@
+//! The whole stack against the raw `jsonwebtoken::decode` floor, cache cold and warm, in one
+//! run so the ratios hold on a noisy machine: see `benches/README.md`.
+//!
+//! - `baseline/service_fn`: the trivial inner service alone;
+//! - `floor/<ALG>`: `jsonwebtoken::decode` with the same key, token and rules;
+//! - `nocache/<ALG>`: authenticate + authorize + propagate, no cache;
+//! - `cold/<ALG>`: the same with a [`CachedAuthenticator`], cache empty (a miss, then the
+//!   insert);
+//! - `warm/<ALG>`: the same, token cached.
+//!
+//! Every iteration builds nothing: the request is made in criterion's setup, the future is
+//! polled once with a no-op waker (every part is ready at once) inside a tokio runtime
+//! context.
+//!
+//! Run: `cargo bench --bench stack -- --noplot`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::crypto::{CryptoProvider, aws_lc, rust_crypto};
+use serde_json::{Map, Value, json};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_gatekeeper::authenticate::{CacheConfig, CachedAuthenticator};
+use tower_gatekeeper::authorize::roles_any;
+use tower_gatekeeper::jwt::Validation;
+use tower_gatekeeper::keys::{SigningKey, StaticKeys, VerifyingKey};
+use tower_gatekeeper::{
+    Algorithm, AuthenticateLayer, Authenticator, AuthorizeLayer, CRYPTO_BACKEND,
+    ContextPropagationLayer, JwtAuthenticator,
+};
+
+const ISSUER: &str = "https://idp.example.test";
+const AUDIENCE: &str = "api://orders";
+const ALGS: [Algorithm; 4] = [
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+    Algorithm::HS256,
+];
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests",
+        "fixtures",
+        "keys",
+        name,
+    ]
+    .iter()
+    .collect();
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Key material, token and rules of one algorithm (the committed test keys).
+struct Case {
+    alg: Algorithm,
+    signing: SigningKey,
+    verifying: VerifyingKey,
+    decoding: DecodingKey,
+}
+
+impl Case {
+    fn new(alg: Algorithm) -> Self {
+        let (base, kid) = match alg {
+            Algorithm::RS256 => ("rsa-1", "rsa-1"),
+            Algorithm::ES256 => ("ec256-1", "ec256-1"),
+            Algorithm::EdDSA => ("ed-1", "ed-1"),
+            _ => ("hmac", "hmac"),
+        };
+        let (signing, verifying, decoding) = if alg.is_hmac() {
+            let secret = fixture("hmac.secret");
+            (
+                SigningKey::hmac(alg, &secret),
+                VerifyingKey::hmac(&secret),
+                DecodingKey::from_secret(&secret),
+            )
+        } else {
+            let public = fixture(&format!("{base}.pub.pem"));
+            let decoding = match alg {
+                Algorithm::RS256 => {
+                    let jwk: Value = serde_json::from_slice(&fixture("rsa-1.jwk.json")).unwrap();
+                    DecodingKey::from_rsa_components(
+                        jwk["n"].as_str().unwrap(),
+                        jwk["e"].as_str().unwrap(),
+                    )
+                    .unwrap()
+                }
+                Algorithm::ES256 => DecodingKey::from_ec_pem(&public).unwrap(),
+                _ => DecodingKey::from_ed_pem(&public).unwrap(),
+            };
+            (
+                SigningKey::from_pem(alg, &fixture(&format!("{base}.key.pem"))),
+                VerifyingKey::from_pem(&public),
+                decoding,
+            )
+        };
+        Case {
+            alg,
+            signing: signing.expect("signing key").with_kid(kid),
+            verifying: verifying.expect("verifying key").with_kid(kid),
+            decoding,
+        }
+    }
+
+    fn token(&self) -> String {
+        self.signing
+            .sign(&json!({
+                "iss": ISSUER, "aud": AUDIENCE, "sub": "user-123", "roles": ["clerk"],
+                "scope": "orders:read orders:write", "tenant_id": "acme",
+                "iat": 1_700_000_000u64, "nbf": 1_700_000_000u64, "exp": 4_102_444_800u64,
+                "jti": format!("bench-{}", self.alg),
+            }))
+            .expect("token")
+    }
+
+    fn authenticator(&self) -> JwtAuthenticator<StaticKeys> {
+        JwtAuthenticator::new(
+            StaticKeys::new([self.verifying.clone()]),
+            Validation::new(ISSUER).audiences([AUDIENCE]),
+        )
+        .expect("authenticator")
+    }
+}
+
+type Req = Request<Full<Bytes>>;
+
+async fn echo(req: Req) -> Result<Response<Full<Bytes>>, Infallible> {
+    let user = req
+        .headers()
+        .get("x-user-id")
+        .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+        .unwrap_or_default();
+    Ok(Response::new(Full::new(user)))
+}
+
+/// Authenticate + authorize + propagate around [`echo`].
+fn gateway<A: Authenticator>(
+    auth: A,
+) -> impl Service<Req, Response = Response<impl Sized>, Error = Infallible, Future: Send> + Clone {
+    ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(auth))
+        .layer(AuthorizeLayer::new(roles_any(["clerk"])))
+        .layer(ContextPropagationLayer::new())
+        .service_fn(echo)
+}
+
+/// Polls `fut` once with a no-op waker: the stack under test is ready at once.
+fn now<F: Future>(fut: F) -> F::Output {
+    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the benchmarked stack must not wait"),
+    }
+}
+
+fn request(bearer: &str) -> Req {
+    Request::builder()
+        .header("authorization", bearer)
+        .body(Full::default())
+        .expect("request")
+}
+
+fn stack(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let _enter = rt.enter();
+    let _ = CryptoProvider::install_default(match CRYPTO_BACKEND {
+        "aws-lc-rs" => &aws_lc::DEFAULT_PROVIDER,
+        _ => &rust_crypto::DEFAULT_PROVIDER,
+    });
+
+    let mut group = c.benchmark_group("baseline");
+    configure(&mut group);
+    let svc = service_fn(echo);
+    group.bench_function("service_fn", |b| {
+        b.iter_batched(
+            || (svc, request("Bearer x")),
+            |(svc, req)| now(svc.oneshot(req)),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("stack");
+    configure(&mut group);
+    for alg in ALGS {
+        let case = Case::new(alg);
+        let token = case.token();
+        let bearer = format!("Bearer {token}");
+
+        let mut validation = jsonwebtoken::Validation::new(alg.as_str().parse().unwrap());
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let decode = || {
+            jsonwebtoken::decode::<Map<String, Value>>(
+                black_box(token.as_str()),
+                black_box(&case.decoding),
+                black_box(&validation),
+            )
+        };
+        assert_eq!(decode().expect("decode").claims["sub"], "user-123");
+        group.bench_function(format!("floor/{alg}"), |b| {
+            b.iter(|| decode().expect("decode"));
+        });
+
+        let plain = gateway(case.authenticator());
+        let ok = now(plain.clone().oneshot(request(&bearer))).unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        group.bench_function(format!("nocache/{alg}"), |b| {
+            b.iter_batched(
+                || (plain.clone(), request(&bearer)),
+                |(svc, req)| now(svc.oneshot(req)),
+                BatchSize::SmallInput,
+            );
+        });
+
+        // Cold: a new, empty cache for every iteration (built and dropped untimed).
+        let jwt = case.authenticator();
+        group.bench_function(format!("cold/{alg}"), |b| {
+            b.iter_batched(
+                || {
+                    let auth = CachedAuthenticator::new(jwt.clone(), CacheConfig::default())
+                        .expect("cache");
+                    let cache = auth.cache().clone();
+                    (gateway(auth), cache, request(&bearer))
+                },
+                |(svc, cache, req)| (now(svc.oneshot(req)), cache),
+                BatchSize::SmallInput,
+            );
+        });
+
+        let auth = CachedAuthenticator::new(jwt.clone(), CacheConfig::default()).expect("cache");
+        let warm = gateway(auth.clone());
+        let ok = now(warm.clone().oneshot(request(&bearer))).unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        auth.cache().run_pending_tasks();
+        assert_eq!(auth.cache().entry_count(), 1);
+        group.bench_function(format!("warm/{alg}"), |b| {
+            b.iter_batched(
+                || (warm.clone(), request(&bearer)),
+                |(svc, req)| now(svc.oneshot(req)),
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, stack);
+criterion_main!(benches);

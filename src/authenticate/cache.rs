@@ -1,0 +1,580 @@
+//! A verified-token cache: [`CachedAuthenticator`] wraps any [`Authenticator`] and remembers
+//! the [`AuthContext`] of each bearer token it has verified, so a token that comes back is
+//! not parsed, looked up and signature-checked again.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use serde_json::json;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_gatekeeper::authenticate::{CacheConfig, CachedAuthenticator};
+//! use tower_gatekeeper::keys::{SigningKey, StaticKeys};
+//! use tower_gatekeeper::{AuthenticateLayer, JwtAuthenticator, jwt::Validation};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+//! let keys = StaticKeys::new([signer.verifying_key().clone()]);
+//! let validation = Validation::new("https://idp.example.test").audiences(["api://orders"]);
+//! let jwt = JwtAuthenticator::new(keys, validation).unwrap();
+//!
+//! let config = CacheConfig::default()
+//!     .max_entries(10_000)
+//!     .max_bytes(16 * 1024 * 1024)
+//!     .max_ttl(Duration::from_secs(300));
+//! let auth = CachedAuthenticator::new(jwt, config).unwrap();
+//! let cache = auth.cache().clone();
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(AuthenticateLayer::new(auth))
+//!     .service_fn(|_req: Request<Full<Bytes>>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+//!     });
+//!
+//! let token = signer.sign(&json!({
+//!     "iss": "https://idp.example.test", "aud": "api://orders",
+//!     "sub": "user-1", "exp": 4102444800u64,
+//! })).unwrap();
+//! for _ in 0..3 {
+//!     let request = Request::builder()
+//!         .header("authorization", format!("Bearer {token}"))
+//!         .body(Full::default())
+//!         .unwrap();
+//!     let response = service.clone().oneshot(request).await.unwrap();
+//!     assert_eq!(response.status(), StatusCode::OK);
+//! }
+//! // Verified once, served from the cache twice.
+//! cache.run_pending_tasks();
+//! assert_eq!(cache.entry_count(), 1);
+//! # }
+//! ```
+//!
+//! # What is cached, and for how long
+//!
+//! Only successes: a token that fails verification is never stored, so a flood of invalid
+//! tokens costs one hash and one failed lookup each and no memory. An entry is served only
+//! while all of these hold, checked on every hit:
+//!
+//! - the token has not expired: the entry's deadline is the token's `exp` (the
+//!   [`AuthContext::expires_at`]) without any leeway, so a cached token is refused no later
+//!   than the verifier would refuse it;
+//! - the entry is younger than [`CacheConfig::max_ttl`] (also the lifetime of credentials
+//!   without an expiry);
+//! - the key that verified it is still in the key set: the wrapped authenticator's
+//!   [`Authenticator::still_trusted`] is asked (for [`JwtAuthenticator`](crate::JwtAuthenticator),
+//!   [`KeySource::contains_kid`](crate::keys::KeySource::contains_kid) of the issuer's
+//!   keys), so a key rotated out of a remote JWKS stops vouching for cached tokens at once.
+//!
+//! Entries are cached only for requests with an `Authorization: Bearer` credential, keyed by
+//! that token alone; requests without one go straight to the wrapped authenticator. Wrap only
+//! authenticators whose outcome depends on the bearer token and nothing else of the request.
+//!
+//! # The cache key
+//!
+//! The key is SHA-256 over a 32-byte secret drawn from the operating system's random source
+//! when the cache is built, followed by the whole token. Two different tokens would share an
+//! entry only on a SHA-256 collision, which nobody knows how to find (128-bit security); and
+//! since the secret prefix never leaves the process, a client cannot even compute the key
+//! of a token, let alone aim a crafted token at someone else's entry or at one hash bucket.
+//! Keying by the hash rather than the token also means the cache never retains raw tokens.
+//! (Keying by a part of the token, such as its signature, would not be safe: the header and
+//! claims could then be swapped under a cached signature.)
+//!
+//! # Bounds and eviction
+//!
+//! The cache ([moka](https://docs.rs/moka)) is bounded by a total weight of
+//! [`CacheConfig::max_bytes`]. Each entry weighs an estimate of the memory it holds (the
+//! claims, roles, scopes and the bookkeeping around them), but at least
+//! `max_bytes / max_entries`, so the number of entries never exceeds
+//! [`CacheConfig::max_entries`] either. Expired entries are removed in the background
+//! (amortised over cache operations).
+//!
+//! When the cache is full, admission follows TinyLFU: a newly verified token replaces the
+//! least recently used entry only if a frequency sketch has seen it more often than that
+//! victim. A flood of unique tokens, each seen once, therefore cannot push frequently used
+//! entries out wholesale, and never grows memory beyond the bound; the flood's tokens are
+//! verified (and refused a place) like any uncached token.
+//!
+//! # Stacking with revocation
+//!
+//! Put revocation checks *outside* this wrapper, so they run on every request, cache hits
+//! included: `Revocable::new(CachedAuthenticator::new(jwt, config)?, store)` (see
+//! [`revocation`](crate::revocation)). Inside it, a revoked token would be served from the
+//! cache until the entry expires.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+use pin_project_lite::pin_project;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::Authenticator;
+use crate::context::AuthContext;
+use crate::credential::{DEFAULT_MAX_TOKEN_BYTES, RequestHead, bearer_token};
+use crate::jwt::{Clock, ConfigError};
+use crate::reject::Rejection;
+
+/// The default [`CacheConfig::max_entries`].
+pub const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+/// The default [`CacheConfig::max_bytes`] (32 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// The default [`CacheConfig::max_ttl`] (5 minutes).
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+
+/// Bookkeeping per entry beyond its contents: the hash key, the entry, the context's
+/// allocation and moka's node and indexes (measured order of magnitude, rounded up).
+const ENTRY_OVERHEAD: usize = 384;
+
+/// Sizes and lifetimes of a [`TokenCache`].
+///
+/// See the [module docs](crate::authenticate::cache) for an example.
+#[derive(Clone)]
+pub struct CacheConfig {
+    max_entries: u64,
+    max_bytes: u64,
+    max_ttl: Duration,
+    max_token_bytes: usize,
+    clock: Clock,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_ttl: DEFAULT_MAX_TTL,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheConfig")
+            .field("max_entries", &self.max_entries)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_ttl", &self.max_ttl)
+            .field("max_token_bytes", &self.max_token_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheConfig {
+    /// The most entries the cache holds (default [`DEFAULT_MAX_ENTRIES`]).
+    #[must_use]
+    pub fn max_entries(mut self, max_entries: u64) -> Self {
+        self.max_entries = max_entries;
+        self
+    }
+
+    /// The most memory the entries hold, as estimated per entry (default
+    /// [`DEFAULT_MAX_BYTES`]).
+    #[must_use]
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The longest an entry is served, whatever the token's `exp` (default
+    /// [`DEFAULT_MAX_TTL`]). It bounds how long a cached result outlives a change the
+    /// cache cannot see.
+    #[must_use]
+    pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
+    /// Tokens longer than this are not cached (default
+    /// [`DEFAULT_MAX_TOKEN_BYTES`]); the wrapped
+    /// authenticator still sees them and applies its own limit.
+    #[must_use]
+    pub fn max_token_bytes(mut self, max_token_bytes: usize) -> Self {
+        self.max_token_bytes = max_token_bytes;
+        self
+    }
+
+    /// The clock that decides expiry (tests).
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.max_entries == 0 {
+            return Err(ConfigError::invalid(
+                "token cache: max_entries must be at least 1 (to turn the cache off, do not wrap the authenticator)",
+            ));
+        }
+        if self.max_bytes < self.max_entries {
+            return Err(ConfigError::invalid(format!(
+                "token cache: max_bytes ({}) must be at least max_entries ({}); an entry takes hundreds of bytes",
+                self.max_bytes, self.max_entries
+            )));
+        }
+        if self.max_ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "token cache: max_ttl must be longer than zero",
+            ));
+        }
+        Ok(())
+    }
+}
+
+type Key = [u8; 32];
+
+#[derive(Clone)]
+struct Entry {
+    ctx: AuthContext,
+    /// When the entry stops being served: `exp` or insertion + `max_ttl`, the earlier.
+    valid_until: SystemTime,
+    /// How long moka keeps it (reclaims memory; correctness is `valid_until`).
+    ttl: Duration,
+    weight: u32,
+}
+
+struct EntryExpiry;
+
+impl Expiry<Key, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _key: &Key, entry: &Entry, _now: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+/// The bounded store behind [`CachedAuthenticator`]: verified [`AuthContext`]s by keyed
+/// token hash. Cloning shares the store.
+///
+/// See the [module docs](crate::authenticate::cache) for the bounds, the eviction policy
+/// and the choice of key.
+#[derive(Clone)]
+pub struct TokenCache {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    entries: moka::sync::Cache<Key, Entry>,
+    secret: [u8; 32],
+    min_weight: u64,
+    config: CacheConfig,
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("entries", &self.entry_count())
+            .field("weighted_size", &self.weighted_size())
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    /// An empty cache sized by `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when a bound is zero, or `max_bytes` is below `max_entries`.
+    ///
+    /// # Panics
+    ///
+    /// When the operating system's random source fails.
+    pub fn new(config: CacheConfig) -> Result<Self, ConfigError> {
+        config.check()?;
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS random source failed");
+        let min_weight = (config.max_bytes / config.max_entries).max(1);
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_key: &Key, entry: &Entry| entry.weight)
+            .expire_after(EntryExpiry)
+            .build();
+        Ok(TokenCache {
+            shared: Arc::new(Shared {
+                entries,
+                secret,
+                min_weight,
+                config,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CacheConfig {
+        &self.shared.config
+    }
+
+    /// How many entries are cached (approximate until [`run_pending_tasks`](Self::run_pending_tasks)).
+    pub fn entry_count(&self) -> u64 {
+        self.shared.entries.entry_count()
+    }
+
+    /// The total weight of the entries: their estimated memory in bytes, each counted as at
+    /// least `max_bytes / max_entries` (approximate until
+    /// [`run_pending_tasks`](Self::run_pending_tasks)). Never above `max_bytes` once pending
+    /// tasks have run.
+    pub fn weighted_size(&self) -> u64 {
+        self.shared.entries.weighted_size()
+    }
+
+    /// Applies pending evictions and expirations now (they otherwise happen amortised over
+    /// cache operations): for tests and metrics.
+    pub fn run_pending_tasks(&self) {
+        self.shared.entries.run_pending_tasks();
+    }
+
+    /// Drops every entry, e.g. after a key compromise.
+    pub fn invalidate_all(&self) {
+        self.shared.entries.invalidate_all();
+    }
+
+    fn key_of(&self, token: &str) -> Key {
+        let mut hasher = Sha256::new();
+        hasher.update(self.shared.secret);
+        hasher.update(token.as_bytes());
+        hasher.finalize().into()
+    }
+
+    /// The cached context for `key`, if it is still to be served.
+    fn lookup(&self, key: &Key, trusted: impl FnOnce(&AuthContext) -> bool) -> Option<AuthContext> {
+        let entry = self.shared.entries.get(key)?;
+        if self.shared.config.clock.now() < entry.valid_until && trusted(&entry.ctx) {
+            Some(entry.ctx)
+        } else {
+            self.shared.entries.invalidate(key);
+            None
+        }
+    }
+
+    fn insert(&self, key: Key, ctx: &AuthContext) {
+        let config = &self.shared.config;
+        let now = config.clock.now();
+        let mut valid_until = now + config.max_ttl;
+        if let Some(exp) = ctx.expires_at() {
+            valid_until = valid_until.min(exp);
+        }
+        let Ok(ttl) = valid_until.duration_since(now) else {
+            return;
+        };
+        if ttl.is_zero() {
+            return;
+        }
+        let weight = (context_bytes(ctx) as u64)
+            .max(self.shared.min_weight)
+            .min(u64::from(u32::MAX)) as u32;
+        self.shared.entries.insert(
+            key,
+            Entry {
+                ctx: ctx.clone(),
+                valid_until,
+                ttl,
+                weight,
+            },
+        );
+    }
+}
+
+/// An estimate of the memory an entry holds.
+fn context_bytes(ctx: &AuthContext) -> usize {
+    let strings = [ctx.subject(), ctx.issuer(), ctx.tenant(), ctx.key_id()]
+        .into_iter()
+        .map(|s| s.map_or(0, str::len))
+        .sum::<usize>();
+    let lists = ctx
+        .roles()
+        .iter()
+        .chain(ctx.scopes())
+        .map(|s| s.len() + size_of::<String>())
+        .sum::<usize>();
+    let claims = ctx
+        .claims_map()
+        .iter()
+        .map(|(k, v)| member_bytes(k, v))
+        .sum::<usize>();
+    ENTRY_OVERHEAD + strings + lists + claims
+}
+
+/// One object member: key, value and the map node around them.
+fn member_bytes(key: &str, value: &Value) -> usize {
+    key.len() + size_of::<String>() + size_of::<Value>() + 16 + value_bytes(value)
+}
+
+/// The heap a JSON value owns.
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => s.len(),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| size_of::<Value>() + value_bytes(v))
+            .sum(),
+        Value::Object(map) => map.iter().map(|(k, v)| member_bytes(k, v)).sum(),
+    }
+}
+
+/// Wraps an [`Authenticator`] with a [`TokenCache`]: a bearer token verified once is served
+/// from memory until its `exp`, the cache's `max_ttl`, or its key leaving the key set,
+/// whichever comes first.
+///
+/// See the [module docs](crate::authenticate::cache) for an example, the eviction policy
+/// and how to stack revocation checks.
+#[derive(Clone)]
+pub struct CachedAuthenticator<A> {
+    inner: A,
+    cache: TokenCache,
+}
+
+impl<A> fmt::Debug for CachedAuthenticator<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedAuthenticator")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Authenticator> CachedAuthenticator<A> {
+    /// Wraps `inner` with a new cache sized by `config`.
+    ///
+    /// # Errors
+    ///
+    /// As [`TokenCache::new`].
+    pub fn new(inner: A, config: CacheConfig) -> Result<Self, ConfigError> {
+        Ok(Self::with_cache(inner, TokenCache::new(config)?))
+    }
+
+    /// Wraps `inner` with an existing cache (shared, e.g. with a metrics reporter).
+    pub fn with_cache(inner: A, cache: TokenCache) -> Self {
+        CachedAuthenticator { inner, cache }
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// The wrapped authenticator.
+    pub fn get_ref(&self) -> &A {
+        &self.inner
+    }
+}
+
+impl<A: Authenticator> Authenticator for CachedAuthenticator<A> {
+    type Future = CachedFuture<A>;
+
+    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        let token = match bearer_token(head, self.cache.shared.config.max_token_bytes) {
+            Ok(Some(token)) => token,
+            // No bearer token, a malformed header or an oversized token: not ours to cache.
+            _ => return self.inner.authenticate(head).map(CachedFuture::uncached),
+        };
+        let key = self.cache.key_of(token);
+        let cached = self.cache.lookup(&key, |ctx| self.inner.still_trusted(ctx));
+        crate::metrics::cache_lookup(cached.is_some());
+        if let Some(ctx) = cached {
+            return Ok(CachedFuture::hit(ctx));
+        }
+        let fut = self.inner.authenticate(head)?;
+        Ok(CachedFuture::miss(
+            fut,
+            Insert {
+                cache: self.cache.clone(),
+                key,
+                inner: self.inner.clone(),
+            },
+        ))
+    }
+
+    fn still_trusted(&self, ctx: &AuthContext) -> bool {
+        self.inner.still_trusted(ctx)
+    }
+}
+
+struct Insert<A> {
+    cache: TokenCache,
+    key: Key,
+    inner: A,
+}
+
+pin_project! {
+    /// The future of [`CachedAuthenticator`]: a cached context, or the wrapped
+    /// authenticator's future whose success is then cached.
+    pub struct CachedFuture<A>
+    where
+        A: Authenticator,
+    {
+        #[pin]
+        state: State<A::Future>,
+        insert: Option<Insert<A>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Hit { ctx: Option<AuthContext> },
+        Verifying { #[pin] fut: F },
+    }
+}
+
+impl<A: Authenticator> CachedFuture<A> {
+    fn hit(ctx: AuthContext) -> Self {
+        CachedFuture {
+            state: State::Hit { ctx: Some(ctx) },
+            insert: None,
+        }
+    }
+
+    fn uncached(fut: A::Future) -> Self {
+        CachedFuture {
+            state: State::Verifying { fut },
+            insert: None,
+        }
+    }
+
+    fn miss(fut: A::Future, insert: Insert<A>) -> Self {
+        CachedFuture {
+            state: State::Verifying { fut },
+            insert: Some(insert),
+        }
+    }
+}
+
+impl<A: Authenticator> fmt::Debug for CachedFuture<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedFuture").finish_non_exhaustive()
+    }
+}
+
+impl<A: Authenticator> Future for CachedFuture<A> {
+    type Output = Result<AuthContext, Rejection>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.state.project() {
+            StateProj::Hit { ctx } => Poll::Ready(Ok(ctx.take().expect("polled after completion"))),
+            StateProj::Verifying { fut } => {
+                let outcome = ready!(fut.poll(cx));
+                if let (Ok(ctx), Some(insert)) = (&outcome, this.insert.take())
+                    && insert.inner.still_trusted(ctx)
+                {
+                    insert.cache.insert(insert.key, ctx);
+                }
+                Poll::Ready(outcome)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,384 @@
+use std::future::Ready;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use http::Request;
+use serde_json::json;
+
+use super::*;
+use crate::Algorithm;
+use crate::JwtAuthenticator;
+use crate::RejectionKind;
+use crate::jwt::Validation;
+use crate::keys::{KeyError, KeyQuery, KeySource, SigningKey, StaticKeys, VerifyingKey};
+
+const ISS: &str = "https://idp.example.test";
+const AUD: &str = "api://orders";
+/// 2030-01-01T00:00:00Z: the fake clock's start.
+const T0: u64 = 1_893_456_000;
+
+/// A clock tests move by hand (seconds since the epoch).
+#[derive(Clone)]
+struct FakeTime(Arc<AtomicU64>);
+
+impl FakeTime {
+    fn new() -> Self {
+        FakeTime(Arc::new(AtomicU64::new(T0)))
+    }
+    fn clock(&self) -> Clock {
+        let t = Arc::clone(&self.0);
+        Clock::from_fn(move || UNIX_EPOCH + Duration::from_secs(t.load(Ordering::SeqCst)))
+    }
+    fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+/// A key source whose one key can be taken out of the set (rotation).
+#[derive(Clone)]
+struct Rotating {
+    keys: StaticKeys,
+    present: Arc<AtomicBool>,
+}
+
+impl KeySource for Rotating {
+    type Future = Ready<Result<VerifyingKey, KeyError>>;
+
+    fn key(&self, query: &KeyQuery<'_>) -> Self::Future {
+        if self.present.load(Ordering::SeqCst) {
+            self.keys.key(query)
+        } else {
+            std::future::ready(Err(KeyError::UnknownKid))
+        }
+    }
+
+    fn contains_kid(&self, _issuer: Option<&str>, kid: Option<&str>) -> bool {
+        self.present.load(Ordering::SeqCst) && kid == Some("k1")
+    }
+}
+
+/// Counts how often the wrapped authenticator is really asked.
+#[derive(Clone)]
+struct Counting<A> {
+    inner: A,
+    calls: Arc<AtomicUsize>,
+}
+
+impl<A: Authenticator> Authenticator for Counting<A> {
+    type Future = A::Future;
+
+    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.authenticate(head)
+    }
+
+    fn still_trusted(&self, ctx: &AuthContext) -> bool {
+        self.inner.still_trusted(ctx)
+    }
+}
+
+struct Fixture {
+    signer: SigningKey,
+    time: FakeTime,
+    present: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    auth: CachedAuthenticator<Counting<JwtAuthenticator<Rotating>>>,
+}
+
+impl Fixture {
+    fn new(config: CacheConfig) -> Self {
+        let signer = SigningKey::hmac(Algorithm::HS256, &[7u8; 32])
+            .unwrap()
+            .with_kid("k1");
+        let time = FakeTime::new();
+        let present = Arc::new(AtomicBool::new(true));
+        let keys = Rotating {
+            keys: StaticKeys::new([signer.verifying_key().clone()]),
+            present: Arc::clone(&present),
+        };
+        let validation = Validation::new(ISS)
+            .audiences([AUD])
+            .leeway(Duration::ZERO)
+            .clock(time.clock());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let inner = Counting {
+            inner: JwtAuthenticator::new(keys, validation).unwrap(),
+            calls: Arc::clone(&calls),
+        };
+        let auth = CachedAuthenticator::new(inner, config.clock(time.clock())).unwrap();
+        Fixture {
+            signer,
+            time,
+            present,
+            calls,
+            auth,
+        }
+    }
+
+    fn token(&self, sub: &str, exp_in: u64) -> String {
+        self.signer
+            .sign(&json!({"iss": ISS, "aud": AUD, "sub": sub, "exp": T0 + exp_in}))
+            .unwrap()
+    }
+
+    async fn run(&self, token: &str) -> Result<AuthContext, Rejection> {
+        let req = Request::builder()
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        self.auth.authenticate(&RequestHead::of(&req))?.await
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn verifies_once_then_serves_from_the_cache() {
+    let f = Fixture::new(CacheConfig::default());
+    let token = f.token("alice", 3600);
+    for _ in 0..5 {
+        let ctx = f.run(&token).await.unwrap();
+        assert_eq!(ctx.subject(), Some("alice"));
+    }
+    assert_eq!(f.calls(), 1);
+    // Another token is another entry.
+    let other = f.token("bob", 3600);
+    assert_eq!(f.run(&other).await.unwrap().subject(), Some("bob"));
+    assert_eq!(f.calls(), 2);
+    f.auth.cache().run_pending_tasks();
+    assert_eq!(f.auth.cache().entry_count(), 2);
+}
+
+#[tokio::test]
+async fn the_hit_shares_the_context() {
+    let f = Fixture::new(CacheConfig::default());
+    let token = f.token("alice", 3600);
+    let a = f.run(&token).await.unwrap();
+    let b = f.run(&token).await.unwrap();
+    // Same allocation: the hit is a reference-count increment, not a copy.
+    assert!(std::ptr::eq(a.claims_map(), b.claims_map()));
+}
+
+#[tokio::test]
+async fn failures_are_never_cached() {
+    let f = Fixture::new(CacheConfig::default());
+    let mut bad = f.token("alice", 3600);
+    bad.pop();
+    bad.push('A');
+    let expired = f.token("alice", 0);
+    for token in [&bad, &expired, &"not.a.jwt".to_owned()] {
+        for _ in 0..3 {
+            let err = f.run(token).await.unwrap_err();
+            assert_eq!(err.kind(), RejectionKind::InvalidToken);
+        }
+    }
+    assert_eq!(f.calls(), 9);
+    f.auth.cache().run_pending_tasks();
+    assert_eq!(f.auth.cache().entry_count(), 0);
+}
+
+#[tokio::test]
+async fn requests_without_a_bearer_token_pass_through() {
+    let f = Fixture::new(CacheConfig::default());
+    let req = Request::builder().body(()).unwrap();
+    let err = f
+        .auth
+        .authenticate(&RequestHead::of(&req))
+        .map(|_| ())
+        .expect_err("no credential");
+    assert_eq!(err.kind(), RejectionKind::MissingCredential);
+    let req = Request::builder()
+        .header("authorization", "Bearer a")
+        .header("authorization", "Bearer b")
+        .body(())
+        .unwrap();
+    let err = f
+        .auth
+        .authenticate(&RequestHead::of(&req))
+        .map(|_| ())
+        .expect_err("two headers");
+    assert_eq!(err.kind(), RejectionKind::InvalidRequest);
+    assert_eq!(f.calls(), 2);
+}
+
+#[tokio::test]
+async fn an_entry_never_outlives_exp() {
+    let f = Fixture::new(CacheConfig::default());
+    let token = f.token("alice", 60);
+    f.run(&token).await.unwrap();
+    f.time.advance(59);
+    f.run(&token).await.unwrap();
+    assert_eq!(f.calls(), 1, "still valid: served from the cache");
+    f.time.advance(1);
+    let err = f.run(&token).await.unwrap_err();
+    assert_eq!(err.kind(), RejectionKind::InvalidToken);
+    assert_eq!(f.calls(), 2, "expired: the verifier was asked, and refused");
+}
+
+#[tokio::test]
+async fn an_entry_never_outlives_max_ttl() {
+    let f = Fixture::new(CacheConfig::default().max_ttl(Duration::from_secs(30)));
+    let token = f.token("alice", 3600);
+    f.run(&token).await.unwrap();
+    f.time.advance(29);
+    f.run(&token).await.unwrap();
+    assert_eq!(f.calls(), 1);
+    f.time.advance(1);
+    f.run(&token).await.unwrap();
+    assert_eq!(f.calls(), 2, "max_ttl reached: verified again");
+    f.run(&token).await.unwrap();
+    assert_eq!(f.calls(), 2, "and cached again");
+}
+
+#[tokio::test]
+async fn a_key_that_left_the_set_stops_vouching() {
+    let f = Fixture::new(CacheConfig::default());
+    let token = f.token("alice", 3600);
+    f.run(&token).await.unwrap();
+    f.run(&token).await.unwrap();
+    assert_eq!(f.calls(), 1);
+    f.present.store(false, Ordering::SeqCst);
+    let err = f.run(&token).await.unwrap_err();
+    assert_eq!(err.kind(), RejectionKind::InvalidToken);
+    assert_eq!(f.calls(), 2);
+    f.auth.cache().run_pending_tasks();
+    assert_eq!(f.auth.cache().entry_count(), 0, "the entry was dropped");
+}
+
+#[test]
+fn contexts_of_keys_not_in_the_set_are_not_trusted() {
+    let f = Fixture::new(CacheConfig::default());
+    let ctx = |iss: &str, kid: &str| {
+        AuthContext::builder(crate::CredentialKind::Jwt)
+            .issuer(iss)
+            .key_id(kid)
+            .build()
+    };
+    assert!(f.auth.still_trusted(&ctx(ISS, "k1")));
+    assert!(!f.auth.still_trusted(&ctx(ISS, "k2")));
+    assert!(
+        !f.auth
+            .still_trusted(&ctx("https://other.example.test", "k1"))
+    );
+}
+
+#[tokio::test]
+async fn bounded_in_entries() {
+    let f = Fixture::new(CacheConfig::default().max_entries(50));
+    for i in 0..400 {
+        f.run(&f.token(&format!("user-{i}"), 3600)).await.unwrap();
+    }
+    let cache = f.auth.cache();
+    cache.run_pending_tasks();
+    assert!(cache.entry_count() <= 50, "{} entries", cache.entry_count());
+    assert!(cache.weighted_size() <= cache.config().max_bytes);
+}
+
+#[tokio::test]
+async fn bounded_in_bytes() {
+    // Room for about 10 entries of ~1 KiB, whatever max_entries says.
+    let f = Fixture::new(
+        CacheConfig::default()
+            .max_entries(10_000)
+            .max_bytes(10 * 1024),
+    );
+    let roles: Vec<String> = (0..20).map(|i| format!("role-number-{i:02}")).collect();
+    for i in 0..200 {
+        let token = f
+            .signer
+            .sign(&json!({"iss": ISS, "aud": AUD, "sub": format!("user-{i}"),
+                "exp": T0 + 3600, "roles": roles}))
+            .unwrap();
+        f.run(&token).await.unwrap();
+    }
+    let cache = f.auth.cache();
+    cache.run_pending_tasks();
+    assert!(
+        cache.weighted_size() <= 10 * 1024,
+        "{}",
+        cache.weighted_size()
+    );
+    assert!(cache.entry_count() <= 10, "{} entries", cache.entry_count());
+}
+
+#[tokio::test]
+async fn a_flood_of_unique_tokens_does_not_evict_hot_entries() {
+    let f = Fixture::new(CacheConfig::default().max_entries(100));
+    let hot: Vec<String> = (0..10)
+        .map(|i| f.token(&format!("hot-{i}"), 3600))
+        .collect();
+    // Fill the cache, then use the hot tokens often.
+    for i in 0..100 {
+        f.run(&f.token(&format!("fill-{i}"), 3600)).await.unwrap();
+    }
+    for token in &hot {
+        f.run(token).await.unwrap();
+    }
+    f.auth.cache().run_pending_tasks();
+    for _ in 0..10 {
+        for token in &hot {
+            f.run(token).await.unwrap();
+        }
+    }
+    f.auth.cache().run_pending_tasks();
+    let before = f.calls();
+    for token in &hot {
+        f.run(token).await.unwrap();
+    }
+    assert_eq!(f.calls(), before, "the hot tokens are cached");
+    // A flood of 2,000 unique valid tokens, each seen once.
+    for i in 0..2_000 {
+        f.run(&f.token(&format!("flood-{i}"), 3600)).await.unwrap();
+        if i % 100 == 0 {
+            f.auth.cache().run_pending_tasks();
+        }
+    }
+    let cache = f.auth.cache();
+    cache.run_pending_tasks();
+    assert!(cache.entry_count() <= 100);
+    let before = f.calls();
+    for token in &hot {
+        f.run(token).await.unwrap();
+    }
+    let misses = f.calls() - before;
+    assert!(
+        misses <= 2,
+        "{misses} of 10 hot tokens were evicted by the flood"
+    );
+}
+
+#[test]
+fn cache_keys_are_keyed_per_cache_and_cover_the_whole_token() {
+    let a = TokenCache::new(CacheConfig::default()).unwrap();
+    let b = TokenCache::new(CacheConfig::default()).unwrap();
+    assert_ne!(a.key_of("x.y.z"), b.key_of("x.y.z"), "per-cache secret");
+    assert_eq!(a.key_of("x.y.z"), a.key_of("x.y.z"));
+    assert_ne!(a.key_of("x.y.z"), a.key_of("x.y.Z"));
+    assert_ne!(a.key_of("X.y.z"), a.key_of("x.y.z"));
+}
+
+#[test]
+fn bad_sizes_fail_at_build_time() {
+    let err = TokenCache::new(CacheConfig::default().max_entries(0)).unwrap_err();
+    assert!(err.to_string().contains("max_entries"), "{err}");
+    let err = TokenCache::new(CacheConfig::default().max_bytes(10)).unwrap_err();
+    assert!(err.to_string().contains("max_bytes"), "{err}");
+    let err = TokenCache::new(CacheConfig::default().max_ttl(Duration::ZERO)).unwrap_err();
+    assert!(err.to_string().contains("max_ttl"), "{err}");
+}
+
+#[test]
+fn weights_grow_with_the_claims() {
+    let small = AuthContext::builder(crate::CredentialKind::Jwt)
+        .subject("a")
+        .build();
+    let big = AuthContext::builder(crate::CredentialKind::Jwt)
+        .subject("a")
+        .claim("blob", "x".repeat(10_000))
+        .build();
+    assert!(context_bytes(&small) >= ENTRY_OVERHEAD);
+    assert!(context_bytes(&big) >= 10_000 + ENTRY_OVERHEAD);
+}
