@@ -1,0 +1,309 @@
+//! A chain that picks the authenticator by the shape of the credential.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::{ApiKeyAuthenticator, Authenticator};
+use crate::context::{AuthContext, CredentialKind};
+use crate::credential::{RequestHead, bearer_token};
+use crate::reject::Rejection;
+
+/// Picks the authenticator by the credential presented:
+///
+/// | request carries | goes to |
+/// |---|---|
+/// | the API key header | the [`ApiKeyAuthenticator`] |
+/// | `Authorization: Bearer` with three dot-separated segments (a JWS) | `jwt` |
+/// | any other bearer token (opaque) | `opaque` (e.g. introspection) |
+/// | both an API key and a bearer token | 400 `invalid_request` (ambiguous) |
+/// | nothing | `MissingCredential` |
+///
+/// A kind that is not configured answers `invalid_token` for its credentials. Wrap the
+/// chain in [`Revocable`](crate::revocation::Revocable) to check revocations for all kinds.
+///
+/// ```
+/// use tower_gatekeeper::{JwtAuthenticator, jwt::Validation};
+/// use tower_gatekeeper::authenticate::{ApiKeyAuthenticator, ApiKeyEntry, ApiKeyHash, CredentialChain};
+/// use tower_gatekeeper::keys::{SigningKey, StaticKeys};
+///
+/// let signer = SigningKey::generate_ed25519().unwrap();
+/// let jwt = JwtAuthenticator::new(
+///     StaticKeys::new([signer.verifying_key().clone()]),
+///     Validation::new("https://idp.example.test").audiences(["api://orders"]),
+/// ).unwrap();
+/// let keys = ApiKeyAuthenticator::new([ApiKeyEntry::new(ApiKeyHash::of("k"), "bot")]).unwrap();
+/// let chain = CredentialChain::new().jwt(jwt).api_keys(keys);
+/// ```
+#[derive(Clone)]
+pub struct CredentialChain<J = Unconfigured, O = Unconfigured> {
+    jwt: J,
+    opaque: O,
+    api_keys: Option<ApiKeyAuthenticator>,
+}
+
+/// An empty slot of a [`CredentialChain`]: rejects its credentials as `invalid_token`.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct Unconfigured;
+
+impl Authenticator for Unconfigured {
+    type Future = std::future::Ready<Result<AuthContext, Rejection>>;
+
+    fn authenticate(&self, _: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        Err(Rejection::invalid_token(
+            "this kind of credential is not accepted",
+        ))
+    }
+}
+
+impl CredentialChain {
+    /// A chain with nothing configured.
+    pub fn new() -> Self {
+        CredentialChain {
+            jwt: Unconfigured,
+            opaque: Unconfigured,
+            api_keys: None,
+        }
+    }
+}
+
+impl Default for CredentialChain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<J, O> CredentialChain<J, O> {
+    /// Authenticates JWTs (three dot-separated segments) with `jwt`.
+    pub fn jwt<J2>(self, jwt: J2) -> CredentialChain<J2, O> {
+        CredentialChain {
+            jwt,
+            opaque: self.opaque,
+            api_keys: self.api_keys,
+        }
+    }
+
+    /// Authenticates other bearer tokens with `opaque` (e.g. introspection).
+    pub fn opaque<O2>(self, opaque: O2) -> CredentialChain<J, O2> {
+        CredentialChain {
+            jwt: self.jwt,
+            opaque,
+            api_keys: self.api_keys,
+        }
+    }
+
+    /// Authenticates requests carrying `keys`' header with `keys`.
+    #[must_use]
+    pub fn api_keys(mut self, keys: ApiKeyAuthenticator) -> Self {
+        self.api_keys = Some(keys);
+        self
+    }
+}
+
+impl<J, O> fmt::Debug for CredentialChain<J, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialChain")
+            .field("jwt", &std::any::type_name::<J>())
+            .field("opaque", &std::any::type_name::<O>())
+            .field("api_keys", &self.api_keys)
+            .finish()
+    }
+}
+
+/// Whether `token` has the shape of a compact JWS: three non-empty dot-separated segments.
+fn is_jws(token: &str) -> bool {
+    let mut parts = token.split('.');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(a), Some(b), Some(c), None) if !a.is_empty() && !b.is_empty() && !c.is_empty()
+    )
+}
+
+impl<J: Authenticator, O: Authenticator> Authenticator for CredentialChain<J, O> {
+    type Future = ChainFuture<J::Future, O::Future>;
+
+    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        // Only the shape is read here; each authenticator applies its own size limit.
+        let bearer = bearer_token(head, 64 * 1024)?;
+        if let Some(keys) = &self.api_keys
+            && keys.is_present(head)
+        {
+            if bearer.is_some() {
+                return Err(Rejection::invalid_request(
+                    "both an API key and a bearer token were presented",
+                ));
+            }
+            let fut = keys.authenticate(head)?;
+            return Ok(ChainFuture {
+                state: State::ApiKey { fut },
+            });
+        }
+        match bearer {
+            None => Err(Rejection::missing_credential()),
+            Some(token) if is_jws(token) => Ok(ChainFuture {
+                state: State::Jwt {
+                    fut: self.jwt.authenticate(head)?,
+                },
+            }),
+            Some(_) => Ok(ChainFuture {
+                state: State::Opaque {
+                    fut: self.opaque.authenticate(head)?,
+                },
+            }),
+        }
+    }
+
+    /// Asks the authenticator that produced `ctx`, by its credential kind.
+    fn still_trusted(&self, ctx: &AuthContext) -> bool {
+        match ctx.credential_kind() {
+            CredentialKind::Jwt => self.jwt.still_trusted(ctx),
+            CredentialKind::Introspected => self.opaque.still_trusted(ctx),
+            CredentialKind::ApiKey => self
+                .api_keys
+                .as_ref()
+                .is_none_or(|keys| keys.still_trusted(ctx)),
+            _ => false,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`CredentialChain`].
+    pub struct ChainFuture<J, O> {
+        #[pin]
+        state: State<J, O>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<J, O> {
+        Jwt { #[pin] fut: J },
+        Opaque { #[pin] fut: O },
+        ApiKey { fut: std::future::Ready<Result<AuthContext, Rejection>> },
+    }
+}
+
+impl<J, O> fmt::Debug for ChainFuture<J, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainFuture").finish_non_exhaustive()
+    }
+}
+
+impl<J, O> Future for ChainFuture<J, O>
+where
+    J: Future<Output = Result<AuthContext, Rejection>>,
+    O: Future<Output = Result<AuthContext, Rejection>>,
+{
+    type Output = Result<AuthContext, Rejection>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Jwt { fut } => fut.poll(cx),
+            StateProj::Opaque { fut } => fut.poll(cx),
+            StateProj::ApiKey { fut } => Pin::new(fut).poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authenticate::{ApiKeyEntry, ApiKeyHash};
+    use crate::context::CredentialKind;
+    use crate::reject::RejectionKind;
+
+    /// Answers a context whose subject names the slot.
+    #[derive(Clone)]
+    struct Named(&'static str);
+
+    impl Authenticator for Named {
+        type Future = std::future::Ready<Result<AuthContext, Rejection>>;
+        fn authenticate(&self, _: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+            Ok(std::future::ready(Ok(AuthContext::builder(
+                CredentialKind::Jwt,
+            )
+            .subject(self.0)
+            .build())))
+        }
+    }
+
+    async fn pick<J: Authenticator, O: Authenticator>(
+        chain: &CredentialChain<J, O>,
+        headers: &[(&str, &str)],
+    ) -> Result<String, RejectionKind> {
+        let mut req = http::Request::builder();
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(()).unwrap();
+        let fut = chain
+            .authenticate(&RequestHead::of(&req))
+            .map_err(|r| r.kind())?;
+        fut.await
+            .map(|c| c.subject().unwrap().to_owned())
+            .map_err(|r| r.kind())
+    }
+
+    #[tokio::test]
+    async fn picks_by_shape() {
+        let keys =
+            ApiKeyAuthenticator::new([ApiKeyEntry::new(ApiKeyHash::of("the-key"), "bot")]).unwrap();
+        let chain = CredentialChain::new()
+            .jwt(Named("jwt"))
+            .opaque(Named("opaque"))
+            .api_keys(keys);
+        let ok = |s: &str| Ok(s.to_owned());
+        assert_eq!(
+            pick(&chain, &[("authorization", "Bearer a.b.c")]).await,
+            ok("jwt")
+        );
+        assert_eq!(
+            pick(&chain, &[("authorization", "Bearer abc123")]).await,
+            ok("opaque")
+        );
+        assert_eq!(
+            pick(&chain, &[("authorization", "Bearer a.b")]).await,
+            ok("opaque")
+        );
+        assert_eq!(
+            pick(&chain, &[("authorization", "Bearer a..c")]).await,
+            ok("opaque")
+        );
+        assert_eq!(pick(&chain, &[("x-api-key", "the-key")]).await, ok("bot"));
+        assert_eq!(
+            pick(&chain, &[("x-api-key", "wrong")]).await,
+            Err(RejectionKind::InvalidToken)
+        );
+        assert_eq!(
+            pick(
+                &chain,
+                &[("x-api-key", "the-key"), ("authorization", "Bearer a.b.c")]
+            )
+            .await,
+            Err(RejectionKind::InvalidRequest)
+        );
+        assert_eq!(
+            pick(&chain, &[]).await,
+            Err(RejectionKind::MissingCredential)
+        );
+        assert_eq!(
+            pick(&chain, &[("authorization", "Basic dTpw")]).await,
+            Err(RejectionKind::MissingCredential)
+        );
+
+        let jwt_only = CredentialChain::new().jwt(Named("jwt"));
+        assert_eq!(
+            pick(&jwt_only, &[("authorization", "Bearer opaque")]).await,
+            Err(RejectionKind::InvalidToken)
+        );
+        assert_eq!(
+            pick(&jwt_only, &[("x-api-key", "the-key")]).await,
+            Err(RejectionKind::MissingCredential)
+        );
+    }
+}

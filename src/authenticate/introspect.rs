@@ -1,0 +1,560 @@
+//! OAuth 2.0 token introspection (RFC 7662) for opaque bearer tokens (feature
+//! `introspection`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tracing::warn;
+
+use super::Authenticator;
+use crate::context::{AuthContext, CredentialKind, claim_at_path};
+use crate::credential::{DEFAULT_MAX_TOKEN_BYTES, RequestHead, bearer_token};
+use crate::jwt::ConfigError;
+use crate::reject::Rejection;
+
+/// The largest introspection response read (64 KiB).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// How the gateway authenticates itself to the introspection endpoint (RFC 7662 §2.1,
+/// RFC 6749 §2.3.1).
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// `client_secret_basic`: HTTP Basic with the form-encoded id and secret.
+    Basic {
+        /// The client id.
+        client_id: String,
+        /// The client secret.
+        client_secret: String,
+    },
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    Post {
+        /// The client id.
+        client_id: String,
+        /// The client secret.
+        client_secret: String,
+    },
+    /// No client authentication (endpoints protected otherwise, e.g. by the network).
+    None,
+}
+
+impl fmt::Debug for ClientAuth {
+    /// The secret is never shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAuth::Basic { client_id, .. } => f
+                .debug_struct("Basic")
+                .field("client_id", client_id)
+                .finish_non_exhaustive(),
+            ClientAuth::Post { client_id, .. } => f
+                .debug_struct("Post")
+                .field("client_id", client_id)
+                .finish_non_exhaustive(),
+            ClientAuth::None => f.write_str("None"),
+        }
+    }
+}
+
+/// Configuration of an [`IntrospectionAuthenticator`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct IntrospectionConfig {
+    endpoint: String,
+    auth: ClientAuth,
+    issuer: Option<String>,
+    audiences: Vec<String>,
+    roles_claim: String,
+    tenant_claim: Option<String>,
+    timeout: Duration,
+    cache_ttl: Duration,
+    negative_ttl: Duration,
+    cache_capacity: usize,
+}
+
+impl IntrospectionConfig {
+    /// Introspects at `endpoint` (an `http://` or `https://` URL) with client `auth`.
+    pub fn new(endpoint: impl Into<String>, auth: ClientAuth) -> Self {
+        IntrospectionConfig {
+            endpoint: endpoint.into(),
+            auth,
+            issuer: None,
+            audiences: Vec::new(),
+            roles_claim: "roles".into(),
+            tenant_claim: None,
+            timeout: Duration::from_secs(2),
+            cache_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            cache_capacity: 10_000,
+        }
+    }
+
+    /// Requires the response's `iss`, when present, to be `issuer`; sets the context's
+    /// issuer when the response has none.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires the response's `aud` to contain one of `audiences` (a response without
+    /// `aud` is then rejected).
+    pub fn audiences<I, S>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The member holding roles (default `roles`; dotted paths allowed).
+    pub fn roles_claim(mut self, claim: impl Into<String>) -> Self {
+        self.roles_claim = claim.into();
+        self
+    }
+
+    /// The member holding the tenant (dotted paths allowed).
+    pub fn tenant_claim(mut self, claim: impl Into<String>) -> Self {
+        self.tenant_claim = Some(claim.into());
+        self
+    }
+
+    /// Timeout of one introspection request (default 2 s); past it the request gets 503.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long an active result is cached at most (default 60 s); never past the token's
+    /// `exp`. Zero disables caching of active results.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// How long an inactive result is cached (default 5 s).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// How many results are cached at most (default 10 000).
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+}
+
+/// Authenticates opaque bearer tokens by asking the authorization server (RFC 7662).
+///
+/// - `active: false`, an `exp` in the past, a foreign `iss` or `aud`: 401 `invalid_token`;
+/// - the endpoint unreachable, too slow ([`timeout`](IntrospectionConfig::timeout)) or
+///   answering anything but 200 with JSON: 503 with `Retry-After`, unless the result is
+///   cached;
+/// - `sub`, `scope`, `exp`, `iss`, roles and tenant go into the [`AuthContext`]
+///   ([`CredentialKind::Introspected`]); every member of the response is a claim.
+///
+/// Results are cached by the SHA-256 of the token (the raw token is not kept): active ones
+/// until the earlier of `exp` and [`cache_ttl`](IntrospectionConfig::cache_ttl), inactive
+/// ones for [`negative_ttl`](IntrospectionConfig::negative_ttl); failures are not cached.
+/// Concurrent requests with the same uncached token share one request to the endpoint
+/// (single flight). The cache is per process.
+///
+/// ```no_run
+/// use tower_gatekeeper::authenticate::{ClientAuth, IntrospectionAuthenticator, IntrospectionConfig};
+///
+/// let auth = IntrospectionAuthenticator::new(
+///     IntrospectionConfig::new(
+///         "https://idp.example.test/oauth2/introspect",
+///         ClientAuth::Basic { client_id: "gateway".into(), client_secret: "…".into() },
+///     )
+///     .issuer("https://idp.example.test")
+///     .audiences(["api://orders"]),
+/// )
+/// .unwrap();
+/// ```
+#[derive(Clone)]
+pub struct IntrospectionAuthenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: IntrospectionConfig,
+    client: reqwest::Client,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    inflight: Mutex<HashMap<[u8; 32], watch::Receiver<Option<Outcome>>>>,
+}
+
+type Outcome = Result<AuthContext, Rejection>;
+
+#[derive(Clone)]
+struct Cached {
+    outcome: Outcome,
+    until: Instant,
+}
+
+impl fmt::Debug for IntrospectionAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntrospectionAuthenticator")
+            .field("endpoint", &self.inner.config.endpoint)
+            .field("auth", &self.inner.config.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IntrospectionAuthenticator {
+    /// An authenticator for `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the endpoint is not an `http(s)://` URL, a timeout is zero, the
+    /// capacity is zero, or a client id is empty.
+    pub fn new(config: IntrospectionConfig) -> Result<Self, ConfigError> {
+        let url = reqwest::Url::parse(&config.endpoint).map_err(|e| {
+            ConfigError::invalid(format!(
+                "introspection endpoint {:?} is not a URL: {e}",
+                config.endpoint
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid(
+                "the introspection endpoint must be an http:// or https:// URL",
+            ));
+        }
+        if config.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "the introspection timeout must be greater than zero",
+            ));
+        }
+        if config.cache_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "the introspection cache capacity must be greater than zero",
+            ));
+        }
+        if let ClientAuth::Basic { client_id, .. } | ClientAuth::Post { client_id, .. } =
+            &config.auth
+            && client_id.is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "the introspection client_id must not be empty",
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tower-gatekeeper/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::invalid(format!("cannot build the HTTP client: {e}")))?;
+        Ok(IntrospectionAuthenticator {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                cache: Mutex::default(),
+                inflight: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Introspects a bare token (no request around it).
+    ///
+    /// # Errors
+    ///
+    /// The [`Rejection`] a request carrying this token would get.
+    pub async fn verify(&self, token: &str) -> Result<AuthContext, Rejection> {
+        self.start(token).await
+    }
+
+    fn start(&self, token: &str) -> IntrospectionFuture {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(outcome) = self.inner.cached(&key) {
+            return IntrospectionFuture {
+                state: FutState::Ready(Some(outcome)),
+            };
+        }
+        let inner = Arc::clone(&self.inner);
+        let token = token.to_owned();
+        IntrospectionFuture {
+            state: FutState::Waiting(Box::pin(
+                async move { inner.single_flight(key, token).await },
+            )),
+        }
+    }
+}
+
+fn unavailable() -> Rejection {
+    Rejection::keys_unavailable(Duration::from_secs(5))
+        .with_description("the token introspection service is temporarily unavailable")
+}
+
+impl Inner {
+    fn cached(&self, key: &[u8; 32]) -> Option<Outcome> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = cache.get(key)?;
+        (entry.until > Instant::now()).then(|| entry.outcome.clone())
+    }
+
+    fn store(&self, key: [u8; 32], outcome: &Outcome, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= self.config.cache_capacity {
+            cache.retain(|_, e| e.until > now);
+            if cache.len() >= self.config.cache_capacity {
+                // Still full of live entries: drop everything rather than grow (bounded
+                // memory; a burst of distinct tokens cannot pin old entries).
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            Cached {
+                outcome: outcome.clone(),
+                until: now + ttl,
+            },
+        );
+    }
+
+    async fn single_flight(self: Arc<Self>, key: [u8; 32], token: String) -> Outcome {
+        let mut rx = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(rx) = inflight.get(&key) {
+                rx.clone()
+            } else {
+                // Another request may have finished while this one waited for the lock.
+                if let Some(outcome) = self.cached(&key) {
+                    return outcome;
+                }
+                let (tx, rx) = watch::channel(None);
+                inflight.insert(key, rx.clone());
+                let leader = Arc::clone(&self);
+                // The request runs in its own task, so a client that goes away does not
+                // cancel it for the others waiting on it.
+                tokio::spawn(async move {
+                    let (outcome, ttl) = leader.introspect(&token).await;
+                    leader.store(key, &outcome, ttl);
+                    leader
+                        .inflight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&key);
+                    tx.send_replace(Some(outcome));
+                });
+                rx
+            }
+        };
+        match rx.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().unwrap_or_else(|| Err(unavailable())),
+            Err(_) => Err(unavailable()),
+        }
+    }
+
+    /// One request to the endpoint: the outcome and how long to cache it.
+    async fn introspect(&self, token: &str) -> (Outcome, Duration) {
+        match self.request(token).await {
+            Ok(response) => self.evaluate(response),
+            Err(reason) => {
+                warn!(endpoint = %self.config.endpoint, %reason, "token introspection failed");
+                (Err(unavailable()), Duration::ZERO)
+            }
+        }
+    }
+
+    async fn request(&self, token: &str) -> Result<Map<String, Value>, String> {
+        let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+        let mut body = format!("token={}&token_type_hint=access_token", enc(token));
+        let mut request = self
+            .client
+            .post(&self.config.endpoint)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
+        match &self.config.auth {
+            ClientAuth::Basic {
+                client_id,
+                client_secret,
+            } => {
+                let credentials =
+                    STANDARD.encode(format!("{}:{}", enc(client_id), enc(client_secret)));
+                request = request.header(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Basic {credentials}"),
+                );
+            }
+            ClientAuth::Post {
+                client_id,
+                client_secret,
+            } => {
+                body.push_str(&format!(
+                    "&client_id={}&client_secret={}",
+                    enc(client_id),
+                    enc(client_secret)
+                ));
+            }
+            ClientAuth::None => {}
+        }
+        let describe = |e: reqwest::Error| {
+            if e.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                // reqwest errors name the URL, never the body (which holds the token).
+                e.without_url().to_string()
+            }
+        };
+        let mut response = request.body(body).send().await.map_err(describe)?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(format!("status {}", response.status().as_u16()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err("response too large".into());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(describe)? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err("response too large".into());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err("response is not a JSON object".into()),
+        }
+    }
+
+    fn evaluate(&self, response: Map<String, Value>) -> (Outcome, Duration) {
+        let negative = |description| {
+            (
+                Err(Rejection::invalid_token(description)),
+                self.config.negative_ttl,
+            )
+        };
+        if response.get("active") != Some(&Value::Bool(true)) {
+            return negative("the access token is not active");
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let exp = response.get("exp").and_then(Value::as_f64);
+        if exp.is_some_and(|exp| exp <= now) {
+            return negative("the access token has expired");
+        }
+        let issuer = response.get("iss").and_then(Value::as_str);
+        if let (Some(expected), Some(actual)) = (&self.config.issuer, issuer)
+            && expected != actual
+        {
+            return negative("the access token has an untrusted issuer");
+        }
+        if !self.config.audiences.is_empty() {
+            let fits = match response.get("aud") {
+                Some(Value::String(aud)) => self.config.audiences.contains(aud),
+                Some(Value::Array(auds)) => auds
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|a| self.config.audiences.iter().any(|c| c == a)),
+                _ => false,
+            };
+            if !fits {
+                return negative("the access token is not meant for this audience");
+            }
+        }
+        let strings = |value: Option<&Value>| -> Vec<String> {
+            match value {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+                Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let mut builder = AuthContext::builder(CredentialKind::Introspected)
+            .scopes(strings(response.get("scope")))
+            .roles(strings(claim_at_path(&response, &self.config.roles_claim)));
+        if let Some(sub) = response.get("sub").and_then(Value::as_str) {
+            builder = builder.subject(sub);
+        }
+        if let Some(iss) = issuer.or(self.config.issuer.as_deref()) {
+            builder = builder.issuer(iss);
+        }
+        if let Some(tenant) = self
+            .config
+            .tenant_claim
+            .as_deref()
+            .and_then(|path| claim_at_path(&response, path))
+            .and_then(Value::as_str)
+        {
+            builder = builder.tenant(tenant);
+        }
+        if let Some(exp) = exp {
+            builder = builder.expires_at_unix(exp);
+        }
+        let ttl = match exp {
+            Some(exp) => self
+                .config
+                .cache_ttl
+                .min(Duration::from_secs_f64((exp - now).max(0.0))),
+            None => self.config.cache_ttl,
+        };
+        (Ok(builder.claims(response).build()), ttl)
+    }
+}
+
+impl Authenticator for IntrospectionAuthenticator {
+    type Future = IntrospectionFuture;
+
+    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        let token = bearer_token(head, DEFAULT_MAX_TOKEN_BYTES)?
+            .ok_or_else(Rejection::missing_credential)?;
+        Ok(self.start(token))
+    }
+}
+
+/// The future of [`IntrospectionAuthenticator`]: ready at once on a cache hit, else waits
+/// for the (shared) request to the endpoint.
+pub struct IntrospectionFuture {
+    state: FutState,
+}
+
+enum FutState {
+    Ready(Option<Outcome>),
+    Waiting(Pin<Box<dyn Future<Output = Outcome> + Send>>),
+}
+
+impl fmt::Debug for IntrospectionFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntrospectionFuture")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for IntrospectionFuture {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            FutState::Ready(outcome) => {
+                Poll::Ready(outcome.take().expect("polled after completion"))
+            }
+            FutState::Waiting(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}

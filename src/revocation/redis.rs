@@ -1,0 +1,526 @@
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, sleep, timeout, timeout_at};
+use tracing::{debug, info, warn};
+
+use super::set::{RevocationSet, unix_now};
+use super::{
+    FailMode, Revocation, RevocationError, RevocationKind, RevocationStatus, RevocationStore,
+    TokenFacts,
+};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+/// `ZRANGE … WITHSCORES`: members and scores.
+type Scored = Vec<(String, f64)>;
+
+/// Revocations shared by every replica through Redis (feature `redis`).
+///
+/// Each replica keeps the whole set in memory and checks it locally: no Redis round trip
+/// per request. A background task keeps the set current:
+///
+/// - [`revoke`](RevocationStore::revoke) adds the entry locally, then writes it to Redis
+///   (sorted sets `{prefix}:tokens` and `{prefix}:subjects`, scored by expiry / cut-off) and
+///   publishes it on the channel `{prefix}:events` in one `MULTI`;
+/// - every replica is subscribed to that channel and adds what it receives, within
+///   milliseconds (the contract is one second);
+/// - on every (re)connection, and every [`resync_interval`](RedisRevocationsBuilder::resync_interval),
+///   a replica subscribes first, then reads both sets in full (so nothing published in
+///   between is missed), and writes back what it knows that Redis lacks (revocations made
+///   while Redis was unreachable, or lost by a Redis restart without persistence). Entries
+///   are never removed except by expiry, so merging is safe in any order.
+///
+/// While Redis is unreachable the replica keeps enforcing its last known set, logs a
+/// warning once, retries with a backoff of at most one second, and then catches up. What it
+/// does for the revocations it cannot see meanwhile is the [`FailMode`] (default
+/// [`FailMode::Open`]).
+///
+/// Before its first synchronisation a store knows nothing: await
+/// [`ready`](Self::ready) at startup (under [`FailMode::Closed`] requests are rejected with
+/// 503 until then).
+///
+/// ```no_run
+/// use std::time::{Duration, SystemTime};
+/// use tower_gatekeeper::revocation::{FailMode, RedisRevocations, Revocation, RevocationStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisRevocations::builder("redis://127.0.0.1:6379/")
+///     .prefix("orders-gateway:revocation")
+///     .fail_mode(FailMode::Open)
+///     .build()?;
+/// tokio::time::timeout(Duration::from_secs(10), store.ready()).await?;
+/// store.revoke(Revocation::subject("user-1", SystemTime::now())).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisRevocations {
+    shared: Arc<Shared>,
+    _task: Arc<TaskGuard>,
+}
+
+/// Builds a [`RedisRevocations`]; see [`RedisRevocations::builder`].
+#[derive(Clone)]
+#[must_use]
+pub struct RedisRevocationsBuilder {
+    url: String,
+    prefix: String,
+    fail_mode: FailMode,
+    retention: Duration,
+    timeout: Duration,
+    resync_interval: Duration,
+}
+
+impl fmt::Debug for RedisRevocationsBuilder {
+    /// The URL is left out: it may carry a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRevocationsBuilder")
+            .field("prefix", &self.prefix)
+            .field("fail_mode", &self.fail_mode)
+            .field("subject_retention", &self.retention)
+            .field("timeout", &self.timeout)
+            .field("resync_interval", &self.resync_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRevocationsBuilder {
+    /// The prefix of the Redis key and channel names (default `gatekeeper:revocation`).
+    /// Replicas that share revocations use the same prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// What to do while Redis is unreachable (default [`FailMode::Open`]).
+    pub fn fail_mode(mut self, mode: FailMode) -> Self {
+        self.fail_mode = mode;
+        self
+    }
+
+    /// How long "tokens issued before T" entries are kept after T (default 24 hours; at
+    /// least the longest token lifetime of your issuers).
+    pub fn subject_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Timeout of each Redis connection attempt and command (default 2 seconds).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How often a connected replica re-reads the full set as a safety net and prunes
+    /// expired entries (default 60 seconds).
+    pub fn resync_interval(mut self, interval: Duration) -> Self {
+        self.resync_interval = interval;
+        self
+    }
+
+    /// Opens the store and starts its background task on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`RevocationError::Config`] for an invalid URL, a zero timeout or interval, or when
+    /// called outside a tokio runtime.
+    pub fn build(self) -> Result<RedisRevocations, RevocationError> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
+            RevocationError::Config(format!("invalid Redis URL (redis://host:port/db): {e}"))
+        })?;
+        if self.timeout.is_zero() || self.resync_interval.is_zero() {
+            return Err(RevocationError::Config(
+                "timeout and resync_interval must be greater than zero".into(),
+            ));
+        }
+        if self.prefix.is_empty() {
+            return Err(RevocationError::Config("prefix must not be empty".into()));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            RevocationError::Config("RedisRevocations must be built inside a tokio runtime".into())
+        })?;
+        let (synced_tx, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            set: RevocationSet::default(),
+            client,
+            conn: Mutex::new(None),
+            tokens_key: format!("{}:tokens", self.prefix),
+            subjects_key: format!("{}:subjects", self.prefix),
+            channel: format!("{}:events", self.prefix),
+            prefix: self.prefix,
+            fail_mode: self.fail_mode,
+            retention: self.retention,
+            timeout: self.timeout,
+            resync_interval: self.resync_interval,
+            synced: AtomicBool::new(false),
+            synced_tx,
+        });
+        let task = runtime.spawn(run(Arc::clone(&shared)));
+        Ok(RedisRevocations {
+            shared,
+            _task: Arc::new(TaskGuard(task.abort_handle())),
+        })
+    }
+}
+
+impl RedisRevocations {
+    /// A builder for a store at `url` (`redis://[:password@]host:port/db`).
+    pub fn builder(url: impl Into<String>) -> RedisRevocationsBuilder {
+        RedisRevocationsBuilder {
+            url: url.into(),
+            prefix: "gatekeeper:revocation".into(),
+            fail_mode: FailMode::Open,
+            retention: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(2),
+            resync_interval: Duration::from_secs(60),
+        }
+    }
+
+    /// Resolves once the store has synchronised with Redis at least once. While Redis is
+    /// unreachable this keeps waiting: apply a timeout.
+    pub fn ready(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.shared.synced_tx.subscribe();
+        async move {
+            let _ = rx.wait_for(|synced| *synced).await;
+        }
+    }
+
+    /// Whether the store is connected and in sync right now.
+    pub fn is_synced(&self) -> bool {
+        self.shared.synced.load(Ordering::Acquire)
+    }
+
+    /// Drops expired entries from the local set now (also done on every resync).
+    pub fn prune(&self) {
+        self.shared.set.prune(self.shared.retention);
+    }
+}
+
+impl fmt::Debug for RedisRevocations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (tokens, subjects) = self.shared.set.len();
+        f.debug_struct("RedisRevocations")
+            .field("prefix", &self.shared.prefix)
+            .field("fail_mode", &self.shared.fail_mode)
+            .field("synced", &self.is_synced())
+            .field("tokens", &tokens)
+            .field("subjects", &subjects)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RevocationStore for RedisRevocations {
+    fn check(&self, token: &TokenFacts<'_>) -> RevocationStatus {
+        let shared = &*self.shared;
+        if shared.set.is_revoked(token) {
+            RevocationStatus::Revoked
+        } else if shared.fail_mode == FailMode::Closed && !shared.synced.load(Ordering::Acquire) {
+            RevocationStatus::Unavailable
+        } else {
+            RevocationStatus::Active
+        }
+    }
+
+    fn revoke(
+        &self,
+        revocation: Revocation,
+    ) -> impl Future<Output = Result<(), RevocationError>> + Send {
+        let shared = Arc::clone(&self.shared);
+        async move {
+            shared.set.insert(&revocation);
+            if !revocation.is_live(unix_now(), shared.retention) {
+                return Ok(());
+            }
+            shared.publish(&[revocation]).await.map_err(|e| {
+                warn!(error = %e, "revocation enforced locally; Redis unreachable, it will be shared on reconnect");
+                RevocationError::Unavailable(e)
+            })
+        }
+    }
+}
+
+/// Aborts the background task when the last handle is dropped.
+struct TaskGuard(AbortHandle);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Shared {
+    set: RevocationSet,
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    prefix: String,
+    tokens_key: String,
+    subjects_key: String,
+    channel: String,
+    fail_mode: FailMode,
+    retention: Duration,
+    timeout: Duration,
+    resync_interval: Duration,
+    synced: AtomicBool,
+    synced_tx: watch::Sender<bool>,
+}
+
+fn timed_out() -> BoxError {
+    Box::new(io::Error::new(io::ErrorKind::TimedOut, "Redis timed out"))
+}
+
+impl Shared {
+    fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::Release);
+        self.synced_tx.send_replace(synced);
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, BoxError> {
+        if let Some(conn) = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(conn);
+        }
+        let conn = timeout(self.timeout, self.client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| timed_out())??;
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn drop_connection(&self) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Runs `pipe` on the shared connection, dropping the connection on failure.
+    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, BoxError> {
+        let mut conn = self.connection().await?;
+        match timeout(self.timeout, pipe.query_async::<T>(&mut conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                self.drop_connection();
+                Err(e.into())
+            }
+            Err(_) => {
+                self.drop_connection();
+                Err(timed_out())
+            }
+        }
+    }
+
+    /// Writes `entries` to the sets and announces them, atomically.
+    async fn publish(&self, entries: &[Revocation]) -> Result<(), BoxError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for entry in entries {
+            let (key, member, score, tag) = match &entry.kind {
+                RevocationKind::Token { jti, expires_at } => {
+                    (&self.tokens_key, jti, *expires_at, 't')
+                }
+                RevocationKind::Subject {
+                    subject,
+                    issued_before,
+                } => (&self.subjects_key, subject, *issued_before, 's'),
+            };
+            pipe.cmd("ZADD")
+                .arg(key)
+                .arg("GT")
+                .arg(score)
+                .arg(member)
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(&self.channel)
+                .arg(format!("{tag} {score} {member}"))
+                .ignore();
+        }
+        self.query::<()>(&pipe).await
+    }
+
+    /// Applies one pub/sub message.
+    fn apply_message(&self, payload: &[u8]) {
+        let Some(revocation) = parse_message(payload) else {
+            debug!("ignoring a malformed revocation message");
+            return;
+        };
+        self.set.insert(&revocation);
+    }
+
+    /// Reads both sets in full, merges them into the local set, and writes back what Redis
+    /// lacks.
+    async fn resync(&self) -> Result<(), BoxError> {
+        let now = unix_now();
+        let oldest = now.saturating_sub(self.retention.as_secs());
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&self.tokens_key)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&self.subjects_key)
+            .arg("-inf")
+            .arg(format!("({oldest}"))
+            .ignore()
+            .cmd("ZRANGE")
+            .arg(&self.tokens_key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .cmd("ZRANGE")
+            .arg(&self.subjects_key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+        let (tokens, subjects): (Scored, Scored) = self.query(&pipe).await?;
+        let tokens: HashMap<String, u64> = tokens.into_iter().map(|(m, s)| (m, s as u64)).collect();
+        let subjects: HashMap<String, u64> =
+            subjects.into_iter().map(|(m, s)| (m, s as u64)).collect();
+        for (jti, exp) in &tokens {
+            self.set.insert(&Revocation::token_at(jti.as_str(), *exp));
+        }
+        for (sub, before) in &subjects {
+            self.set
+                .insert(&Revocation::subject_at(sub.as_str(), *before));
+        }
+        self.set.prune(self.retention);
+        let missing: Vec<Revocation> = self
+            .set
+            .snapshot()
+            .into_iter()
+            .filter(|r| r.is_live(now, self.retention))
+            .filter(|r| match &r.kind {
+                RevocationKind::Token { jti, expires_at } => {
+                    tokens.get(jti).is_none_or(|s| s < expires_at)
+                }
+                RevocationKind::Subject {
+                    subject,
+                    issued_before,
+                } => subjects.get(subject).is_none_or(|s| s < issued_before),
+            })
+            .collect();
+        if !missing.is_empty() {
+            self.publish(&missing).await?;
+            info!(
+                count = missing.len(),
+                "revocations known here but missing in Redis were written back"
+            );
+        }
+        Ok(())
+    }
+
+    /// Subscribes, then resynchronises (in that order, so nothing published in between is
+    /// missed).
+    async fn connect(&self) -> Result<redis::aio::PubSubStream, BoxError> {
+        self.drop_connection();
+        let mut pubsub = timeout(self.timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| timed_out())??;
+        timeout(self.timeout, pubsub.subscribe(&self.channel))
+            .await
+            .map_err(|_| timed_out())??;
+        self.resync().await?;
+        Ok(pubsub.into_on_message())
+    }
+}
+
+fn parse_message(payload: &[u8]) -> Option<Revocation> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(3, ' ');
+    let tag = parts.next()?;
+    let at: u64 = parts.next()?.parse().ok()?;
+    let id = parts.next()?;
+    match tag {
+        "t" => Some(Revocation::token_at(id, at)),
+        "s" => Some(Revocation::subject_at(id, at)),
+        _ => None,
+    }
+}
+
+/// The background task: keep a subscription, resync on (re)connect and periodically.
+async fn run(shared: Arc<Shared>) {
+    const MAX_BACKOFF: Duration = Duration::from_secs(1);
+    let mut backoff = Duration::from_millis(50);
+    let mut warned = false;
+    loop {
+        match shared.connect().await {
+            Ok(mut messages) => {
+                shared.set_synced(true);
+                backoff = Duration::from_millis(50);
+                let (tokens, subjects) = shared.set.len();
+                if warned {
+                    info!(
+                        tokens,
+                        subjects, "revocation store reconnected to Redis and caught up"
+                    );
+                } else {
+                    debug!(tokens, subjects, "revocation store in sync with Redis");
+                }
+                let mut next_resync = Instant::now() + shared.resync_interval;
+                loop {
+                    match timeout_at(next_resync, messages.next()).await {
+                        Ok(Some(msg)) => shared.apply_message(msg.get_payload_bytes()),
+                        Ok(None) => break,
+                        Err(_) => {
+                            if let Err(e) = shared.resync().await {
+                                debug!(error = %e, "periodic revocation resync failed");
+                                break;
+                            }
+                            next_resync = Instant::now() + shared.resync_interval;
+                        }
+                    }
+                }
+                shared.set_synced(false);
+                shared.drop_connection();
+                let (tokens, subjects) = shared.set.len();
+                warn!(
+                    tokens,
+                    subjects,
+                    fail_mode = ?shared.fail_mode,
+                    "revocation store lost Redis; enforcing the last known set until it reconnects"
+                );
+                warned = true;
+            }
+            Err(e) => {
+                if warned {
+                    debug!(error = %e, "Redis still unreachable for revocations");
+                } else {
+                    warn!(
+                        error = %e,
+                        fail_mode = ?shared.fail_mode,
+                        "revocation store cannot reach Redis; enforcing the last known set, retrying"
+                    );
+                    warned = true;
+                }
+            }
+        }
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let r = parse_message(b"t 42 a b c").unwrap();
+        assert_eq!(r, Revocation::token_at("a b c", 42));
+        assert_eq!(
+            parse_message(b"s 7 user-1").unwrap(),
+            Revocation::subject_at("user-1", 7)
+        );
+        assert!(parse_message(b"x 7 a").is_none());
+        assert!(parse_message(b"t nope a").is_none());
+        assert!(parse_message(b"t 7").is_none());
+    }
+}

@@ -1,0 +1,320 @@
+//! Token introspection (RFC 7662) against an identity provider started here on loopback:
+//! active, inactive, expired, foreign audience, slow (timeout), down (503), cached (the IdP
+//! counts requests), single flight, client authentication (basic and post).
+#![cfg(feature = "introspection")]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep, timeout};
+use tower_gatekeeper::authenticate::{ClientAuth, IntrospectionAuthenticator, IntrospectionConfig};
+use tower_gatekeeper::{CredentialKind, RejectionKind};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// One request's client authentication: Authorization header, form client_id, form
+/// client_secret.
+type ClientAuthSeen = (Option<String>, Option<String>, Option<String>);
+
+#[derive(Default)]
+struct Idp {
+    /// Requests per token.
+    counts: Mutex<HashMap<String, usize>>,
+    /// Every request's client authentication (Authorization header, form client_id/secret).
+    auth_seen: Mutex<Vec<ClientAuthSeen>>,
+    down: AtomicBool,
+    /// Holds back answers for the token `gate` until notified.
+    gate: Notify,
+    waiting: AtomicUsize,
+    /// The fixed `exp` of the token `short`, set on first use.
+    short_exp: std::sync::OnceLock<u64>,
+}
+
+impl Idp {
+    fn count(&self, token: &str) -> usize {
+        self.counts.lock().unwrap().get(token).copied().unwrap_or(0)
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn answer(idp: Arc<Idp>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let form: HashMap<String, String> = String::from_utf8(body.to_vec())
+        .unwrap()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned(),
+            )
+        })
+        .collect();
+    let token = form.get("token").cloned().unwrap_or_default();
+    *idp.counts.lock().unwrap().entry(token.clone()).or_default() += 1;
+    idp.auth_seen.lock().unwrap().push((
+        authorization,
+        form.get("client_id").cloned(),
+        form.get("client_secret").cloned(),
+    ));
+    if idp.down.load(Ordering::SeqCst) {
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(Full::default())
+            .unwrap();
+    }
+    let far = now() + 3600;
+    let body = match token.as_str() {
+        "inactive" => json!({"active": false}),
+        "expired" => json!({"active": true, "sub": "u", "exp": now() - 10}),
+        "foreign" => json!({"active": true, "sub": "u", "aud": "api://other", "exp": far}),
+        "slow" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "gate" => {
+            idp.waiting.fetch_add(1, Ordering::SeqCst);
+            idp.gate.notified().await;
+            json!({"active": true, "sub": "gated", "aud": "api://orders", "exp": far})
+        }
+        "short" => {
+            let exp = *idp.short_exp.get_or_init(|| now() + 1);
+            json!({"active": true, "sub": "u", "aud": "api://orders", "exp": exp})
+        }
+        _ => json!({
+            "active": true, "sub": format!("user-of-{token}"), "iss": "https://idp.example.test",
+            "aud": ["api://orders"], "scope": "orders:read orders:write", "exp": far,
+            "roles": ["clerk"], "tenant_id": "acme", "department": "sales",
+        }),
+    };
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+async fn start_idp() -> (SocketAddr, Arc<Idp>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let idp = Arc::new(Idp::default());
+    let state = Arc::clone(&idp);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, Infallible>(answer(state, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, idp)
+}
+
+fn config(addr: SocketAddr) -> IntrospectionConfig {
+    IntrospectionConfig::new(
+        format!("http://{addr}/introspect"),
+        ClientAuth::Basic {
+            client_id: "gate way".into(),
+            client_secret: "s3cr:et".into(),
+        },
+    )
+    .issuer("https://idp.example.test")
+    .audiences(["api://orders"])
+    .tenant_claim("tenant_id")
+    .timeout(Duration::from_millis(300))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_token_maps_into_the_context_and_is_cached() {
+    let (addr, idp) = start_idp().await;
+    let auth = IntrospectionAuthenticator::new(config(addr)).unwrap();
+    let ctx = auth.verify("opaque-1").await.unwrap();
+    assert_eq!(ctx.credential_kind(), CredentialKind::Introspected);
+    assert_eq!(ctx.subject(), Some("user-of-opaque-1"));
+    assert_eq!(ctx.issuer(), Some("https://idp.example.test"));
+    assert_eq!(ctx.scopes(), ["orders:read", "orders:write"]);
+    assert_eq!(ctx.roles(), ["clerk"]);
+    assert_eq!(ctx.tenant(), Some("acme"));
+    assert!(ctx.expires_at().is_some());
+    assert_eq!(ctx.claim("department"), Some(&json!("sales")));
+
+    for _ in 0..5 {
+        auth.verify("opaque-1").await.unwrap();
+    }
+    assert_eq!(idp.count("opaque-1"), 1, "served from the cache");
+
+    // Basic client authentication: form-encoded id and secret, then base64.
+    let seen = idp.auth_seen.lock().unwrap().clone();
+    use base64::Engine as _;
+    let expected = base64::engine::general_purpose::STANDARD.encode("gate%20way:s3cr%3Aet");
+    assert_eq!(seen[0].0.as_deref(), Some(&*format!("Basic {expected}")));
+    assert_eq!(seen[0].1, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inactive_expired_and_foreign_are_401_and_negative_results_are_cached() {
+    let (addr, idp) = start_idp().await;
+    let auth = IntrospectionAuthenticator::new(config(addr)).unwrap();
+    for token in ["inactive", "expired", "foreign"] {
+        let rejection = auth.verify(token).await.unwrap_err();
+        assert_eq!(rejection.kind(), RejectionKind::InvalidToken, "{token}");
+        auth.verify(token).await.unwrap_err();
+        assert_eq!(idp.count(token), 1, "{token}: negative result cached");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_down_are_503_and_not_cached_but_cached_results_survive() {
+    let (addr, idp) = start_idp().await;
+    let auth = IntrospectionAuthenticator::new(config(addr)).unwrap();
+    let rejection = timeout(BOUND, auth.verify("slow"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(rejection.kind(), RejectionKind::KeysUnavailable);
+    assert!(rejection.retry_after().is_some());
+
+    auth.verify("known").await.unwrap();
+    idp.down.store(true, Ordering::SeqCst);
+    let rejection = auth.verify("unknown").await.unwrap_err();
+    assert_eq!(rejection.kind(), RejectionKind::KeysUnavailable);
+    auth.verify("unknown").await.unwrap_err();
+    assert_eq!(idp.count("unknown"), 2, "failures are not cached");
+    // What was cached before the outage still authenticates.
+    assert_eq!(
+        auth.verify("known").await.unwrap().subject(),
+        Some("user-of-known")
+    );
+    idp.down.store(false, Ordering::SeqCst);
+    auth.verify("unknown").await.unwrap();
+
+    // Nothing listening at all: 503 too.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let auth = IntrospectionAuthenticator::new(config(closed)).unwrap();
+    assert_eq!(
+        auth.verify("x").await.unwrap_err().kind(),
+        RejectionKind::KeysUnavailable
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_one_token_make_one_request() {
+    let (addr, idp) = start_idp().await;
+    let auth = IntrospectionAuthenticator::new(config(addr).timeout(BOUND)).unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let auth = auth.clone();
+            tokio::spawn(async move { auth.verify("gate").await })
+        })
+        .collect();
+    let deadline = Instant::now() + BOUND;
+    while idp.waiting.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the IdP never saw the request");
+        sleep(Duration::from_millis(5)).await;
+    }
+    // Give the other 15 every chance to (wrongly) send their own request: yield a lot.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    idp.gate.notify_waiters();
+    for task in tasks {
+        assert_eq!(
+            task.await.unwrap().unwrap().subject(),
+            Some("gated"),
+            "every waiter gets the shared result"
+        );
+    }
+    assert_eq!(idp.count("gate"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_never_outlives_exp_and_post_auth_sends_the_form() {
+    let (addr, idp) = start_idp().await;
+    let config = IntrospectionConfig::new(
+        format!("http://{addr}/introspect"),
+        ClientAuth::Post {
+            client_id: "gw".into(),
+            client_secret: "pw".into(),
+        },
+    )
+    .audiences(["api://orders"])
+    .cache_ttl(Duration::from_secs(3600));
+    let auth = IntrospectionAuthenticator::new(config).unwrap();
+    auth.verify("short").await.unwrap();
+    let seen = idp.auth_seen.lock().unwrap()[0].clone();
+    assert_eq!(seen, (None, Some("gw".into()), Some("pw".into())));
+    // The token's exp is at most a second away: the cache entry goes with it, and the IdP
+    // is asked again (and then says it expired).
+    let deadline = Instant::now() + BOUND;
+    loop {
+        match auth.verify("short").await {
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "cached past exp");
+                sleep(Duration::from_millis(50)).await;
+            }
+            Err(rejection) => {
+                assert_eq!(rejection.kind(), RejectionKind::InvalidToken);
+                break;
+            }
+        }
+    }
+    assert_eq!(idp.count("short"), 2);
+}
+
+#[test]
+fn configuration_mistakes_are_named() {
+    let none = ClientAuth::None;
+    let err = IntrospectionAuthenticator::new(IntrospectionConfig::new("not a url", none.clone()))
+        .unwrap_err();
+    assert!(err.to_string().contains("introspection endpoint"), "{err}");
+    let err = IntrospectionAuthenticator::new(IntrospectionConfig::new(
+        "ftp://idp.example.test/",
+        none.clone(),
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("http"), "{err}");
+    let err = IntrospectionAuthenticator::new(
+        IntrospectionConfig::new("http://idp.example.test/", none).timeout(Duration::ZERO),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("timeout"), "{err}");
+    let secret = ClientAuth::Basic {
+        client_id: "id".into(),
+        client_secret: "top-secret".into(),
+    };
+    assert!(!format!("{secret:?}").contains("top-secret"));
+}

@@ -1,0 +1,386 @@
+//! Revocations shared through a real `redis-server`, started here on a free loopback port
+//! without persistence: two replicas (separate stores, separate connections) see each
+//! other's revocations within a second; Redis killed and restarted loses none; fail-closed
+//! answers 503 while Redis is down.
+//!
+//! When `redis-server` is not installed these tests skip with a loud message, except under
+//! `CI=true`, where that is a failure.
+#![cfg(feature = "redis")]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::time::{Instant, sleep, timeout};
+use tower_gatekeeper::credential::RequestHead;
+use tower_gatekeeper::jwt::Validation;
+use tower_gatekeeper::keys::{SigningKey, StaticKeys};
+use tower_gatekeeper::revocation::{
+    FailMode, RedisRevocations, Revocable, Revocation, RevocationError, RevocationStore,
+};
+use tower_gatekeeper::{Authenticator, JwtAuthenticator, RejectionKind};
+
+const ISS: &str = "https://idp.example.test";
+const AUD: &str = "api://orders";
+/// Generous bound for what takes milliseconds; only reached when a test fails.
+const BOUND: Duration = Duration::from_secs(30);
+/// The contract: a revocation written by one replica is enforced by all within this.
+const PROPAGATION: Duration = Duration::from_secs(1);
+const FAR: u64 = 4_102_444_800;
+
+// ---------------------------------------------------------------------------------------------
+// redis-server
+// ---------------------------------------------------------------------------------------------
+
+fn find_redis_server() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A `redis-server` child on a fixed loopback port, killed on drop.
+struct RedisServer {
+    binary: PathBuf,
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one, or returns `None` (after a loud message) when it is not installed on a
+    /// developer machine. Under `CI=true` a missing server fails the test.
+    fn start() -> Option<RedisServer> {
+        let Some(binary) = find_redis_server() else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("redis-server is not installed, and CI=true: .ci/run must install it");
+            }
+            eprintln!(
+                "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+                 !!! SKIPPED: redis-server not found on PATH; Redis revocation tests did \n\
+                 !!! not run. Install it (Debian: apt-get install redis-server).          \n\
+                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+            );
+            return None;
+        };
+        let addr = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let mut server = RedisServer {
+            binary,
+            addr,
+            child: None,
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new(&self.binary)
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.addr.port().to_string())
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + BOUND;
+        let mut attempts = 0;
+        while TcpStream::connect(self.addr).is_err() {
+            attempts += 1;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen after {attempts} attempts"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn restart(&mut self) {
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicas
+// ---------------------------------------------------------------------------------------------
+
+type Replica = Revocable<JwtAuthenticator<StaticKeys>, RedisRevocations>;
+
+fn store(redis: &RedisServer, prefix: &str, mode: FailMode) -> RedisRevocations {
+    RedisRevocations::builder(redis.url())
+        .prefix(prefix)
+        .fail_mode(mode)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+fn replica(signer: &SigningKey, store: RedisRevocations) -> Replica {
+    let keys = StaticKeys::new([signer.verifying_key().clone()]);
+    let validation = Validation::new(ISS).audiences([AUD]);
+    Revocable::new(JwtAuthenticator::new(keys, validation).unwrap(), store)
+}
+
+async fn ready(store: &RedisRevocations) {
+    timeout(BOUND, store.ready())
+        .await
+        .expect("store synchronised with Redis");
+}
+
+fn token(signer: &SigningKey, jti: &str, sub: &str, iat: u64) -> String {
+    signer
+        .sign(&json!({
+            "iss": ISS, "aud": AUD, "sub": sub, "jti": jti, "iat": iat, "exp": FAR,
+        }))
+        .unwrap()
+}
+
+/// What a request with `token` gets from `replica`: `Ok(())` or the rejection kind.
+async fn outcome(replica: &Replica, token: &str) -> Result<(), RejectionKind> {
+    let req = http::Request::builder()
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    let fut = replica
+        .authenticate(&RequestHead::of(&req))
+        .map_err(|r| r.kind())?;
+    fut.await.map(drop).map_err(|r| r.kind())
+}
+
+/// Polls until `replica` answers `want` for `token`; returns how long it took. Fails after
+/// [`BOUND`].
+async fn until(replica: &Replica, token: &str, want: Result<(), RejectionKind>) -> Duration {
+    let start = Instant::now();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        if outcome(replica, token).await == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < BOUND,
+            "still not {want:?} after {attempts} attempts"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn far() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(FAR)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_written_by_one_replica_is_enforced_by_both_within_a_second() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+    let (store_a, store_b) = (
+        store(&redis, "t1", FailMode::Open),
+        store(&redis, "t1", FailMode::Open),
+    );
+    ready(&store_a).await;
+    ready(&store_b).await;
+    let (a, b) = (
+        replica(&signer, store_a.clone()),
+        replica(&signer, store_b.clone()),
+    );
+
+    let t1 = token(&signer, "jti-1", "user-1", now());
+    let other = token(&signer, "jti-2", "user-1", now());
+    assert_eq!(outcome(&a, &t1).await, Ok(()));
+    assert_eq!(outcome(&b, &t1).await, Ok(()));
+
+    // Revoke by jti through A: A at once, B within a second.
+    store_a
+        .revoke(Revocation::token("jti-1", far()))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&a, &t1).await, Err(RejectionKind::InvalidToken));
+    let took = until(&b, &t1, Err(RejectionKind::InvalidToken)).await;
+    assert!(took < PROPAGATION, "replica B took {took:?}");
+    assert_eq!(outcome(&b, &other).await, Ok(()), "only jti-1 is revoked");
+
+    // "Log out everywhere" through B: every token of user-2 issued before now.
+    let old = token(&signer, "jti-3", "user-2", now() - 10);
+    assert_eq!(outcome(&a, &old).await, Ok(()));
+    store_b
+        .revoke(Revocation::subject("user-2", SystemTime::now()))
+        .await
+        .unwrap();
+    let took = until(&a, &old, Err(RejectionKind::InvalidToken)).await;
+    assert!(took < PROPAGATION, "replica A took {took:?}");
+    assert_eq!(outcome(&b, &old).await, Err(RejectionKind::InvalidToken));
+    // A token issued after the cut-off is accepted by both.
+    let fresh = token(&signer, "jti-4", "user-2", now() + 2);
+    assert_eq!(outcome(&a, &fresh).await, Ok(()));
+    assert_eq!(outcome(&b, &fresh).await, Ok(()));
+
+    // A third replica that starts later gets everything from Redis.
+    let store_c = store(&redis, "t1", FailMode::Open);
+    ready(&store_c).await;
+    let c = replica(&signer, store_c);
+    assert_eq!(outcome(&c, &t1).await, Err(RejectionKind::InvalidToken));
+    assert_eq!(outcome(&c, &old).await, Err(RejectionKind::InvalidToken));
+    assert_eq!(outcome(&c, &fresh).await, Ok(()));
+
+    // Another prefix is another set.
+    let store_d = store(&redis, "other", FailMode::Open);
+    ready(&store_d).await;
+    assert_eq!(outcome(&replica(&signer, store_d), &t1).await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_loses_no_revocation() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+    let (store_a, store_b) = (
+        store(&redis, "t2", FailMode::Open),
+        store(&redis, "t2", FailMode::Open),
+    );
+    ready(&store_a).await;
+    ready(&store_b).await;
+    let (a, b) = (
+        replica(&signer, store_a.clone()),
+        replica(&signer, store_b.clone()),
+    );
+    let before = token(&signer, "before", "u", now());
+    let during = token(&signer, "during", "u", now());
+
+    store_a
+        .revoke(Revocation::token("before", far()))
+        .await
+        .unwrap();
+    until(&b, &before, Err(RejectionKind::InvalidToken)).await;
+
+    // Redis goes away (without persistence: it comes back empty).
+    redis.kill();
+    let deadline = Instant::now() + BOUND;
+    while store_a.is_synced() || store_b.is_synced() {
+        assert!(Instant::now() < deadline, "stores never noticed Redis left");
+        sleep(Duration::from_millis(5)).await;
+    }
+    // The last known set is still enforced (fail open: the rest is served).
+    assert_eq!(outcome(&a, &before).await, Err(RejectionKind::InvalidToken));
+    assert_eq!(outcome(&b, &before).await, Err(RejectionKind::InvalidToken));
+    assert_eq!(outcome(&b, &during).await, Ok(()));
+    // A revocation written now is enforced here at once, and reported as not shared yet.
+    let err = store_a
+        .revoke(Revocation::token("during", far()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RevocationError::Unavailable(_)), "{err:?}");
+    assert_eq!(outcome(&a, &during).await, Err(RejectionKind::InvalidToken));
+
+    redis.restart();
+    // Both catch up: B learns "during" from A's write-back; nothing was lost.
+    until(&b, &during, Err(RejectionKind::InvalidToken)).await;
+    assert_eq!(outcome(&b, &before).await, Err(RejectionKind::InvalidToken));
+    timeout(BOUND, store_a.ready()).await.unwrap();
+    assert_eq!(outcome(&a, &before).await, Err(RejectionKind::InvalidToken));
+    assert_eq!(outcome(&a, &during).await, Err(RejectionKind::InvalidToken));
+
+    // Redis itself holds both again: a replica started now knows them.
+    let store_c = store(&redis, "t2", FailMode::Open);
+    ready(&store_c).await;
+    let c = replica(&signer, store_c);
+    assert_eq!(outcome(&c, &before).await, Err(RejectionKind::InvalidToken));
+    assert_eq!(outcome(&c, &during).await, Err(RejectionKind::InvalidToken));
+
+    // And propagation works again after the restart.
+    let after = token(&signer, "after", "u", now());
+    assert_eq!(outcome(&a, &after).await, Ok(()));
+    store_b
+        .revoke(Revocation::token("after", far()))
+        .await
+        .unwrap();
+    let took = until(&a, &after, Err(RejectionKind::InvalidToken)).await;
+    assert!(took < PROPAGATION, "replica A took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_answers_503_while_redis_is_down() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+    let closed = store(&redis, "t3", FailMode::Closed);
+    let open = store(&redis, "t3", FailMode::Open);
+    let (c, o) = (
+        replica(&signer, closed.clone()),
+        replica(&signer, open.clone()),
+    );
+    let t = token(&signer, "x", "u", now());
+    ready(&closed).await;
+    ready(&open).await;
+    assert_eq!(outcome(&c, &t).await, Ok(()));
+
+    redis.kill();
+    until(&c, &t, Err(RejectionKind::KeysUnavailable)).await;
+    assert_eq!(outcome(&o, &t).await, Ok(()), "fail open keeps serving");
+
+    redis.restart();
+    until(&c, &t, Ok(())).await;
+}
+
+#[tokio::test]
+async fn configuration_mistakes_are_named() {
+    let err = RedisRevocations::builder("not a url").build().unwrap_err();
+    assert!(err.to_string().contains("Redis URL"), "{err}");
+    let err = RedisRevocations::builder("redis://127.0.0.1:1/")
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("timeout"), "{err}");
+    let err = RedisRevocations::builder("redis://127.0.0.1:1/")
+        .prefix("")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("prefix"), "{err}");
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error() {
+    let err = RedisRevocations::builder("redis://127.0.0.1:1/")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
