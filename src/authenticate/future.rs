@@ -8,8 +8,10 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::AuthMode;
+use crate::audit::{Observation, Outcome};
 use crate::body::ResponseBody;
 use crate::context::AuthContext;
+use crate::limits::Limits;
 use crate::reject::{Protocol, Rejection, RejectionKind, RejectionResponse, render};
 
 pin_project! {
@@ -30,6 +32,8 @@ struct Pending<S, R, ReqBody> {
     rejection: R,
     protocol: Protocol,
     mode: AuthMode,
+    limits: Limits,
+    observation: Observation,
 }
 
 pin_project! {
@@ -45,6 +49,7 @@ impl<AF, S, R, ReqBody, ResBody> ResponseFuture<AF, S, R, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>>,
 {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn authenticating(
         fut: AF,
         req: Request<ReqBody>,
@@ -52,6 +57,8 @@ where
         rejection: R,
         protocol: Protocol,
         mode: AuthMode,
+        limits: Limits,
+        observation: Observation,
     ) -> Self {
         ResponseFuture {
             state: State::Authenticating { fut },
@@ -61,6 +68,8 @@ where
                 rejection,
                 protocol,
                 mode,
+                limits,
+                observation,
             }),
         }
     }
@@ -95,22 +104,43 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Authenticating { fut } => {
-                    let outcome = ready!(fut.poll(cx));
+                    let outcome = {
+                        // Key sources log inside the decision's span.
+                        let span = this.pending.as_ref().map(|p| p.observation.span());
+                        let _entered = span.map(tracing::Span::enter);
+                        ready!(fut.poll(cx))
+                    };
                     let Pending {
                         mut req,
                         mut inner,
                         rejection,
                         protocol,
                         mode,
+                        limits,
+                        observation,
                     } = this.pending.take().expect("polled after completion");
                     match outcome {
-                        Ok(ctx) => {
+                        Ok(mut ctx) => {
+                            if ctx.truncate_lists(limits.roles_limit(), limits.scopes_limit()) {
+                                tracing::debug!(
+                                    max_roles = limits.roles_limit(),
+                                    max_scopes = limits.scopes_limit(),
+                                    "roles or scopes beyond the limits were dropped"
+                                );
+                            }
+                            observation.finish(Outcome::Allow, "authenticated", Some(&ctx), None);
                             req.extensions_mut().insert(ctx);
                         }
                         Err(r)
                             if r.kind() == RejectionKind::MissingCredential
-                                && mode == AuthMode::Optional => {}
+                                && mode == AuthMode::Optional =>
+                        {
+                            observation.finish(Outcome::Allow, "anonymous", None, None);
+                        }
                         Err(r) => {
+                            let span = observation.span().clone();
+                            let _entered = span.enter();
+                            observation.finish(Outcome::Deny, r.description(), None, Some(&r));
                             let response = render(&rejection, r, protocol);
                             this.state.set(State::Rejected {
                                 response: Some(response),

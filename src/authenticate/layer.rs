@@ -1,6 +1,11 @@
+use std::sync::Arc;
+
 use tower_layer::Layer;
 
 use super::Authenticate;
+use crate::audit::{DecisionHook, HookSlot};
+use crate::jwt::ConfigError;
+use crate::limits::Limits;
 use crate::reject::DefaultRejection;
 
 /// Whether a route requires a credential.
@@ -18,6 +23,10 @@ pub enum AuthMode {
 /// Applies [`Authenticate`] to requests: verifies the credential with the authenticator `A`
 /// and rejects with `R`'s response when it fails.
 ///
+/// Every decision runs in a tracing span, is counted in the [`metrics`](crate::metrics) and
+/// is passed to the [`DecisionHook`] set with [`on_decision`](Self::on_decision) (see
+/// [`audit`](crate::audit)); requests are held to the [`Limits`] (documented defaults).
+///
 /// See the [module docs](crate::authenticate) for an example.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -25,6 +34,8 @@ pub struct AuthenticateLayer<A, R = DefaultRejection> {
     authenticator: A,
     mode: AuthMode,
     rejection: R,
+    limits: Limits,
+    hook: HookSlot,
 }
 
 impl<A> AuthenticateLayer<A> {
@@ -34,6 +45,8 @@ impl<A> AuthenticateLayer<A> {
             authenticator,
             mode: AuthMode::Required,
             rejection: DefaultRejection::default(),
+            limits: Limits::default(),
+            hook: HookSlot::default(),
         }
     }
 
@@ -56,7 +69,27 @@ impl<A, R> AuthenticateLayer<A, R> {
             authenticator: self.authenticator,
             mode: self.mode,
             rejection,
+            limits: self.limits,
+            hook: self.hook,
         }
+    }
+
+    /// Calls `hook` with every allow/deny decision (see [`audit`](crate::audit)). Replaces
+    /// a hook set before.
+    pub fn on_decision(mut self, hook: impl DecisionHook) -> Self {
+        self.hook = HookSlot(Some(Arc::new(hook)));
+        self
+    }
+
+    /// Holds requests to `limits` instead of the defaults (see [`limits`](crate::limits)).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the limit that cannot work (see [`Limits::check`]).
+    pub fn limits(mut self, limits: Limits) -> Result<Self, ConfigError> {
+        limits.check()?;
+        self.limits = limits;
+        Ok(self)
     }
 }
 
@@ -69,6 +102,8 @@ impl<S, A: Clone, R: Clone> Layer<S> for AuthenticateLayer<A, R> {
             self.authenticator.clone(),
             self.mode,
             self.rejection.clone(),
+            self.limits,
+            self.hook.clone(),
         )
     }
 }

@@ -5,8 +5,10 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::{AuthMode, AuthenticateSeen, Authenticator};
+use crate::audit::{HookSlot, Observation, Outcome, Stage};
 use crate::body::ResponseBody;
 use crate::credential::RequestHead;
+use crate::limits::Limits;
 use crate::macros::define_inner_service_accessors;
 use crate::reject::{Protocol, RejectionKind, RejectionResponse};
 
@@ -21,15 +23,26 @@ pub struct Authenticate<S, A, R> {
     authenticator: A,
     mode: AuthMode,
     rejection: R,
+    limits: Limits,
+    hook: HookSlot,
 }
 
 impl<S, A, R> Authenticate<S, A, R> {
-    pub(crate) fn from_parts(inner: S, authenticator: A, mode: AuthMode, rejection: R) -> Self {
+    pub(crate) fn from_parts(
+        inner: S,
+        authenticator: A,
+        mode: AuthMode,
+        rejection: R,
+        limits: Limits,
+        hook: HookSlot,
+    ) -> Self {
         Authenticate {
             inner,
             authenticator,
             mode,
             rejection,
+            limits,
+            hook,
         }
     }
 
@@ -53,7 +66,14 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         req.extensions_mut().insert(AuthenticateSeen);
         let protocol = Protocol::of(&req);
-        match self.authenticator.authenticate(&RequestHead::of(&req)) {
+        let observation = Observation::start(Stage::Authenticate, &self.hook, &req, protocol, true);
+        let started = {
+            let _entered = observation.span().enter();
+            self.limits
+                .check_request(req.headers())
+                .and_then(|()| self.authenticator.authenticate(&RequestHead::of(&req)))
+        };
+        match started {
             Ok(fut) => {
                 // Keep the service that was driven to readiness for this request.
                 let clone = self.inner.clone();
@@ -65,19 +85,32 @@ where
                     self.rejection.clone(),
                     protocol,
                     self.mode,
+                    self.limits,
+                    observation,
                 )
             }
             Err(rejection)
                 if rejection.kind() == RejectionKind::MissingCredential
                     && self.mode == AuthMode::Optional =>
             {
+                observation.finish(Outcome::Allow, "anonymous", None, None);
                 ResponseFuture::calling(self.inner.call(req))
             }
-            Err(rejection) => ResponseFuture::rejected(crate::reject::render(
-                &self.rejection,
-                rejection,
-                protocol,
-            )),
+            Err(rejection) => {
+                let span = observation.span().clone();
+                let _entered = span.enter();
+                observation.finish(
+                    Outcome::Deny,
+                    rejection.description(),
+                    None,
+                    Some(&rejection),
+                );
+                ResponseFuture::rejected(crate::reject::render(
+                    &self.rejection,
+                    rejection,
+                    protocol,
+                ))
+            }
         }
     }
 }

@@ -8,7 +8,9 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::Decision;
+use crate::audit::{Observation, Outcome};
 use crate::body::ResponseBody;
+use crate::context::AuthContext;
 use crate::reject::{Protocol, RejectionResponse, render};
 
 pin_project! {
@@ -30,6 +32,7 @@ struct Pending<S, R, ReqBody> {
     rejection: R,
     protocol: Protocol,
     authenticated: bool,
+    observation: Observation,
 }
 
 pin_project! {
@@ -51,6 +54,7 @@ where
         rejection: R,
         protocol: Protocol,
         authenticated: bool,
+        observation: Observation,
     ) -> Self {
         ResponseFuture {
             state: State::Evaluating { fut },
@@ -60,6 +64,7 @@ where
                 rejection,
                 protocol,
                 authenticated,
+                observation,
             }),
             _body: std::marker::PhantomData,
         }
@@ -79,20 +84,35 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Evaluating { fut } => {
-                    let decision = ready!(fut.poll(cx));
+                    let decision = {
+                        let span = this.pending.as_ref().map(|p| p.observation.span());
+                        let _entered = span.map(tracing::Span::enter);
+                        ready!(fut.poll(cx))
+                    };
                     let Pending {
                         req,
                         mut inner,
                         rejection,
                         protocol,
                         authenticated,
+                        observation,
                     } = this.pending.take().expect("polled after completion");
+                    let ctx = req.extensions().get::<AuthContext>();
                     match decision.into_rejection(authenticated) {
                         None => {
+                            observation.finish(Outcome::Allow, "allowed by policy", ctx, None);
                             let fut = inner.call(req);
                             this.state.set(State::Calling { fut });
                         }
                         Some(rejected) => {
+                            let span = observation.span().clone();
+                            let _entered = span.enter();
+                            observation.finish(
+                                Outcome::Deny,
+                                rejected.description(),
+                                ctx,
+                                Some(&rejected),
+                            );
                             return Poll::Ready(Ok(render(&rejection, rejected, protocol)));
                         }
                     }

@@ -6,6 +6,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::{PolicyEvaluator, ResponseFuture};
+use crate::audit::{HookSlot, Observation, Stage};
 use crate::body::ResponseBody;
 use crate::context::AuthContext;
 use crate::credential::RequestHead;
@@ -20,6 +21,7 @@ pub struct Authorize<S, P, R> {
     inner: S,
     policy: Arc<P>,
     rejection: R,
+    hook: HookSlot,
 }
 
 impl<S: Clone, P, R: Clone> Clone for Authorize<S, P, R> {
@@ -28,6 +30,7 @@ impl<S: Clone, P, R: Clone> Clone for Authorize<S, P, R> {
             inner: self.inner.clone(),
             policy: Arc::clone(&self.policy),
             rejection: self.rejection.clone(),
+            hook: self.hook.clone(),
         }
     }
 }
@@ -41,11 +44,12 @@ impl<S: fmt::Debug, P, R> fmt::Debug for Authorize<S, P, R> {
 }
 
 impl<S, P, R> Authorize<S, P, R> {
-    pub(crate) fn from_parts(inner: S, policy: Arc<P>, rejection: R) -> Self {
+    pub(crate) fn from_parts(inner: S, policy: Arc<P>, rejection: R, hook: HookSlot) -> Self {
         Authorize {
             inner,
             policy,
             rejection,
+            hook,
         }
     }
 
@@ -67,10 +71,14 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let protocol = Protocol::of(&req);
+        let observation = Observation::start(Stage::Authorize, &self.hook, &req, protocol, false);
         let ctx = req.extensions().get::<AuthContext>();
         let authenticated = ctx.is_some();
-        let fut = self.policy.evaluate(ctx, &RequestHead::of(&req));
-        let protocol = Protocol::of(&req);
+        let fut = {
+            let _entered = observation.span().enter();
+            self.policy.evaluate(ctx, &RequestHead::of(&req))
+        };
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::new(
@@ -80,6 +88,7 @@ where
             self.rejection.clone(),
             protocol,
             authenticated,
+            observation,
         )
     }
 }

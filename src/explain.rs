@@ -1,0 +1,494 @@
+//! Explains, step by step, why a token would be accepted or rejected: for operators
+//! (`cargo run --example gateway -- explain --config gateway.toml TOKEN`) and support tools.
+//!
+//! [`explain`] runs the same checks as [`JwtAuthenticator`], in the same order, and reports
+//! each one: the token's size and shape, its header (`alg`, `kid`, `typ`, `crit`), the issuer,
+//! each checked claim (`aud`, `exp`, `nbf`, `iat`, `sub`), the key lookup and the signature.
+//! Like the authenticator it stops at the first failure; later steps are reported as not
+//! reached. The verdict is the authenticator's own, so it cannot drift from what a request
+//! would get. Nothing is sent anywhere except key fetches of remote key sources. The report
+//! never contains the token or its signature.
+//!
+//! ```
+//! use serde_json::json;
+//! use tower_gatekeeper::{JwtAuthenticator, jwt::Validation};
+//! use tower_gatekeeper::explain::{StepStatus, explain};
+//! use tower_gatekeeper::keys::{SigningKey, StaticKeys};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+//! let keys = StaticKeys::new([signer.verifying_key().clone()]);
+//! let auth = JwtAuthenticator::new(keys, Validation::new("https://idp").audiences(["api"])).unwrap();
+//!
+//! let token = signer.sign(&json!({"iss": "https://idp", "aud": "other", "exp": 4102444800u64})).unwrap();
+//! let report = explain(&auth, &token).await;
+//! assert!(!report.accepted());
+//! let aud = report.steps().iter().find(|s| s.name() == "aud").unwrap();
+//! assert_eq!(aud.status(), StepStatus::Failed);
+//! println!("{report}");
+//! # }
+//! ```
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+
+use crate::context::AuthContext;
+use crate::jwt::{self, VerifyError};
+use crate::keys::{KeyQuery, KeySource};
+use crate::reject::Rejection;
+use crate::{JwtAuthenticator, RejectionKind};
+
+/// How one step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StepStatus {
+    /// The check passed.
+    Passed,
+    /// The check failed: this is why the token is rejected.
+    Failed,
+    /// Not checked: an earlier step failed (the authenticator stops there too).
+    NotReached,
+    /// Information only (no rule applies).
+    Info,
+}
+
+impl StepStatus {
+    fn tag(self) -> &'static str {
+        match self {
+            StepStatus::Passed => "ok  ",
+            StepStatus::Failed => "FAIL",
+            StepStatus::NotReached => " -  ",
+            StepStatus::Info => "info",
+        }
+    }
+}
+
+/// One step of an [`Explanation`].
+#[derive(Debug, Clone)]
+pub struct Step {
+    name: &'static str,
+    status: StepStatus,
+    detail: String,
+}
+
+impl Step {
+    /// What was checked: `size`, `header`, `alg`, `crit`, `typ`, `iss`, `aud`, `exp`, `nbf`,
+    /// `iat`, `sub`, `key`, `signature`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// How it went.
+    pub fn status(&self) -> StepStatus {
+        self.status
+    }
+
+    /// What was seen and why it passed or failed.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+/// The report of [`explain`]: the steps, then the verdict. `Display` prints it for people.
+#[derive(Debug)]
+pub struct Explanation {
+    steps: Vec<Step>,
+    verdict: Result<AuthContext, Rejection>,
+}
+
+impl Explanation {
+    /// The steps, in the order the authenticator runs them.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// Whether a request with this token would be authenticated.
+    pub fn accepted(&self) -> bool {
+        self.verdict.is_ok()
+    }
+
+    /// The authenticator's verdict: the caller's context, or the rejection a request gets.
+    pub fn verdict(&self) -> Result<&AuthContext, &Rejection> {
+        self.verdict.as_ref()
+    }
+
+    fn push(&mut self, name: &'static str, status: StepStatus, detail: impl Into<String>) {
+        self.steps.push(Step {
+            name,
+            status,
+            detail: detail.into(),
+        });
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for step in &self.steps {
+            writeln!(
+                f,
+                "[{}] {:<9} {}",
+                step.status.tag(),
+                step.name,
+                step.detail
+            )?;
+        }
+        match &self.verdict {
+            Ok(ctx) => {
+                write!(
+                    f,
+                    "ACCEPTED: subject {:?}",
+                    ctx.subject().unwrap_or("(none)")
+                )?;
+                if let Some(tenant) = ctx.tenant() {
+                    write!(f, ", tenant {tenant:?}")?;
+                }
+                write!(
+                    f,
+                    ", roles [{}], scopes [{}]",
+                    ctx.roles().join(", "),
+                    ctx.scopes().join(" ")
+                )
+            }
+            Err(rejection) => {
+                let kind = rejection.kind();
+                write!(
+                    f,
+                    "REJECTED: HTTP {} {}: {}",
+                    kind.http_status().as_u16(),
+                    kind.body_code(),
+                    rejection.description()
+                )?;
+                if kind == RejectionKind::KeysUnavailable {
+                    write!(
+                        f,
+                        " (the keys could not be had: check the key source and the logs)"
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Explains how `auth` judges `token` (a bare compact JWT, without `Bearer `). See the
+/// [module docs](self).
+pub async fn explain<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str) -> Explanation {
+    let verdict = auth.verify(token).await;
+    let mut report = Explanation {
+        steps: Vec::new(),
+        verdict,
+    };
+    walk(auth, token, &mut report).await;
+    // The verdict is authoritative; if the walk found nothing wrong but the authenticator
+    // did (it should not happen), say so rather than contradict it silently.
+    if let Err(rejection) = &report.verdict
+        && !report.steps.iter().any(|s| s.status == StepStatus::Failed)
+    {
+        let detail = format!("the authenticator rejects the token: {rejection}");
+        report.push("verdict", StepStatus::Failed, detail);
+    }
+    report
+}
+
+async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mut Explanation) {
+    const LATER: [&str; 12] = [
+        "header",
+        "iss",
+        "alg",
+        "crit",
+        "typ",
+        "aud",
+        "exp",
+        "nbf",
+        "iat",
+        "sub",
+        "key",
+        "signature",
+    ];
+    let not_reached = |report: &mut Explanation, from: &str| {
+        let start = LATER.iter().position(|s| *s == from).unwrap_or(0);
+        for name in &LATER[start..] {
+            report.push(name, StepStatus::NotReached, "not checked");
+        }
+    };
+
+    let limit = auth.max_token_bytes();
+    let segments = token.split('.').count();
+    if token.len() > limit {
+        report.push(
+            "size",
+            StepStatus::Failed,
+            format!("{} bytes, more than the limit of {limit}", token.len()),
+        );
+        return not_reached(report, "header");
+    }
+    report.push(
+        "size",
+        StepStatus::Passed,
+        format!("{} bytes (limit {limit}), {segments} segments", token.len()),
+    );
+
+    // What the header says, for people; `jwt::parse` decides.
+    let header = token.split('.').next().and_then(decode_segment);
+    let parsed = match jwt::parse(token, limit) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let seen = header
+                .as_ref()
+                .map_or_else(|| "not a base64url JSON object".to_owned(), describe_header);
+            report.push(
+                "header",
+                StepStatus::Failed,
+                format!("{error}; header: {seen}"),
+            );
+            return not_reached(report, "iss");
+        }
+    };
+    report.push(
+        "header",
+        StepStatus::Passed,
+        header.as_ref().map_or_else(String::new, describe_header),
+    );
+
+    let Some(iss) = parsed.issuer().map(str::to_owned) else {
+        report.push(
+            "iss",
+            StepStatus::Failed,
+            "no `iss` string claim: the issuer cannot be chosen",
+        );
+        return not_reached(report, "alg");
+    };
+    let Some((validation, keys)) = auth
+        .issuer_parts()
+        .find(|(validation, _)| validation.issuer() == iss)
+    else {
+        let known: Vec<String> = auth.issuers().map(|i| format!("{i:?}")).collect();
+        report.push(
+            "iss",
+            StepStatus::Failed,
+            format!(
+                "{iss:?} is not a configured issuer (configured: {})",
+                known.join(", ")
+            ),
+        );
+        return not_reached(report, "alg");
+    };
+    report.push("iss", StepStatus::Passed, format!("{iss:?} is configured"));
+    if token.len() > validation.token_limit() {
+        report.push(
+            "size",
+            StepStatus::Failed,
+            format!(
+                "{} bytes, more than this issuer's limit of {}",
+                token.len(),
+                validation.token_limit()
+            ),
+        );
+        return not_reached(report, "alg");
+    }
+
+    // `Validation::check_token` runs these checks in this order and stops at the first
+    // failure; the failing one is identified from its error.
+    let claims = &parsed.claims;
+    let checks: [(&str, String); 8] = [
+        (
+            "alg",
+            format!(
+                "{} (allowed: {})",
+                parsed.alg.as_str(),
+                validation
+                    .allowed_algorithms()
+                    .map_or_else(|| "what the keys support".to_owned(), |a| format!("{a:?}"))
+            ),
+        ),
+        ("crit", header_field(header.as_ref(), "crit")),
+        ("typ", header_field(header.as_ref(), "typ")),
+        ("aud", claim_text(claims.get("aud"))),
+        ("exp", time_claim(claims.get("exp"))),
+        ("nbf", time_claim(claims.get("nbf"))),
+        ("iat", time_claim(claims.get("iat"))),
+        ("sub", claim_text(claims.get("sub"))),
+    ];
+    let failed = validation.check_token(&parsed).err();
+    let failed_at = failed.as_ref().map(failing_check);
+    let mut reached = true;
+    for (name, seen) in checks {
+        if !reached {
+            report.push(name, StepStatus::NotReached, format!("not checked; {seen}"));
+            continue;
+        }
+        if Some(name) == failed_at {
+            let error = failed.as_ref().map(ToString::to_string).unwrap_or_default();
+            report.push(name, StepStatus::Failed, format!("{error}: {seen}"));
+            reached = false;
+        } else {
+            report.push(name, StepStatus::Passed, seen);
+        }
+    }
+    if !reached {
+        return not_reached(report, "key");
+    }
+
+    let query = KeyQuery::new(Some(validation.issuer()), parsed.kid.as_deref(), parsed.alg);
+    let key = match keys.key(&query).await {
+        Ok(key) => key,
+        Err(error) => {
+            let status = StepStatus::Failed;
+            let kid = parsed.kid.as_deref().unwrap_or("(none)");
+            report.push(
+                "key",
+                status,
+                format!(
+                    "no key for kid {kid:?} and {}: {error}",
+                    parsed.alg.as_str()
+                ),
+            );
+            return not_reached(report, "signature");
+        }
+    };
+    report.push(
+        "key",
+        StepStatus::Passed,
+        format!(
+            "kid {:?}, may verify {:?}",
+            key.kid().unwrap_or("(none)"),
+            key.algorithms()
+        ),
+    );
+    match jwt::finish(validation, parsed, &key) {
+        Ok(_) => report.push(
+            "signature",
+            StepStatus::Passed,
+            "verifies with this key".to_owned(),
+        ),
+        Err(error) => report.push("signature", StepStatus::Failed, error.to_string()),
+    }
+}
+
+/// The step `check_token`'s error belongs to.
+fn failing_check(error: &VerifyError) -> &'static str {
+    match error {
+        VerifyError::AlgorithmNotAllowed => "alg",
+        VerifyError::UnsupportedCritical => "crit",
+        VerifyError::WrongType => "typ",
+        VerifyError::InvalidAudience | VerifyError::InvalidClaim("aud") => "aud",
+        VerifyError::Expired
+        | VerifyError::InvalidClaim("exp")
+        | VerifyError::MissingClaim("exp") => "exp",
+        VerifyError::NotYetValid | VerifyError::InvalidClaim("nbf") => "nbf",
+        VerifyError::InvalidClaim("iat") => "iat",
+        _ => "sub",
+    }
+}
+
+fn decode_segment(segment: &str) -> Option<serde_json::Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn describe_header(header: &serde_json::Map<String, Value>) -> String {
+    let mut parts = Vec::new();
+    for name in ["alg", "kid", "typ", "crit"] {
+        if let Some(value) = header.get(name) {
+            parts.push(format!("{name}={}", short(value)));
+        }
+    }
+    if parts.is_empty() {
+        "no alg, kid, typ or crit".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn header_field(header: Option<&serde_json::Map<String, Value>>, name: &str) -> String {
+    match header.and_then(|h| h.get(name)) {
+        Some(value) => format!("{name}={}", short(value)),
+        None => format!("no {name}"),
+    }
+}
+
+fn claim_text(value: Option<&Value>) -> String {
+    value.map_or_else(|| "absent".to_owned(), short)
+}
+
+/// A JSON value for a report line, cut to 200 characters.
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 200 {
+        let cut: String = text.chars().take(200).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+fn time_claim(value: Option<&Value>) -> String {
+    let Some(value) = value else {
+        return "absent".to_owned();
+    };
+    let Some(secs) = value.as_f64() else {
+        return format!("{} (not a number)", short(value));
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let delta = secs - now;
+    let when = if delta >= 0.0 {
+        format!("in {}", human(delta))
+    } else {
+        format!("{} ago", human(-delta))
+    };
+    format!("{} ({when})", utc(secs))
+}
+
+fn human(secs: f64) -> String {
+    let secs = secs.round() as u64;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d {}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+fn utc(secs: f64) -> String {
+    if !secs.is_finite() || secs.abs() > 253_402_300_799.0 {
+        return format!("{secs}");
+    }
+    let secs = secs.floor() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(4102444800.0), "2100-01-01T00:00:00Z");
+        assert_eq!(utc(951782400.0), "2000-02-29T00:00:00Z");
+    }
+}
