@@ -59,15 +59,18 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_gatekeeper::audit::{DecisionEvent, Outcome, Stage};
+use tower_gatekeeper::authenticate::{CacheConfig, CachedAuthenticator, TokenCache};
 use tower_gatekeeper::authorize::{
     AllowAll, BoxPolicy, ClaimConfig, ClientAddr, RegoConfig, RouteTable, RouteTableError,
     RuleConfig,
 };
 use tower_gatekeeper::jwt::Validation;
 use tower_gatekeeper::keys::{IssuerKeys, SigningKey, StaticKeys};
+use tower_gatekeeper::limits::Limits;
 use tower_gatekeeper::reject::DefaultRejection;
 use tower_gatekeeper::{
-    Algorithm, AuthMode, AuthenticateLayer, AuthorizeLayer, ContextPropagationLayer,
+    Algorithm, AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, ContextPropagationLayer,
     JwtAuthenticator, PolicyEvaluator,
 };
 use tracing::{debug, info, warn};
@@ -78,16 +81,21 @@ use tracing::{debug, info, warn};
 
 const USAGE: &str = "\
 usage: gateway [--config FILE] [--listen ADDR]
+       gateway explain --config FILE [TOKEN | -]
 
   (no arguments)    run the embedded demo on 127.0.0.1:8080
   --config FILE     run the gateway described by FILE (TOML; see gateway.example.toml)
   --listen ADDR     listen on ADDR (e.g. 127.0.0.1:8080), overriding the file's `listen`
+  explain           explain why a token is accepted or rejected (gateway explain --help)
   -h, --help        print this help
 
 Logs go to stderr; set RUST_LOG (default \"info\", \"debug\" logs one line per request).";
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "explain") {
+        return explain_main(std::env::args_os().skip(2)).await;
+    }
     let args = match Args::parse(std::env::args_os().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
@@ -118,6 +126,7 @@ async fn serve(args: Args) -> Result<(), BoxError> {
         }
     };
     let listen = args.listen.unwrap_or(config.listen());
+    start_admin(&config).await?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e} (--listen ADDR picks another)"))?;
@@ -250,6 +259,12 @@ struct FileConfig {
     routes: Vec<FileRoute>,
     /// A Rego policy for every route that authenticates and has no `rego` of its own.
     rego: Option<RegoConfig>,
+    /// The verified-token cache (on by default).
+    cache: Option<FileCache>,
+    /// Operations (issue #8): admin listener, audit log, limits.
+    admin_listen: Option<String>,
+    audit_log: Option<String>,
+    limits: Option<FileLimits>,
 }
 
 /// One `[[issuer]]`.
@@ -348,9 +363,11 @@ pub struct Config {
     realm: DefaultRejection,
     upstream_timeout: Duration,
     authenticator: Option<JwtAuthenticator<IssuerKeys>>,
+    token_cache: Option<TokenCache>,
     routes: Vec<RouteSpec>,
     /// (method, path pattern) → index into `routes`.
     table: RouteTable<usize>,
+    ops: Ops,
 }
 
 impl Config {
@@ -466,14 +483,18 @@ fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let table = compile_table(&routes)?;
+    let token_cache = compile_cache(file.cache)?;
+    let ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
 
     Ok(Config {
         listen,
         realm,
         upstream_timeout,
         authenticator,
+        token_cache,
         routes,
         table,
+        ops,
     })
 }
 
@@ -883,8 +904,10 @@ impl Gateway {
             realm,
             upstream_timeout,
             authenticator,
+            token_cache,
             routes,
             table,
+            ops,
             ..
         } = config;
         let entries = routes
@@ -902,7 +925,19 @@ impl Gateway {
                     upstream: route.upstream.clone(),
                     timeout: upstream_timeout,
                 };
-                let service = route_service(&route, authenticator.as_ref(), &realm, proxy);
+                let service = match &token_cache {
+                    Some(cache) => route_service(
+                        &route,
+                        authenticator
+                            .as_ref()
+                            .map(|a| CachedAuthenticator::with_cache(a.clone(), cache.clone()))
+                            .as_ref(),
+                        &realm,
+                        proxy,
+                        &ops,
+                    ),
+                    None => route_service(&route, authenticator.as_ref(), &realm, proxy, &ops),
+                };
                 RouteEntry {
                     path: Arc::from(route.path),
                     service,
@@ -977,11 +1012,12 @@ impl Gateway {
 }
 
 /// The service stack of one route.
-fn route_service(
+fn route_service<A: Authenticator>(
     route: &RouteSpec,
-    authenticator: Option<&JwtAuthenticator<IssuerKeys>>,
+    authenticator: Option<&A>,
     realm: &DefaultRejection,
     proxy: Proxy,
+    ops: &Ops,
 ) -> RouteService {
     let proxy = tower::service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
@@ -1004,11 +1040,15 @@ fn route_service(
     boxed(
         ServiceBuilder::new()
             .layer(
-                AuthenticateLayer::new(authenticator)
-                    .mode(mode)
-                    .rejection_response(realm.clone()),
+                ops.authenticate_layer(
+                    AuthenticateLayer::new(authenticator)
+                        .mode(mode)
+                        .rejection_response(realm.clone()),
+                ),
             )
-            .layer(AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()))
+            .layer(ops.authorize_layer(
+                AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()),
+            ))
             .layer(ContextPropagationLayer::new())
             .service(proxy),
     )
@@ -1352,6 +1392,8 @@ pub async fn start_demo() -> Result<Demo, Box<dyn StdError + Send + Sync>> {
             route("/public/{*rest}", RouteAuth::Public, None),
         ],
         rego: None,
+        cache: None,
+        ..FileConfig::default()
     };
     let config = compile(file, Path::new("."))
         .map_err(|message| ConfigFileError::new(Path::new("<embedded demo>"), message))?;
@@ -1469,4 +1511,442 @@ async fn demo_echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
         HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The verified-token cache (`[cache]`, issue #6)
+// ---------------------------------------------------------------------------------------------
+
+/// `[cache]`: the verified-token cache in front of JWT verification, on by default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCache {
+    /// `false` verifies every request's token again.
+    enabled: Option<bool>,
+    max_entries: Option<u64>,
+    max_bytes: Option<u64>,
+    max_ttl_seconds: Option<u64>,
+}
+
+/// The cache the `[cache]` section asks for (default: on, library defaults), or `None`.
+fn compile_cache(section: Option<FileCache>) -> Result<Option<TokenCache>, String> {
+    let section = section.unwrap_or_default();
+    if section.enabled == Some(false) {
+        return Ok(None);
+    }
+    let mut config = CacheConfig::default();
+    if let Some(n) = section.max_entries {
+        config = config.max_entries(n);
+    }
+    if let Some(n) = section.max_bytes {
+        config = config.max_bytes(n);
+    }
+    if let Some(secs) = section.max_ttl_seconds {
+        config = config.max_ttl(Duration::from_secs(secs));
+    }
+    TokenCache::new(config)
+        .map(Some)
+        .map_err(|e| format!("[cache]: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations (issue #8): admin listener, audit log, limits, `explain`
+// ---------------------------------------------------------------------------------------------
+
+/// `[limits]`: abuse limits (see `tower_gatekeeper::limits`; every key is optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_credential_header_bytes: Option<usize>,
+    max_claims_bytes: Option<usize>,
+    max_roles: Option<usize>,
+    max_scopes: Option<usize>,
+}
+
+/// The checked operations settings.
+#[derive(Debug, Default)]
+struct Ops {
+    admin_listen: Option<SocketAddr>,
+    audit: Option<AuditLog>,
+    limits: Limits,
+}
+
+fn compile_ops(
+    admin_listen: Option<String>,
+    audit_log: Option<String>,
+    limits: Option<FileLimits>,
+    base: &Path,
+) -> Result<Ops, String> {
+    let admin_listen = admin_listen
+        .map(|text| {
+            text.parse().map_err(|_| {
+                format!(
+                    "`admin_listen` {text:?} is not an IP address and port, e.g. \"127.0.0.1:9091\""
+                )
+            })
+        })
+        .transpose()?;
+    let audit = audit_log
+        .map(|target| AuditLog::open(&target, base))
+        .transpose()?;
+    let mut checked = Limits::default();
+    if let Some(raw) = limits {
+        if let Some(n) = raw.max_credential_header_bytes {
+            checked = checked.max_credential_header_bytes(n);
+        }
+        if let Some(n) = raw.max_claims_bytes {
+            checked = checked.max_claims_bytes(n);
+        }
+        if let Some(n) = raw.max_roles {
+            checked = checked.max_roles(n);
+        }
+        if let Some(n) = raw.max_scopes {
+            checked = checked.max_scopes(n);
+        }
+        checked.check().map_err(|e| format!("[limits]: {e}"))?;
+    }
+    Ok(Ops {
+        admin_listen,
+        audit,
+        limits: checked,
+    })
+}
+
+impl Ops {
+    fn authenticate_layer<A, R>(&self, layer: AuthenticateLayer<A, R>) -> AuthenticateLayer<A, R> {
+        let layer = match layer.limits(self.limits) {
+            Ok(layer) => layer,
+            Err(_) => unreachable!("limits are checked when the configuration is loaded"),
+        };
+        match &self.audit {
+            Some(audit) => layer.on_decision(audit.hook()),
+            None => layer,
+        }
+    }
+
+    fn authorize_layer<P, R>(&self, layer: AuthorizeLayer<P, R>) -> AuthorizeLayer<P, R> {
+        match &self.audit {
+            Some(audit) => layer.on_decision(audit.hook()),
+            None => layer,
+        }
+    }
+}
+
+impl Config {
+    /// The admin listener's address (`admin_listen`), when configured.
+    pub fn admin_listen(&self) -> Option<SocketAddr> {
+        self.ops.admin_listen
+    }
+}
+
+/// Audit records as JSON lines (`audit_log = "stdout"` or a file path, appended to).
+///
+/// Records are written by a dedicated thread: the request path only formats the record and
+/// hands it over without blocking. When the writer falls 8192 records behind, records are
+/// dropped (and counted) rather than slowing requests down.
+#[derive(Clone)]
+struct AuditLog {
+    tx: std::sync::mpsc::SyncSender<String>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    fn open(target: &str, base: &Path) -> Result<AuditLog, String> {
+        let mut out: Box<dyn io::Write + Send> = if target == "stdout" {
+            Box::new(io::stdout())
+        } else if target.is_empty() {
+            return Err(
+                "`audit_log` is empty; use \"stdout\" or a file path (appended to)".to_owned(),
+            );
+        } else {
+            let path = base.join(target);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("`audit_log` {:?}: cannot open: {e}", path.display()))?;
+            Box::new(io::BufWriter::new(file))
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(8192);
+        std::thread::Builder::new()
+            .name("audit-log".to_owned())
+            .spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    let mut write = |line: String| {
+                        out.write_all(line.as_bytes())
+                            .and_then(|()| out.write_all(b"\n"))
+                    };
+                    let mut result = write(line);
+                    while let Ok(more) = rx.try_recv() {
+                        result = result.and_then(|()| write(more));
+                    }
+                    if let Err(error) = result.and_then(|()| out.flush()) {
+                        warn!(%error, "cannot write the audit log");
+                    }
+                }
+            })
+            .map_err(|e| format!("`audit_log`: cannot start the writer thread: {e}"))?;
+        Ok(AuditLog {
+            tx,
+            dropped: Arc::default(),
+        })
+    }
+
+    /// The hook for both layers. A request that authenticates is recorded once, by the
+    /// authorize layer (which sees the caller); denials are recorded by the layer that denied.
+    fn hook(&self) -> impl Fn(&DecisionEvent<'_>) + Send + Sync + 'static {
+        let audit = self.clone();
+        move |event: &DecisionEvent<'_>| {
+            if event.stage() == Stage::Authenticate && event.outcome() == Outcome::Allow {
+                return;
+            }
+            if audit.tx.try_send(event.to_json().to_string()).is_err() {
+                let dropped = audit
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if dropped.is_power_of_two() {
+                    warn!(dropped = dropped + 1, "audit log behind; records dropped");
+                }
+            }
+        }
+    }
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` resolves: `/healthz` (200 while
+/// the process serves), `/readyz` (200 once `ready` resolved `Ok`: every issuer has keys;
+/// 503 before) and `/metrics` (Prometheus text; needs the `metrics` feature).
+///
+/// # Errors
+///
+/// Only when the listener's address cannot be read.
+pub async fn run_admin(
+    listener: TcpListener,
+    ready: impl Future<Output = Result<(), String>> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let local = listener.local_addr()?;
+    let is_ready = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&is_ready);
+    tokio::spawn(async move {
+        if ready.await.is_ok() {
+            flag.store(true, Ordering::Release);
+        }
+    });
+    #[cfg(feature = "metrics")]
+    let _ = prometheus();
+    info!(address = %local, "admin listening (/healthz, /readyz, /metrics)");
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "admin: cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let is_ready = Arc::clone(&is_ready);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let ready = is_ready.load(Ordering::Acquire);
+                async move { Ok::<_, Infallible>(admin_response(req.method(), req.uri().path(), ready)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn admin_response(method: &Method, path: &str, ready: bool) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: &'static str| {
+        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if ready => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: verification keys are not loaded yet\n",
+        ),
+        "/metrics" => metrics_response(),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "admin endpoints: /healthz /readyz /metrics\n",
+        ),
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn metrics_response() -> Response<Full<Bytes>> {
+    let handle = prometheus();
+    handle.run_upkeep();
+    let mut response = Response::new(Full::new(Bytes::from(handle.render())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(not(feature = "metrics"))]
+fn metrics_response() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        b"metrics need the `metrics` feature: cargo run --example gateway --features metrics\n",
+    )));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+#[cfg(feature = "metrics")]
+fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            warn!("another metrics recorder is installed; /metrics will be empty");
+        }
+        handle
+    })
+}
+
+const EXPLAIN_USAGE: &str = "\
+usage: gateway explain --config FILE [TOKEN | -]
+
+  Prints, step by step, what the gateway checks for TOKEN (header, alg, issuer, each claim,
+  key, signature) and whether it would be accepted. No upstream is called; remote key
+  sources are fetched. Without TOKEN, or with -, the token is read from stdin (keeps it out
+  of shell history). A leading \"Bearer \" is ignored. Exit status: 0 accepted, 1 rejected,
+  2 usage or configuration error.";
+
+/// `gateway explain ...`: returns the exit status and the report.
+pub async fn explain_command(
+    mut args: impl Iterator<Item = OsString>,
+    stdin: impl io::Read,
+) -> (u8, String) {
+    let mut config = None;
+    let mut token = None;
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        match text.as_str() {
+            "-h" | "--help" => return (0, EXPLAIN_USAGE.to_owned()),
+            "--config" => match args.next() {
+                Some(path) => config = Some(PathBuf::from(path)),
+                None => {
+                    return (
+                        2,
+                        format!("error: --config needs a value\n\n{EXPLAIN_USAGE}"),
+                    );
+                }
+            },
+            _ if text.starts_with("--config=") => {
+                config = Some(PathBuf::from(&text["--config=".len()..]));
+            }
+            _ if token.is_none() && (text == "-" || !text.starts_with('-')) => token = Some(text),
+            _ => return (2, format!("error: unexpected argument\n\n{EXPLAIN_USAGE}")),
+        }
+    }
+    let Some(path) = config else {
+        return (
+            2,
+            format!("error: --config FILE is required\n\n{EXPLAIN_USAGE}"),
+        );
+    };
+    let token = match token.filter(|t| t != "-") {
+        Some(token) => token,
+        None => {
+            let mut text = String::new();
+            let mut stdin = stdin;
+            if let Err(error) = stdin.read_to_string(&mut text) {
+                return (
+                    2,
+                    format!("error: cannot read the token from stdin: {error}"),
+                );
+            }
+            text
+        }
+    };
+    let token = token.trim();
+    let token = match token.get(..7) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => token[7..].trim_start(),
+        _ => token,
+    };
+    let config = match load_config(&path) {
+        Ok(config) => config,
+        Err(error) => return (2, format!("error: {error}")),
+    };
+    let Some(auth) = config.authenticator.clone() else {
+        return (
+            2,
+            format!(
+                "error: {}: no [[issuer]] is configured: no token can be accepted",
+                path.display()
+            ),
+        );
+    };
+    let mut out = format!(
+        "config: {}\nissuers: {}\n(no upstream is called)\n\n",
+        path.display(),
+        auth.issuers()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Remote keys: wait a bounded time for the first fetch; the report says when they are
+    // missing.
+    match tokio::time::timeout(Duration::from_secs(10), config.keys_ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => out.push_str(&format!("warning: issuer keys: {error}\n\n")),
+        Err(_) => out.push_str("warning: keys not loaded within 10 s\n\n"),
+    }
+    let report = tower_gatekeeper::explain::explain(&auth, token).await;
+    out.push_str(&report.to_string());
+    out.push('\n');
+    (if report.accepted() { 0 } else { 1 }, out)
+}
+
+async fn explain_main(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let (code, text) = explain_command(args, io::stdin()).await;
+    if code == 2 {
+        eprintln!("{text}");
+    } else {
+        print!("{text}");
+    }
+    ExitCode::from(code)
+}
+
+/// Starts the admin listener when `admin_listen` is configured; it lives as long as the process.
+async fn start_admin(config: &Config) -> Result<(), BoxError> {
+    if let Some(addr) = config.admin_listen() {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (`admin_listen`): {e}"))?;
+        tokio::spawn(run_admin(listener, config.keys_ready(), future::pending()));
+    }
+    Ok(())
 }

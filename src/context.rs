@@ -134,6 +134,27 @@ impl AuthContext {
         self.inner.key_id.as_deref()
     }
 
+    /// Keeps at most `max_roles` roles and `max_scopes` scopes (the first ones), for
+    /// [`Limits`](crate::limits::Limits). Returns whether anything was dropped.
+    pub(crate) fn truncate_lists(&mut self, max_roles: usize, max_scopes: usize) -> bool {
+        let i = &*self.inner;
+        if i.roles.len() <= max_roles && i.scopes.len() <= max_scopes {
+            return false;
+        }
+        self.inner = Arc::new(Inner {
+            kind: i.kind,
+            subject: i.subject.clone(),
+            issuer: i.issuer.clone(),
+            roles: i.roles.iter().take(max_roles).cloned().collect(),
+            scopes: i.scopes.iter().take(max_scopes).cloned().collect(),
+            tenant: i.tenant.clone(),
+            expires_at: i.expires_at,
+            key_id: i.key_id.clone(),
+            claims: i.claims.clone(),
+        });
+        true
+    }
+
     /// Whether the caller has `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.inner.roles.iter().any(|r| r == role)

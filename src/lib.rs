@@ -76,7 +76,10 @@
 //! | `rustls` | HTTPS for `remote`, with rustls and the platform's root certificates | no |
 //! | `jwks-client-rs` | a jwks-client-rs `JwksSource` as the fetcher under our cache | no |
 //! | `rego` | OPA/Rego policies evaluated in-process (`authorize::rego`, regorus) | no |
+//! | `metrics` | decision, key-fetch, staleness and cache counters through the `metrics` facade ([`metrics`]) | no |
 //! | `ext-authz` | an external HTTP authorizer with timeout, bounded pool, fail closed (`authorize::ext_authz`) | no |
+//! | `redis` | revocations shared by gateway replicas through Redis ([`revocation`]) | no |
+//! | `introspection` | OAuth2 token introspection, RFC 7662 (implies `remote`) | no |
 //!
 //! With both crypto features enabled, aws-lc-rs is used. At least one is required.
 
@@ -85,16 +88,21 @@
 mod macros;
 
 mod algorithm;
+pub mod audit;
 pub mod authenticate;
 pub mod authorize;
 pub mod body;
 mod context;
 pub mod credential;
 mod crypto;
+pub mod explain;
 pub mod jwt;
 pub mod keys;
+pub mod limits;
+pub mod metrics;
 pub mod propagate;
 pub mod reject;
+pub mod revocation;
 
 #[cfg(feature = "axum")]
 pub mod axum;

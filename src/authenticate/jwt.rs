@@ -136,6 +136,16 @@ impl<K: KeySource> JwtAuthenticator<K> {
         self.inner.issuers.iter().map(|i| i.validation.issuer())
     }
 
+    /// Each issuer's rules and key source, for diagnostics ([`explain`](crate::explain)).
+    pub(crate) fn issuer_parts(&self) -> impl Iterator<Item = (&Validation, &K)> {
+        self.inner.issuers.iter().map(|i| (&i.validation, &i.keys))
+    }
+
+    /// The largest token any issuer accepts.
+    pub(crate) fn max_token_bytes(&self) -> usize {
+        self.inner.max_token_bytes
+    }
+
     /// Verifies a bare token (no request around it), e.g. for tools and tests.
     ///
     /// # Errors
@@ -248,6 +258,17 @@ impl<K: KeySource> Authenticator for JwtAuthenticator<K> {
         let token = bearer_token(head, self.inner.max_token_bytes)?
             .ok_or_else(Rejection::missing_credential)?;
         self.start(token)
+    }
+
+    fn still_trusted(&self, ctx: &AuthContext) -> bool {
+        let Some(iss) = ctx.issuer() else {
+            return false;
+        };
+        self.inner
+            .issuers
+            .iter()
+            .find(|i| i.validation.issuer() == iss)
+            .is_some_and(|i| i.keys.contains_kid(Some(iss), ctx.key_id()))
     }
 }
 

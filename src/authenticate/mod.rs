@@ -47,14 +47,26 @@
 //! # }
 //! ```
 
+mod api_key;
+pub mod cache;
+mod chain;
 mod future;
+#[cfg(feature = "introspection")]
+mod introspect;
 mod jwt;
 mod layer;
 mod service;
 
 use std::future::Future;
 
+pub use self::api_key::{ApiKeyAuthenticator, ApiKeyEntry, ApiKeyHash};
+pub use self::cache::{CacheConfig, CachedAuthenticator, TokenCache};
+pub use self::chain::{ChainFuture, CredentialChain, Unconfigured};
 pub use self::future::ResponseFuture;
+#[cfg(feature = "introspection")]
+pub use self::introspect::{
+    ClientAuth, IntrospectionAuthenticator, IntrospectionConfig, IntrospectionFuture,
+};
 pub use self::jwt::{JwtAuthenticator, JwtFuture};
 pub use self::layer::{AuthMode, AuthenticateLayer};
 pub use self::service::Authenticate;
@@ -81,6 +93,17 @@ pub trait Authenticator: Clone + Send + Sync + 'static {
     ///
     /// A [`Rejection`] known without awaiting anything.
     fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection>;
+
+    /// Whether `ctx`, which this authenticator produced earlier, is still backed by a key it
+    /// trusts now (see [`KeySource::contains_kid`](crate::keys::KeySource::contains_kid)).
+    /// [`CachedAuthenticator`] asks on every cache hit and drops the entry when not.
+    ///
+    /// The default is `true`, right for authenticators whose keys never change. Wrappers
+    /// (chains, revocation) should delegate to the authenticator that produced `ctx`.
+    fn still_trusted(&self, ctx: &AuthContext) -> bool {
+        let _ = ctx;
+        true
+    }
 }
 
 /// Marks a request that went through an [`AuthenticateLayer`], whether or not a caller was

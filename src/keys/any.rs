@@ -128,4 +128,12 @@ impl KeySource for IssuerKeys {
             IssuerKeys::Remote(keys) => keys.ready(allowed),
         }
     }
+
+    fn contains_kid(&self, issuer: Option<&str>, kid: Option<&str>) -> bool {
+        match self {
+            IssuerKeys::Static(keys) => keys.contains_kid(issuer, kid),
+            #[cfg(feature = "remote")]
+            IssuerKeys::Remote(keys) => keys.contains_kid(issuer, kid),
+        }
+    }
 }

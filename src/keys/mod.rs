@@ -111,6 +111,19 @@ pub trait KeySource: Clone + Send + Sync + 'static {
         let _ = allowed;
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// Whether the key that verified a token, named `kid` (`None`: a key without a `kid`),
+    /// is still in this source's current key set for `issuer`. Caches of verified tokens
+    /// ([`CachedAuthenticator`](crate::authenticate::CachedAuthenticator)) ask on every hit
+    /// and drop results whose key has left the set (rotation, removal).
+    ///
+    /// Sources whose keys never change answer `true` (the default). Sources whose keys
+    /// change must override it, and answer `false` when they cannot tell (for instance for a
+    /// key without a `kid`): such results are then not cached.
+    fn contains_kid(&self, issuer: Option<&str>, kid: Option<&str>) -> bool {
+        let _ = (issuer, kid);
+        true
+    }
 }
 
 /// What a token says about the key that should verify it.

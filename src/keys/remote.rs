@@ -512,10 +512,12 @@ impl Shared {
                     keys: Some(set),
                     generation: previous.generation + 1,
                 }));
+                crate::metrics::key_fetch(&self.label, true);
                 Ok(interval)
             }
             Err(e) => {
                 warn!(source = %self.label, error = %e, "fetching keys failed; keeping the last good keys");
+                crate::metrics::key_fetch(&self.label, false);
                 Err(e)
             }
         };
@@ -539,6 +541,7 @@ impl Shared {
                     generation,
                 }));
                 error!(source = %self.label, "keys are past their maximum staleness and no fetch succeeded: answering 503 until one does");
+                crate::metrics::keys_stale(&self.label, true);
                 None
             }
             other => other,
@@ -753,6 +756,20 @@ impl KeySource for RemoteJwks {
         }
         self.ensure_started();
         self.shared.lookup(query)
+    }
+
+    fn contains_kid(&self, issuer: Option<&str>, kid: Option<&str>) -> bool {
+        if let Some(expected) = &self.shared.issuer
+            && issuer != Some(expected.as_str())
+        {
+            return false;
+        }
+        // A key without a kid cannot be told from its replacement: answer "not sure".
+        let Some(kid) = kid else { return false };
+        match &self.shared.snapshot.load().keys {
+            Some(set) => set.keys().iter().any(|k| k.kid() == Some(kid)),
+            None => false,
+        }
     }
 
     fn possible_algorithms(&self) -> AlgorithmSet {
