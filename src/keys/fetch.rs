@@ -132,6 +132,17 @@ mod remote {
             self
         }
 
+        /// The usable keys, parsed as the remote cache parses them: keys of unknown `kty`,
+        /// `use: enc`, unusable parameters or (when others have one) no `kid` are skipped,
+        /// each with a reason in the returned report.
+        ///
+        /// # Errors
+        ///
+        /// [`FetchError::NoUsableKeys`] when no key is usable.
+        pub fn usable_keys(&self) -> Result<(crate::keys::KeySet, Vec<String>), FetchError> {
+            crate::keys::remote::parse_tolerant("JWKS document", self)
+        }
+
         /// Parses a JWKS document (`{"keys": [...]}`) from `body`; `url` names it in errors.
         ///
         /// # Errors

@@ -39,38 +39,62 @@ impl Discovery {
 
     async fn discover(&self) -> Result<String, FetchError> {
         let (body, _) = self.http.get_json(&self.url).await?;
-        let doc: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| FetchError::NotJson {
-                url: self.url.clone(),
-                reason: e.to_string(),
-            })?;
-        let wrong = |reason: &str| FetchError::WrongContent {
-            url: self.url.clone(),
-            reason: reason.to_owned(),
-        };
-        let issuer = doc
-            .get("issuer")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| wrong("not an OpenID provider configuration: no \"issuer\""))?;
-        if issuer != self.issuer {
-            return Err(FetchError::IssuerMismatch {
-                url: self.url.clone(),
-                expected: self.issuer.clone(),
-                found: issuer.to_owned(),
-            });
-        }
-        let jwks_uri = doc
-            .get("jwks_uri")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| wrong("the provider configuration has no \"jwks_uri\""))?;
-        super::remote::check_url("jwks_uri", jwks_uri).map_err(|e| wrong(&e.to_string()))?;
-        if self.url.starts_with("https:") && !jwks_uri.starts_with("https:") {
-            return Err(wrong(
-                "the provider configuration was fetched over https but its jwks_uri is not https",
-            ));
-        }
-        Ok(jwks_uri.to_owned())
+        provider_jwks_uri(&self.url, &body, &self.issuer)
     }
+}
+
+/// Reads an OpenID provider configuration (`/.well-known/openid-configuration`, fetched from
+/// `url`) and returns its `jwks_uri`, after the checks OpenID Connect Discovery §4.3 asks
+/// for: the document's `issuer` must equal `expected_issuer` exactly, and `jwks_uri` must be
+/// a usable URL (https when the configuration itself came over https).
+///
+/// ```
+/// use tower_gatekeeper::keys::provider_jwks_uri;
+///
+/// let url = "https://idp.example.test/.well-known/openid-configuration";
+/// let doc = br#"{"issuer":"https://idp.example.test","jwks_uri":"https://idp.example.test/jwks"}"#;
+/// assert_eq!(provider_jwks_uri(url, doc, "https://idp.example.test").unwrap(), "https://idp.example.test/jwks");
+/// assert!(provider_jwks_uri(url, doc, "https://other.example.test").is_err());
+/// ```
+///
+/// # Errors
+///
+/// [`FetchError::NotJson`], [`FetchError::IssuerMismatch`] or [`FetchError::WrongContent`].
+pub fn provider_jwks_uri(
+    url: &str,
+    body: &[u8],
+    expected_issuer: &str,
+) -> Result<String, FetchError> {
+    let doc: serde_json::Value = serde_json::from_slice(body).map_err(|e| FetchError::NotJson {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let wrong = |reason: &str| FetchError::WrongContent {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let issuer = doc
+        .get("issuer")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| wrong("not an OpenID provider configuration: no \"issuer\""))?;
+    if issuer != expected_issuer {
+        return Err(FetchError::IssuerMismatch {
+            url: url.to_owned(),
+            expected: expected_issuer.to_owned(),
+            found: issuer.to_owned(),
+        });
+    }
+    let jwks_uri = doc
+        .get("jwks_uri")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| wrong("the provider configuration has no \"jwks_uri\""))?;
+    super::remote::check_url("jwks_uri", jwks_uri).map_err(|e| wrong(&e.to_string()))?;
+    if url.starts_with("https:") && !jwks_uri.starts_with("https:") {
+        return Err(wrong(
+            "the provider configuration was fetched over https but its jwks_uri is not https",
+        ));
+    }
+    Ok(jwks_uri.to_owned())
 }
 
 impl JwksFetcher for Discovery {
