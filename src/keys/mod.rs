@@ -59,11 +59,11 @@ pub use fetch::FetchError;
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use fetch::{FetchFuture, JwksDocument, JwksFetcher};
+#[cfg(feature = "jwks-client-rs")]
+pub use jwks_client::JwksClientFetcher;
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use oidc::provider_jwks_uri;
-#[cfg(feature = "jwks-client-rs")]
-pub use jwks_client::JwksClientFetcher;
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use remote::{
