@@ -72,8 +72,8 @@
 //! | `aws-lc-rs` | signature verification with aws-lc-rs (fastest; see the README's figures) | yes |
 //! | `rust-crypto` | signature verification with the pure-Rust RustCrypto crates | no |
 //! | `axum` | [`AuthContext`] as an axum extractor, [`Rejection`] as an axum response | no |
-//! | `remote` | remote JWKS and OIDC discovery key sources ([`keys::RemoteJwks`]), plain HTTP | no |
-//! | `rustls` | HTTPS for `remote`, with rustls and the platform's root certificates | no |
+//! | `remote` | remote JWKS and OIDC discovery key sources ([`keys::RemoteJwks`]), plain HTTP | yes |
+//! | `rustls` | HTTPS for `remote`, with rustls and the platform's root certificates | yes |
 //! | `jwks-client-rs` | a jwks-client-rs `JwksSource` as the fetcher under our cache | no |
 //! | `rego` | OPA/Rego policies evaluated in-process (`authorize::rego`, regorus) | no |
 //! | `metrics` | decision, key-fetch, staleness and cache counters through the `metrics` facade ([`metrics`]) | no |
