@@ -17,6 +17,10 @@
 //!
 //! (public routes keep only `ContextPropagationLayer`, so spoofed identity headers are
 //! stripped there too). Requests matching no route get 404 before any upstream is touched.
+//! Besides JWTs, `[api_keys]` (a hashed keys file, reloaded on change and SIGHUP) and
+//! `[introspection]` (opaque tokens, feature `introspection`) join a `CredentialChain`, and
+//! `[revocation]` (in memory, or shared by replicas through Redis with feature `redis`)
+//! wraps it all: `Revocable(chain(Cached(jwt), introspection, API keys))`.
 //! It serves HTTP/1.1 and HTTP/2 (prior knowledge), streams bodies both ways, and shuts down
 //! gracefully on SIGINT and SIGTERM. Logs go to stderr (`RUST_LOG`, default `info`; one line
 //! per request at `debug`); tokens and `Authorization` values are never logged.
@@ -60,18 +64,26 @@ use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_gatekeeper::audit::{DecisionEvent, Outcome, Stage};
-use tower_gatekeeper::authenticate::{CacheConfig, CachedAuthenticator, TokenCache};
+use tower_gatekeeper::authenticate::{
+    ApiKeyAuthenticator, ApiKeyEntry, ApiKeyHash, CacheConfig, CachedAuthenticator,
+    CredentialChain, TokenCache,
+};
 use tower_gatekeeper::authorize::{
     AllowAll, BoxPolicy, ClaimConfig, ClientAddr, RegoConfig, RouteTable, RouteTableError,
     RuleConfig,
 };
+use tower_gatekeeper::credential::RequestHead;
 use tower_gatekeeper::jwt::Validation;
 use tower_gatekeeper::keys::{IssuerKeys, SigningKey, StaticKeys};
 use tower_gatekeeper::limits::Limits;
 use tower_gatekeeper::reject::DefaultRejection;
+use tower_gatekeeper::revocation::{
+    FailMode, MemoryRevocations, Revocable, Revocation, RevocationError, RevocationStatus,
+    RevocationStore, TokenFacts,
+};
 use tower_gatekeeper::{
-    Algorithm, AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, ContextPropagationLayer,
-    JwtAuthenticator, PolicyEvaluator,
+    Algorithm, AuthContext, AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer,
+    ContextPropagationLayer, JwtAuthenticator, PolicyEvaluator, Rejection,
 };
 use tracing::{debug, info, warn};
 
@@ -265,6 +277,10 @@ struct FileConfig {
     admin_listen: Option<String>,
     audit_log: Option<String>,
     limits: Option<FileLimits>,
+    /// Credentials beyond JWTs and shared revocation (issue #7).
+    api_keys: Option<FileApiKeys>,
+    introspection: Option<FileIntrospection>,
+    revocation: Option<FileRevocation>,
 }
 
 /// One `[[issuer]]`.
@@ -368,6 +384,7 @@ pub struct Config {
     /// (method, path pattern) → index into `routes`.
     table: RouteTable<usize>,
     ops: Ops,
+    credentials: Credentials,
 }
 
 impl Config {
@@ -387,11 +404,15 @@ impl Config {
     /// The message of the failed check.
     pub fn keys_ready(&self) -> impl Future<Output = Result<(), String>> + Send + 'static {
         let authenticator = self.authenticator.clone();
+        let revocations = self.credentials.revocations.clone();
         async move {
-            match authenticator {
-                Some(auth) => auth.ready().await.map_err(|e| e.to_string()),
-                None => Ok(()),
+            if let Some(auth) = authenticator {
+                auth.ready().await.map_err(|e| e.to_string())?;
             }
+            if let Some(store) = revocations {
+                store.ready().await;
+            }
+            Ok(())
         }
     }
 }
@@ -462,6 +483,9 @@ fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         };
         authenticator = Some(built.map_err(|e| format!("[[issuer]] #{n}: {e}"))?);
     }
+    let credentials =
+        compile_credentials(file.api_keys, file.introspection, file.revocation, base)?;
+    let can_authenticate = authenticator.is_some() || credentials.authenticates();
 
     if file.routes.is_empty() {
         return Err(
@@ -472,15 +496,7 @@ fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         .routes
         .into_iter()
         .enumerate()
-        .map(|(i, route)| {
-            compile_route(
-                i + 1,
-                route,
-                authenticator.is_some(),
-                file.rego.as_ref(),
-                base,
-            )
-        })
+        .map(|(i, route)| compile_route(i + 1, route, can_authenticate, file.rego.as_ref(), base))
         .collect::<Result<Vec<_>, _>>()?;
     let table = compile_table(&routes)?;
     let token_cache = compile_cache(file.cache)?;
@@ -495,6 +511,7 @@ fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         routes,
         table,
         ops,
+        credentials,
     })
 }
 
@@ -635,7 +652,7 @@ fn remote_keys(at: &str, raw: &FileIssuer) -> Result<IssuerKeys, String> {
 fn compile_route(
     n: usize,
     raw: FileRoute,
-    have_issuers: bool,
+    can_authenticate: bool,
     global_rego: Option<&RegoConfig>,
     base: &Path,
 ) -> Result<RouteSpec, String> {
@@ -695,9 +712,9 @@ fn compile_route(
             ));
         }
         RouteAuth::Public => AllowAll.boxed(),
-        auth if !have_issuers => {
+        auth if !can_authenticate => {
             return Err(format!(
-                "{label}: auth = \"{auth}\" needs at least one [[issuer]] to verify tokens"
+                "{label}: auth = \"{auth}\" needs at least one [[issuer]] to verify tokens (or [introspection] or [api_keys])"
             ));
         }
         auth => {
@@ -816,6 +833,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
+    // Reloads the API keys file on change and on SIGHUP while serving.
+    let _reload = config
+        .credentials
+        .api_keys
+        .clone()
+        .map(|source| AbortOnDrop(tokio::spawn(watch_api_keys(source))));
     let gateway = Gateway::new(config);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -908,42 +931,40 @@ impl Gateway {
             routes,
             table,
             ops,
+            credentials,
             ..
         } = config;
-        let entries = routes
-            .into_iter()
-            .map(|route| {
-                info!(
-                    route = %route.path,
-                    methods = %route.methods.as_deref().map_or_else(|| "all".to_owned(), method_list),
-                    upstream = %route.upstream,
-                    auth = %route.auth,
-                    "route",
-                );
-                let proxy = Proxy {
-                    client: client.clone(),
-                    upstream: route.upstream.clone(),
-                    timeout: upstream_timeout,
-                };
-                let service = match &token_cache {
-                    Some(cache) => route_service(
-                        &route,
-                        authenticator
-                            .as_ref()
-                            .map(|a| CachedAuthenticator::with_cache(a.clone(), cache.clone()))
-                            .as_ref(),
-                        &realm,
-                        proxy,
-                        &ops,
-                    ),
-                    None => route_service(&route, authenticator.as_ref(), &realm, proxy, &ops),
-                };
-                RouteEntry {
-                    path: Arc::from(route.path),
-                    service,
-                }
-            })
-            .collect();
+        let parts = RouteParts {
+            client,
+            realm,
+            upstream_timeout,
+            ops,
+            // The API key is a secret for the gateway: never forwarded.
+            strip: credentials
+                .api_keys
+                .as_ref()
+                .map(|source| source.keys.header().clone()),
+        };
+        // Revocable(Cached(jwt)) as before, or, with [introspection] or [api_keys],
+        // Revocable(chain(Cached(jwt), introspection, API keys)): the verified-token cache
+        // holds JWTs only, so introspection results keep their own TTLs (`cache_ttl_seconds`,
+        // `negative_ttl_seconds`) instead of living as long as `[cache] max_ttl_seconds`. Each
+        // layer only when configured; revocation is checked outermost, for every request.
+        let revocations = credentials.revocations.clone();
+        let entries = if !credentials.authenticates() {
+            layered(authenticator, token_cache, revocations, routes, &parts)
+        } else if let Some(cache) = token_cache {
+            let jwt = authenticator.map(|a| CachedAuthenticator::with_cache(a, cache));
+            layered(credentials.chain(jwt), None, revocations, routes, &parts)
+        } else {
+            layered(
+                credentials.chain(authenticator),
+                None,
+                revocations,
+                routes,
+                &parts,
+            )
+        };
         Gateway {
             inner: Arc::new(Table { table, entries }),
         }
@@ -1011,6 +1032,77 @@ impl Gateway {
     }
 }
 
+/// What every route's stack is built from, besides the authenticator.
+struct RouteParts {
+    client: HttpClient,
+    realm: DefaultRejection,
+    upstream_timeout: Duration,
+    ops: Ops,
+    /// A header removed before proxying (the API key header).
+    strip: Option<HeaderName>,
+}
+
+/// Wraps `auth` in the token cache and then in the revocation check, when given, and builds
+/// the routes with the result: `Revocable(Cached(auth))`.
+fn layered<A: Authenticator>(
+    auth: Option<A>,
+    cache: Option<TokenCache>,
+    store: Option<Revocations>,
+    routes: Vec<RouteSpec>,
+    parts: &RouteParts,
+) -> Vec<RouteEntry> {
+    match (cache, store) {
+        (Some(cache), Some(store)) => route_entries(
+            auth.map(|a| Revocable::new(CachedAuthenticator::with_cache(a, cache), store)),
+            routes,
+            parts,
+        ),
+        (Some(cache), None) => route_entries(
+            auth.map(|a| CachedAuthenticator::with_cache(a, cache)),
+            routes,
+            parts,
+        ),
+        (None, Some(store)) => route_entries(auth.map(|a| Revocable::new(a, store)), routes, parts),
+        (None, None) => route_entries(auth, routes, parts),
+    }
+}
+
+fn route_entries<A: Authenticator>(
+    authenticator: Option<A>,
+    routes: Vec<RouteSpec>,
+    parts: &RouteParts,
+) -> Vec<RouteEntry> {
+    routes
+        .into_iter()
+        .map(|route| {
+            info!(
+                route = %route.path,
+                methods = %route.methods.as_deref().map_or_else(|| "all".to_owned(), method_list),
+                upstream = %route.upstream,
+                auth = %route.auth,
+                "route",
+            );
+            let proxy = Proxy {
+                client: parts.client.clone(),
+                upstream: route.upstream.clone(),
+                timeout: parts.upstream_timeout,
+                strip: parts.strip.clone(),
+            };
+            let service = route_service(
+                &route,
+                authenticator.as_ref(),
+                &parts.realm,
+                proxy,
+                &parts.ops,
+            );
+            RouteEntry {
+                path: Arc::from(route.path),
+                service,
+            }
+        })
+        .collect()
+}
+
 /// The service stack of one route.
 fn route_service<A: Authenticator>(
     route: &RouteSpec,
@@ -1035,7 +1127,7 @@ fn route_service<A: Authenticator>(
         RouteAuth::Optional => AuthMode::Optional,
     };
     let authenticator = authenticator
-        .expect("routes that authenticate are only accepted with an issuer")
+        .expect("routes that authenticate are only accepted with an authenticator")
         .clone();
     boxed(
         ServiceBuilder::new()
@@ -1073,6 +1165,8 @@ where
 /// The reverse proxy to one upstream.
 #[derive(Clone)]
 struct Proxy {
+    /// A request header never forwarded (the API key header).
+    strip: Option<HeaderName>,
     client: HttpClient,
     upstream: Authority,
     timeout: Duration,
@@ -1123,6 +1217,9 @@ impl Proxy {
 
         let headers = req.headers_mut();
         remove_hop_by_hop(headers);
+        if let Some(name) = &self.strip {
+            headers.remove(name);
+        }
         if let Ok(host) = HeaderValue::from_str(self.upstream.as_str()) {
             headers.insert(header::HOST, host);
         }
@@ -1949,4 +2046,534 @@ async fn start_admin(config: &Config) -> Result<(), BoxError> {
         tokio::spawn(run_admin(listener, config.keys_ready(), future::pending()));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credentials beyond JWTs and shared revocation (`[api_keys]`, `[introspection]`,
+// `[revocation]`, issue #7)
+// ---------------------------------------------------------------------------------------------
+
+/// A secret read from the file: never shown by `Debug`.
+#[derive(Default, Deserialize)]
+#[serde(transparent)]
+#[cfg_attr(
+    not(any(feature = "introspection", feature = "redis")),
+    allow(dead_code)
+)]
+struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `[api_keys]`: API keys from a keys file, reloaded when it changes and on SIGHUP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApiKeys {
+    /// The keys file (TOML, `[[key]]` entries), relative to the config file's directory.
+    file: PathBuf,
+    /// The header carrying the key (default `x-api-key`).
+    header: Option<String>,
+    /// How often the file is checked for changes, in seconds (default 5).
+    reload_interval_seconds: Option<f64>,
+}
+
+/// The keys file: `[[key]]` entries.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeys {
+    #[serde(default, rename = "key")]
+    keys: Vec<FileKey>,
+}
+
+/// One `[[key]]` of the keys file: the key's SHA-256 and the identity it stands for.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKey {
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`); the key itself is never stored.
+    sha256: String,
+    subject: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    tenant: Option<String>,
+}
+
+/// How the gateway authenticates to the introspection endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum IntrospectionAuthMethod {
+    /// `client_secret_basic`.
+    #[default]
+    Basic,
+    /// `client_secret_post`.
+    Post,
+    /// No client authentication.
+    None,
+}
+
+/// `[introspection]`: opaque bearer tokens checked at an RFC 7662 endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "introspection"), allow(dead_code))]
+struct FileIntrospection {
+    endpoint: String,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    client_secret_file: Option<PathBuf>,
+    auth_method: Option<IntrospectionAuthMethod>,
+    issuer: Option<String>,
+    audiences: Option<Vec<String>>,
+    roles_claim: Option<String>,
+    tenant_claim: Option<String>,
+    timeout_seconds: Option<f64>,
+    cache_ttl_seconds: Option<u64>,
+    negative_ttl_seconds: Option<u64>,
+    cache_capacity: Option<usize>,
+}
+
+/// `[revocation]`: revoked tokens, in memory or shared by replicas through Redis.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+struct FileRevocation {
+    redis_url: Option<Secret>,
+    prefix: Option<String>,
+    fail_mode: Option<FileFailMode>,
+    subject_retention_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FileFailMode {
+    Open,
+    Closed,
+}
+
+impl From<FileFailMode> for FailMode {
+    fn from(mode: FileFailMode) -> Self {
+        match mode {
+            FileFailMode::Open => FailMode::Open,
+            FileFailMode::Closed => FailMode::Closed,
+        }
+    }
+}
+
+/// The opaque-token authenticator: introspection with the feature, nothing without.
+#[cfg(feature = "introspection")]
+type OpaqueAuth = tower_gatekeeper::authenticate::IntrospectionAuthenticator;
+#[cfg(not(feature = "introspection"))]
+type OpaqueAuth = tower_gatekeeper::authenticate::Unconfigured;
+
+/// The checked `[api_keys]`, `[introspection]` and `[revocation]` sections.
+#[derive(Debug, Default)]
+struct Credentials {
+    api_keys: Option<ApiKeySource>,
+    introspection: Option<OpaqueAuth>,
+    revocations: Option<Revocations>,
+}
+
+impl Credentials {
+    /// Whether anything besides `[[issuer]]` authenticates callers.
+    fn authenticates(&self) -> bool {
+        self.api_keys.is_some() || self.introspection.is_some()
+    }
+
+    /// The credential chain of `jwt` (an empty slot without `[[issuer]]`), introspection and
+    /// API keys, as configured.
+    // Without the feature the opaque slot is `Unconfigured`, which is `Copy`.
+    #[cfg_attr(not(feature = "introspection"), allow(clippy::clone_on_copy))]
+    fn chain<J: Authenticator>(
+        &self,
+        jwt: Option<J>,
+    ) -> Option<CredentialChain<Slot<J>, Slot<OpaqueAuth>>> {
+        let chain = CredentialChain::new()
+            .jwt(Slot(jwt))
+            .opaque(Slot(self.introspection.clone()));
+        Some(match &self.api_keys {
+            Some(source) => chain.api_keys(source.keys.clone()),
+            None => chain,
+        })
+    }
+}
+
+/// A slot of the credential chain that may be empty (its credentials are then refused).
+#[derive(Clone, Debug)]
+struct Slot<A>(Option<A>);
+
+impl<A: Authenticator> Authenticator for Slot<A> {
+    type Future = A::Future;
+
+    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        match &self.0 {
+            Some(auth) => auth.authenticate(head),
+            None => Err(Rejection::invalid_token(
+                "this kind of credential is not accepted",
+            )),
+        }
+    }
+
+    fn still_trusted(&self, ctx: &AuthContext) -> bool {
+        self.0.as_ref().is_some_and(|auth| auth.still_trusted(ctx))
+    }
+}
+
+/// The API keys and the file they are reloaded from.
+#[derive(Debug, Clone)]
+struct ApiKeySource {
+    keys: ApiKeyAuthenticator,
+    file: PathBuf,
+    interval: Duration,
+    /// The file's contents when the keys were loaded (hashes only, no secrets).
+    loaded: Arc<Vec<u8>>,
+}
+
+/// The gateway's revocation store (`[revocation]`). Revoke through it (an admin tool, a
+/// test): the gateway enforces the revocation for every authenticated request.
+#[derive(Debug, Clone)]
+pub enum Revocations {
+    /// In memory: this process only.
+    Memory(MemoryRevocations),
+    /// Shared by every replica configured with the same Redis and prefix.
+    #[cfg(feature = "redis")]
+    Redis(tower_gatekeeper::revocation::RedisRevocations),
+}
+
+impl Revocations {
+    /// Resolves once the store holds the shared set (at once in memory).
+    fn ready(&self) -> impl Future<Output = ()> + Send + 'static {
+        let store = self.clone();
+        async move {
+            match store {
+                Revocations::Memory(_) => {}
+                #[cfg(feature = "redis")]
+                Revocations::Redis(store) => store.ready().await,
+            }
+        }
+    }
+}
+
+impl RevocationStore for Revocations {
+    fn check(&self, token: &TokenFacts<'_>) -> RevocationStatus {
+        match self {
+            Revocations::Memory(store) => store.check(token),
+            #[cfg(feature = "redis")]
+            Revocations::Redis(store) => store.check(token),
+        }
+    }
+
+    fn revoke(
+        &self,
+        revocation: Revocation,
+    ) -> impl Future<Output = Result<(), RevocationError>> + Send {
+        let store = self.clone();
+        async move {
+            match store {
+                Revocations::Memory(store) => store.revoke(revocation).await,
+                #[cfg(feature = "redis")]
+                Revocations::Redis(store) => store.revoke(revocation).await,
+            }
+        }
+    }
+}
+
+impl Config {
+    /// The revocation store (`[revocation]`), when configured.
+    pub fn revocations(&self) -> Option<Revocations> {
+        self.credentials.revocations.clone()
+    }
+}
+
+fn compile_credentials(
+    api_keys: Option<FileApiKeys>,
+    introspection: Option<FileIntrospection>,
+    revocation: Option<FileRevocation>,
+    base: &Path,
+) -> Result<Credentials, String> {
+    Ok(Credentials {
+        api_keys: api_keys
+            .map(|raw| compile_api_keys(raw, base))
+            .transpose()?,
+        introspection: introspection
+            .map(|raw| compile_introspection(raw, base))
+            .transpose()?,
+        revocations: revocation.map(compile_revocation).transpose()?,
+    })
+}
+
+fn compile_api_keys(raw: FileApiKeys, base: &Path) -> Result<ApiKeySource, String> {
+    let file = base.join(&raw.file);
+    let interval = match raw.reload_interval_seconds {
+        None => Duration::from_secs(5),
+        Some(secs) => Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "[api_keys]: `reload_interval_seconds` = {secs} must be a positive number of seconds"
+                )
+            })?,
+    };
+    let bytes =
+        std::fs::read(&file).map_err(|e| format!("[api_keys]: `file` {}: {e}", file.display()))?;
+    let entries = parse_api_keys(&bytes, &file).map_err(|e| format!("[api_keys]: {e}"))?;
+    let mut keys = ApiKeyAuthenticator::new(entries)
+        .map_err(|e| format!("[api_keys]: {}: {e}", file.display()))?;
+    if let Some(header) = &raw.header {
+        keys = keys
+            .with_header(header)
+            .map_err(|e| format!("[api_keys]: `header`: {e}"))?;
+    }
+    Ok(ApiKeySource {
+        keys,
+        file,
+        interval,
+        loaded: Arc::new(bytes),
+    })
+}
+
+/// Parses a keys file; errors name the file and the entry.
+fn parse_api_keys(bytes: &[u8], file: &Path) -> Result<Vec<ApiKeyEntry>, String> {
+    let at = file.display();
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("{at}: not UTF-8"))?;
+    let parsed: FileKeys = toml::from_str(text).map_err(|e| format!("{at}: {e}"))?;
+    parsed
+        .keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let n = i + 1;
+            let hash = ApiKeyHash::from_hex(&key.sha256)
+                .map_err(|e| format!("{at}: [[key]] #{n}: `sha256`: {e}"))?;
+            if key.subject.is_empty() {
+                return Err(format!("{at}: [[key]] #{n}: `subject` must not be empty"));
+            }
+            let mut entry = ApiKeyEntry::new(hash, key.subject)
+                .roles(key.roles)
+                .scopes(key.scopes);
+            if let Some(tenant) = key.tenant {
+                entry = entry.tenant(tenant);
+            }
+            Ok(entry)
+        })
+        .collect()
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reloads the keys file when its contents change (checked every `interval`) and on SIGHUP.
+/// A file that does not parse is logged and the current keys stay.
+async fn watch_api_keys(source: ApiKeySource) {
+    let hangup = Arc::new(tokio::sync::Notify::new());
+    #[cfg(unix)]
+    let _hangup_task = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangup = Arc::clone(&hangup);
+        match signal(SignalKind::hangup()) {
+            Ok(mut signals) => Some(AbortOnDrop(tokio::spawn(async move {
+                while signals.recv().await.is_some() {
+                    hangup.notify_one();
+                }
+            }))),
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGHUP; API keys reload on file changes only");
+                None
+            }
+        }
+    };
+    let mut loaded = source.loaded;
+    let mut ticks = tokio::time::interval(source.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        let signalled = tokio::select! {
+            _ = ticks.tick() => false,
+            () = hangup.notified() => true,
+        };
+        let file = source.file.clone();
+        let read = tokio::task::spawn_blocking(move || std::fs::read(file)).await;
+        let bytes = match read {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(error)) => {
+                warn!(file = %source.file.display(), %error, "cannot read the API keys file; keeping the current keys");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if !signalled && bytes == *loaded {
+            continue;
+        }
+        match parse_api_keys(&bytes, &source.file).and_then(|entries| {
+            let n = entries.len();
+            source
+                .keys
+                .replace(entries)
+                .map(|()| n)
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(n) => info!(file = %source.file.display(), keys = n, "API keys reloaded"),
+            Err(error) => warn!(%error, "API keys file not reloaded; keeping the current keys"),
+        }
+        loaded = Arc::new(bytes);
+    }
+}
+
+#[cfg(feature = "introspection")]
+fn compile_introspection(raw: FileIntrospection, base: &Path) -> Result<OpaqueAuth, String> {
+    use tower_gatekeeper::authenticate::{
+        ClientAuth, IntrospectionAuthenticator, IntrospectionConfig,
+    };
+    let secret = match (raw.client_secret, &raw.client_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "[introspection]: `client_secret` and `client_secret_file` are both set; set one"
+                    .to_owned(),
+            );
+        }
+        (Some(secret), None) => Some(secret.0),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(base.join(file)).map_err(|e| {
+                format!(
+                    "[introspection]: `client_secret_file` {:?}: {e}",
+                    file.display().to_string()
+                )
+            })?;
+            Some(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        (None, None) => None,
+    };
+    let method = raw.auth_method.unwrap_or_default();
+    let auth = match (method, raw.client_id, secret) {
+        (IntrospectionAuthMethod::None, None, None) => ClientAuth::None,
+        (IntrospectionAuthMethod::None, _, _) => {
+            return Err(
+                "[introspection]: auth_method = \"none\" takes no `client_id` or client secret"
+                    .to_owned(),
+            );
+        }
+        (_, Some(client_id), Some(client_secret)) if !client_secret.is_empty() => {
+            if method == IntrospectionAuthMethod::Basic {
+                ClientAuth::Basic {
+                    client_id,
+                    client_secret,
+                }
+            } else {
+                ClientAuth::Post {
+                    client_id,
+                    client_secret,
+                }
+            }
+        }
+        _ => {
+            return Err(
+                "[introspection]: auth_method \"basic\" and \"post\" need `client_id` and a non-empty `client_secret` or `client_secret_file`"
+                    .to_owned(),
+            );
+        }
+    };
+    let mut config = IntrospectionConfig::new(raw.endpoint, auth);
+    if let Some(issuer) = raw.issuer {
+        config = config.issuer(issuer);
+    }
+    if let Some(audiences) = raw.audiences {
+        config = config.audiences(audiences);
+    }
+    if let Some(claim) = raw.roles_claim {
+        config = config.roles_claim(claim);
+    }
+    if let Some(claim) = raw.tenant_claim {
+        config = config.tenant_claim(claim);
+    }
+    if let Some(secs) = raw.timeout_seconds {
+        let timeout = Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "[introspection]: `timeout_seconds` = {secs} must be a positive number of seconds"
+                )
+            })?;
+        config = config.timeout(timeout);
+    }
+    if let Some(secs) = raw.cache_ttl_seconds {
+        config = config.cache_ttl(Duration::from_secs(secs));
+    }
+    if let Some(secs) = raw.negative_ttl_seconds {
+        config = config.negative_ttl(Duration::from_secs(secs));
+    }
+    if let Some(n) = raw.cache_capacity {
+        config = config.cache_capacity(n);
+    }
+    IntrospectionAuthenticator::new(config).map_err(|e| format!("[introspection]: {e}"))
+}
+
+#[cfg(not(feature = "introspection"))]
+fn compile_introspection(_: FileIntrospection, _: &Path) -> Result<OpaqueAuth, String> {
+    Err("[introspection] needs the `introspection` feature: cargo run --example gateway --features introspection -- --config FILE".to_owned())
+}
+
+fn compile_revocation(raw: FileRevocation) -> Result<Revocations, String> {
+    let Some(url) = raw.redis_url else {
+        if raw.prefix.is_some() || raw.fail_mode.is_some() {
+            return Err(
+                "[revocation]: `prefix` and `fail_mode` apply to the shared Redis store; set `redis_url` or remove them"
+                    .to_owned(),
+            );
+        }
+        let mut store = MemoryRevocations::new();
+        if let Some(secs) = raw.subject_retention_seconds {
+            store = store.subject_retention(Duration::from_secs(secs));
+        }
+        return Ok(Revocations::Memory(store));
+    };
+    redis_revocations(
+        url,
+        raw.prefix,
+        raw.fail_mode,
+        raw.subject_retention_seconds,
+    )
+}
+
+/// Opens the shared store (needs a tokio runtime: `load_config` is called inside one).
+#[cfg(feature = "redis")]
+fn redis_revocations(
+    url: Secret,
+    prefix: Option<String>,
+    fail_mode: Option<FileFailMode>,
+    retention: Option<u64>,
+) -> Result<Revocations, String> {
+    let mut builder = tower_gatekeeper::revocation::RedisRevocations::builder(url.0);
+    if let Some(prefix) = prefix {
+        builder = builder.prefix(prefix);
+    }
+    if let Some(mode) = fail_mode {
+        builder = builder.fail_mode(mode.into());
+    }
+    if let Some(secs) = retention {
+        builder = builder.subject_retention(Duration::from_secs(secs));
+    }
+    builder
+        .build()
+        .map(Revocations::Redis)
+        .map_err(|e| format!("[revocation]: `redis_url`: {e}"))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_revocations(
+    _: Secret,
+    _: Option<String>,
+    _: Option<FileFailMode>,
+    _: Option<u64>,
+) -> Result<Revocations, String> {
+    Err("[revocation]: `redis_url` needs the `redis` feature: cargo run --example gateway --features redis -- --config FILE".to_owned())
 }
