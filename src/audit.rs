@@ -372,7 +372,9 @@ impl fmt::Debug for HookSlot {
 pub(crate) struct Observation {
     stage: Stage,
     span: tracing::Span,
-    started: Instant,
+    /// When the decision started; only read when someone observes it (the span, a hook or
+    /// the metrics), so the clock is not read otherwise.
+    started: Option<Instant>,
     /// `Some` when someone observes (span enabled or hook installed).
     detail: Option<Box<Detail>>,
 }
@@ -428,10 +430,11 @@ impl Observation {
                 token,
             })
         });
+        let started = (detail.is_some() || cfg!(feature = "metrics")).then(Instant::now);
         Observation {
             stage,
             span,
-            started: Instant::now(),
+            started,
             detail,
         }
     }
@@ -449,7 +452,7 @@ impl Observation {
         context: Option<&AuthContext>,
         rejection: Option<&Rejection>,
     ) {
-        let latency = self.started.elapsed();
+        let latency = self.started.map_or(Duration::ZERO, |t| t.elapsed());
         crate::metrics::decision(self.stage, outcome, reason, latency);
         let Some(detail) = self.detail else {
             return;

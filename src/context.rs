@@ -1,7 +1,7 @@
 //! [`AuthContext`]: who the caller is, as established by the authenticate layer.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -74,6 +74,10 @@ struct Inner {
     expires_at: Option<SystemTime>,
     key_id: Option<String>,
     claims: Value,
+    /// The plain propagation header values, built the first time a context is propagated
+    /// and shared by every later request served with this context (a cache hit reuses
+    /// them instead of joining roles and scopes and copying strings again).
+    header_values: OnceLock<PlainValues>,
 }
 
 impl AuthContext {
@@ -90,6 +94,7 @@ impl AuthContext {
                 expires_at: None,
                 key_id: None,
                 claims: Value::Object(Map::new()),
+                header_values: OnceLock::new(),
             },
         }
     }
@@ -151,8 +156,24 @@ impl AuthContext {
             expires_at: i.expires_at,
             key_id: i.key_id.clone(),
             claims: i.claims.clone(),
+            header_values: OnceLock::new(),
         });
         true
+    }
+
+    /// The plain propagation header values of this context, built by `init` on first use.
+    pub(crate) fn header_values(
+        &self,
+        init: impl FnOnce(&AuthContext) -> PlainValues,
+    ) -> &PlainValues {
+        self.inner.header_values.get_or_init(|| init(self))
+    }
+
+    /// Whether another handle (e.g. a token cache) shares this context, so that work cached
+    /// inside it may be reused by later requests. A hint only: it decides whether to keep
+    /// derived values, never what they are.
+    pub(crate) fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.inner) > 1
     }
 
     /// Whether the caller has `role`.
@@ -220,6 +241,27 @@ impl fmt::Debug for AuthContext {
             .field("claims", &self.claims_map().keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// The plain context header values of one [`AuthContext`], as the propagation layer sends
+/// them (built there, kept here so that they are built once per context).
+#[derive(Debug)]
+pub(crate) struct PlainValues {
+    pub(crate) subject: HeaderSlot,
+    pub(crate) roles: HeaderSlot,
+    pub(crate) scopes: HeaderSlot,
+    pub(crate) tenant: HeaderSlot,
+}
+
+/// One propagated header value (a clone shares the bytes: a reference count, no copy).
+#[derive(Debug, Clone)]
+pub(crate) enum HeaderSlot {
+    /// Nothing to send (the context has no such value).
+    Absent,
+    /// A value that is not header-safe (or empty): left out, with a debug event.
+    Unsafe,
+    /// The value to send.
+    Value(http::HeaderValue),
 }
 
 /// The error returned by [`AuthContext::claims`] when the claims do not fit the asked type.

@@ -105,8 +105,20 @@ fn allocations_per_request() {
         warm_blocks < cold_blocks,
         "warm {warm_blocks} vs cold {cold_blocks}"
     );
+    // Measured: 48 without cache, 7 with a warm cache (mostly the request extensions, the
+    // generated request id and the response's header map); with the `metrics` feature (labels
+    // built per decision even without a recorder) 54 and 14.
+    let (max_warm, max_cold) = if cfg!(feature = "metrics") {
+        (14, 56)
+    } else {
+        (8, 50)
+    };
     assert!(
-        warm_blocks <= 40,
+        warm_blocks <= max_warm,
         "warm cache: {warm_blocks} allocations per request"
+    );
+    assert!(
+        cold_blocks <= max_cold,
+        "no cache: {cold_blocks} allocations per request"
     );
 }

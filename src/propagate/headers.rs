@@ -1,11 +1,12 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONNECTION};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use super::signed::ContextSigner;
-use crate::context::AuthContext;
+use crate::context::{AuthContext, HeaderSlot, PlainValues};
 use crate::jwt::ConfigError;
 
 #[derive(Debug, Clone)]
@@ -178,7 +179,7 @@ impl Propagator {
         {
             return value.clone();
         }
-        let id = uuid::Uuid::new_v4();
+        let id = uuid::Builder::from_random_bytes(random_16()).into_uuid();
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let text = id.hyphenated().encode_lower(&mut buf);
         HeaderValue::from_str(text).expect("uuid is ASCII")
@@ -212,19 +213,20 @@ impl Propagator {
 
     fn inject_plain(&self, headers: &mut HeaderMap, ctx: &AuthContext) {
         let names = &self.names;
-        if let Some(sub) = ctx.subject() {
-            self.insert(headers, &names.user_id, sub);
-        }
-        if !ctx.roles().is_empty() {
-            let roles = join(ctx.roles(), ",", |r| !r.contains(','));
-            self.insert(headers, &names.roles, &roles);
-        }
-        if !ctx.scopes().is_empty() {
-            let scopes = join(ctx.scopes(), " ", |s| !s.contains(' '));
-            self.insert(headers, &names.scopes, &scopes);
-        }
-        if let Some(tenant) = ctx.tenant() {
-            self.insert(headers, &names.tenant, tenant);
+        if ctx.is_shared() {
+            // Built once per context: a cached context (a cache hit) reuses them.
+            let values = ctx.header_values(plain_values);
+            self.insert_slot(headers, &names.user_id, values.subject.clone());
+            self.insert_slot(headers, &names.roles, values.roles.clone());
+            self.insert_slot(headers, &names.scopes, values.scopes.clone());
+            self.insert_slot(headers, &names.tenant, values.tenant.clone());
+        } else {
+            // A context only this request holds: build the values for it alone.
+            let values = plain_values(ctx);
+            self.insert_slot(headers, &names.user_id, values.subject);
+            self.insert_slot(headers, &names.roles, values.roles);
+            self.insert_slot(headers, &names.scopes, values.scopes);
+            self.insert_slot(headers, &names.tenant, values.tenant);
         }
         let selected = self.selected_claims(ctx);
         if !selected.is_empty() {
@@ -233,19 +235,66 @@ impl Propagator {
         }
     }
 
+    fn insert_slot(&self, headers: &mut HeaderMap, name: &HeaderName, slot: HeaderSlot) {
+        match slot {
+            HeaderSlot::Absent => {}
+            HeaderSlot::Unsafe => not_header_safe(name),
+            HeaderSlot::Value(mut value) => {
+                value.set_sensitive(self.sensitive);
+                headers.insert(name.clone(), value);
+            }
+        }
+    }
+
     fn insert(&self, headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-        // Visible ASCII and spaces only: anything else is left out, never altered.
-        if value.is_empty() || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            tracing::debug!(
-                header = name.as_str(),
-                "context value not propagated: not header-safe"
-            );
-            return;
+        match header_value(value) {
+            Some(mut value) => {
+                value.set_sensitive(self.sensitive);
+                headers.insert(name.clone(), value);
+            }
+            None => not_header_safe(name),
         }
-        if let Ok(mut value) = HeaderValue::from_str(value) {
-            value.set_sensitive(self.sensitive);
-            headers.insert(name.clone(), value);
+    }
+}
+
+fn not_header_safe(name: &HeaderName) {
+    tracing::debug!(
+        header = name.as_str(),
+        "context value not propagated: not header-safe"
+    );
+}
+
+/// Visible ASCII and spaces only: anything else is left out, never altered.
+fn header_value(value: &str) -> Option<HeaderValue> {
+    if value.is_empty() || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    // Shared bytes, so that clones of the value (one per request served from a cached
+    // context) are reference counts rather than copies.
+    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes())).ok()
+}
+
+/// The plain header values of `ctx`: subject, roles and scopes joined, tenant.
+fn plain_values(ctx: &AuthContext) -> PlainValues {
+    fn slot(value: Option<&str>) -> HeaderSlot {
+        match value {
+            None => HeaderSlot::Absent,
+            Some(value) => header_value(value).map_or(HeaderSlot::Unsafe, HeaderSlot::Value),
         }
+    }
+    PlainValues {
+        subject: slot(ctx.subject()),
+        roles: if ctx.roles().is_empty() {
+            HeaderSlot::Absent
+        } else {
+            slot(Some(&join(ctx.roles(), ",", |r| !r.contains(','))))
+        },
+        scopes: if ctx.scopes().is_empty() {
+            HeaderSlot::Absent
+        } else {
+            slot(Some(&join(ctx.scopes(), " ", |s| !s.contains(' '))))
+        },
+        tenant: slot(ctx.tenant()),
     }
 }
 
@@ -270,6 +319,40 @@ pub(crate) fn normalize_eq(a: &str, b: &str) -> bool {
         }
     }
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
+
+/// 16 bytes from the operating system's random source, as `Uuid::new_v4` takes, but drawn
+/// in batches: each thread keeps a buffer of OS random bytes and refills it with one
+/// `getrandom` call per 128 request ids ([`RANDOM_BATCH`] bytes), instead of one system call
+/// per request. Every id is still made of bytes the OS produced and no other id uses (the buffer
+/// is consumed, never reused), so ids stay as unpredictable as `new_v4`'s.
+fn random_16() -> [u8; 16] {
+    use std::cell::RefCell;
+    thread_local! {
+        static POOL: RefCell<RandomPool> = const {
+            RefCell::new(RandomPool { bytes: [0; RANDOM_BATCH], next: RANDOM_BATCH })
+        };
+    }
+    POOL.with_borrow_mut(|pool| {
+        if pool.next + 16 > RANDOM_BATCH {
+            getrandom::fill(&mut pool.bytes).expect("the OS random source failed");
+            pool.next = 0;
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&pool.bytes[pool.next..pool.next + 16]);
+        // Consumed bytes are wiped: nothing left in memory predicts an id already handed out.
+        pool.bytes[pool.next..pool.next + 16].fill(0);
+        pool.next += 16;
+        out
+    })
+}
+
+/// Bytes of OS randomness fetched per `getrandom` call (128 request ids).
+const RANDOM_BATCH: usize = 2048;
+
+struct RandomPool {
+    bytes: [u8; RANDOM_BATCH],
+    next: usize,
 }
 
 fn is_request_id(value: &[u8]) -> bool {

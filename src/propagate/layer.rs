@@ -314,5 +314,20 @@ fn check_name(name: &str) -> Result<HeaderName, ConfigError> {
             "{name:?} is reserved and cannot carry the propagated context; choose another header name"
         )));
     }
-    Ok(header)
+    // The default names as static names: cloning one (once or twice per request) is then a
+    // copy, not a reference-count update on shared bytes.
+    Ok(DEFAULT_NAMES
+        .iter()
+        .find(|default| **default == lower)
+        .map_or(header, |default| HeaderName::from_static(default)))
 }
+
+const DEFAULT_NAMES: &[&str] = &[
+    "x-user-id",
+    "x-user-roles",
+    "x-user-scopes",
+    "x-tenant-id",
+    "x-request-id",
+    "x-auth-claims",
+    "x-auth-context",
+];

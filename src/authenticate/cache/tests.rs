@@ -382,3 +382,49 @@ fn weights_grow_with_the_claims() {
     assert!(context_bytes(&small) >= ENTRY_OVERHEAD);
     assert!(context_bytes(&big) >= 10_000 + ENTRY_OVERHEAD);
 }
+
+/// The hit path's cheap extraction never disagrees with `bearer_token` on a token it
+/// accepts, and never offers a candidate where `bearer_token` finds no usable token for a
+/// reason other than its characters.
+#[test]
+fn bearer_candidate_matches_bearer_token() {
+    let cases: &[&[&[u8]]] = &[
+        &[],
+        &[b"Bearer abc.def.ghi"],
+        &[b"bearer   abc.def.ghi"],
+        &[b"BEARER abc"],
+        &[b"Bearer"],
+        &[b"Bearer "],
+        &[b"Bearer    "],
+        &[b"Bearer\tabc"],
+        &[b"Bearerabc"],
+        &[b"Basic abc"],
+        &[b"Bearer a*b"],
+        &[b"Bearer abc==.def"],
+        &[b"Bearer abc="],
+        &[b"Bearer abc", b"Bearer abc"],
+        &[b"Bearer 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdefX"],
+    ];
+    for values in cases {
+        let mut req = Request::new(());
+        for v in *values {
+            req.headers_mut().append(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        let head = RequestHead::of(&req);
+        let candidate = bearer_candidate(&head, 64);
+        match bearer_token(&head, 64) {
+            Ok(Some(token)) => assert_eq!(candidate, Some(token.as_bytes()), "{values:?}"),
+            Ok(None) => assert_eq!(candidate, None, "{values:?}"),
+            // Only the character checks may reject a candidate.
+            Err(e)
+                if matches!(
+                    e.description(),
+                    "malformed token" | "malformed bearer token"
+                ) && candidate.is_some() => {}
+            Err(_) => assert_eq!(candidate, None, "{values:?}"),
+        }
+    }
+}
