@@ -213,6 +213,64 @@ impl AuthContext {
     }
 }
 
+/// Reads the caller's identity from a claims object, with one rule for every authenticator
+/// that maps claims (JWTs, introspection responses), so roles, scopes and tenant read the same
+/// whatever credential carried them:
+///
+/// - subject: `sub`, when a string;
+/// - roles: the claim at the dotted path `roles_claim`: a string is one role, an array gives
+///   its string items (other items are ignored: fewer roles, never more);
+/// - scopes: `scope` (space-separated), else `scp` (a space-separated string or an array);
+/// - tenant: the claim at `tenant_claim`, a string or a number.
+pub(crate) fn map_identity(
+    mut builder: AuthContextBuilder,
+    claims: &Map<String, Value>,
+    roles_claim: &str,
+    tenant_claim: Option<&str>,
+) -> AuthContextBuilder {
+    fn words(s: &str) -> Vec<String> {
+        s.split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+    let roles = claim_at_path(claims, roles_claim)
+        .map(string_list)
+        .unwrap_or_default();
+    let scopes = match (claims.get("scope"), claims.get("scp")) {
+        (Some(Value::String(s)), _) | (_, Some(Value::String(s))) => words(s),
+        (_, Some(scp @ Value::Array(_))) => string_list(scp),
+        _ => Vec::new(),
+    };
+    builder = builder.roles(roles).scopes(scopes);
+    if let Some(Value::String(sub)) = claims.get("sub") {
+        builder = builder.subject(sub.clone());
+    }
+    let tenant = tenant_claim
+        .and_then(|path| claim_at_path(claims, path))
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+    if let Some(tenant) = tenant {
+        builder = builder.tenant(tenant);
+    }
+    builder
+}
+
+/// Strings from a string (one item) or an array (its string items); other values give none.
+fn string_list(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Looks a claim up by dotted path, trying the whole path as one name first.
 pub(crate) fn claim_at_path<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     if let Some(v) = claims.get(path) {
@@ -391,6 +449,37 @@ mod tests {
         assert_eq!(ctx.claim("flat.more"), None);
         assert_eq!(ctx.claim("missing"), None);
         assert_eq!(ctx.claim(""), None);
+    }
+
+    #[test]
+    fn identity_mapping_rules() {
+        let map = |claims: Value| {
+            let Value::Object(claims) = claims else {
+                unreachable!()
+            };
+            map_identity(
+                AuthContext::builder(CredentialKind::Jwt),
+                &claims,
+                "realm_access.roles",
+                Some("org.tenant"),
+            )
+            .build()
+        };
+        let ctx = map(json!({
+            "sub": "u", "scope": "a  b", "scp": ["ignored"],
+            "realm_access": {"roles": ["r1", 7, "r2"]}, "org": {"tenant": 42},
+        }));
+        assert_eq!(ctx.subject(), Some("u"));
+        assert_eq!(ctx.scopes(), ["a", "b"]);
+        assert_eq!(ctx.roles(), ["r1", "r2"]);
+        assert_eq!(ctx.tenant(), Some("42"));
+        // A string roles claim is one role; `scp` as a string or an array.
+        let ctx = map(json!({"sub": 1, "scp": "x y", "realm_access": {"roles": "admin user"}}));
+        assert_eq!(ctx.subject(), None);
+        assert_eq!(ctx.roles(), ["admin user"]);
+        assert_eq!(ctx.scopes(), ["x", "y"]);
+        assert_eq!(map(json!({"scp": ["p", 1, "q"]})).scopes(), ["p", "q"]);
+        assert_eq!(map(json!({"org": {"tenant": true}})).tenant(), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::algorithm::{Algorithm, AlgorithmSet};
-use crate::context::{AuthContext, CredentialKind, claim_at_path};
+use crate::context::{AuthContext, CredentialKind, map_identity};
 use crate::credential::DEFAULT_MAX_TOKEN_BYTES;
 use crate::keys::{KeyError, VerifyingKey};
 use crate::reject::Rejection;
@@ -474,42 +474,12 @@ impl Validation {
     /// Builds the [`AuthContext`] of a verified token.
     fn context(&self, token: UnverifiedToken<'_>, key: &VerifyingKey) -> AuthContext {
         let claims = token.claims;
-        let roles = claim_at_path(&claims, &self.roles_claim)
-            .map(string_list)
-            .unwrap_or_default();
-        let scopes = match (claims.get("scope"), claims.get("scp")) {
-            (Some(Value::String(s)), _) => s
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            (_, Some(Value::String(s))) => s
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            (_, Some(scp @ Value::Array(_))) => string_list(scp),
-            _ => Vec::new(),
-        };
-        let tenant = self
-            .tenant_claim
-            .as_deref()
-            .and_then(|path| claim_at_path(&claims, path))
-            .and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
-        let mut builder = AuthContext::builder(CredentialKind::Jwt)
-            .issuer(self.issuer.clone())
-            .roles(roles)
-            .scopes(scopes);
-        if let Some(Value::String(sub)) = claims.get("sub") {
-            builder = builder.subject(sub.clone());
-        }
-        if let Some(tenant) = tenant {
-            builder = builder.tenant(tenant);
-        }
+        let mut builder = map_identity(
+            AuthContext::builder(CredentialKind::Jwt).issuer(self.issuer.clone()),
+            &claims,
+            &self.roles_claim,
+            self.tenant_claim.as_deref(),
+        );
         if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
             builder = builder.expires_at_unix(exp);
         }
@@ -529,18 +499,6 @@ fn media_type_eq(a: &str, b: &str) -> bool {
         }
     }
     strip(a).eq_ignore_ascii_case(strip(b))
-}
-
-/// Strings from a string (one item) or an array (its string items); other values give none.
-fn string_list(value: &Value) -> Vec<String> {
-    match value {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// A parsed but not yet verified compact JWS.

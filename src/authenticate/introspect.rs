@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::Authenticator;
-use crate::context::{AuthContext, CredentialKind, claim_at_path};
+use crate::context::{AuthContext, CredentialKind, map_identity};
 use crate::credential::{DEFAULT_MAX_TOKEN_BYTES, RequestHead, bearer_token};
 use crate::jwt::ConfigError;
 use crate::reject::Rejection;
@@ -475,34 +475,14 @@ impl Inner {
                 return negative("the access token is not meant for this audience");
             }
         }
-        let strings = |value: Option<&Value>| -> Vec<String> {
-            match value {
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect(),
-                Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-                _ => Vec::new(),
-            }
-        };
-        let mut builder = AuthContext::builder(CredentialKind::Introspected)
-            .scopes(strings(response.get("scope")))
-            .roles(strings(claim_at_path(&response, &self.config.roles_claim)));
-        if let Some(sub) = response.get("sub").and_then(Value::as_str) {
-            builder = builder.subject(sub);
-        }
+        let mut builder = map_identity(
+            AuthContext::builder(CredentialKind::Introspected),
+            &response,
+            &self.config.roles_claim,
+            self.config.tenant_claim.as_deref(),
+        );
         if let Some(iss) = issuer.or(self.config.issuer.as_deref()) {
             builder = builder.issuer(iss);
-        }
-        if let Some(tenant) = self
-            .config
-            .tenant_claim
-            .as_deref()
-            .and_then(|path| claim_at_path(&response, path))
-            .and_then(Value::as_str)
-        {
-            builder = builder.tenant(tenant);
         }
         if let Some(exp) = exp {
             builder = builder.expires_at_unix(exp);
