@@ -18,7 +18,8 @@
 //! (public routes keep only `ContextPropagationLayer`, so spoofed identity headers are
 //! stripped there too). Requests matching no route get 404 before any upstream is touched.
 //! Besides JWTs, `[api_keys]` (a hashed keys file, reloaded on change and SIGHUP) and
-//! `[introspection]` (opaque tokens, feature `introspection`) join a `CredentialChain`, and
+//! `[introspection]` (opaque tokens, feature `introspection`; results optionally shared by
+//! replicas through Redis with feature `redis`) join a `CredentialChain`, and
 //! `[revocation]` (in memory, or shared by replicas through Redis with feature `redis`)
 //! wraps it all: `Revocable(chain(Cached(jwt), introspection, API keys))`.
 //! It serves HTTP/1.1 and HTTP/2 (prior knowledge), streams bodies both ways, and shuts down
@@ -2133,6 +2134,9 @@ struct FileIntrospection {
     cache_ttl_seconds: Option<u64>,
     negative_ttl_seconds: Option<u64>,
     cache_capacity: Option<usize>,
+    /// Results shared by replicas through Redis (feature `redis`).
+    redis_url: Option<Secret>,
+    redis_prefix: Option<String>,
 }
 
 /// `[revocation]`: revoked tokens, in memory or shared by replicas through Redis.
@@ -2514,7 +2518,46 @@ fn compile_introspection(raw: FileIntrospection, base: &Path) -> Result<OpaqueAu
     if let Some(n) = raw.cache_capacity {
         config = config.cache_capacity(n);
     }
+    match raw.redis_url {
+        Some(url) => config = shared_introspection_cache(config, url, raw.redis_prefix)?,
+        None if raw.redis_prefix.is_some() => {
+            return Err(
+                "[introspection]: `redis_prefix` applies to the shared Redis cache; set `redis_url` or remove it"
+                    .to_owned(),
+            );
+        }
+        None => {}
+    }
     IntrospectionAuthenticator::new(config).map_err(|e| format!("[introspection]: {e}"))
+}
+
+/// Shares introspection results with the other replicas through Redis (connected lazily).
+#[cfg(all(feature = "introspection", feature = "redis"))]
+fn shared_introspection_cache(
+    config: tower_gatekeeper::authenticate::IntrospectionConfig,
+    url: Secret,
+    prefix: Option<String>,
+) -> Result<tower_gatekeeper::authenticate::IntrospectionConfig, String> {
+    let mut builder = tower_gatekeeper::authenticate::RedisIntrospectionCache::builder(url.0);
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() {
+            return Err("[introspection]: `redis_prefix` must not be empty".to_owned());
+        }
+        builder = builder.prefix(prefix);
+    }
+    let cache = builder
+        .build()
+        .map_err(|e| format!("[introspection]: `redis_url`: {e}"))?;
+    Ok(config.shared_cache(cache))
+}
+
+#[cfg(all(feature = "introspection", not(feature = "redis")))]
+fn shared_introspection_cache(
+    _: tower_gatekeeper::authenticate::IntrospectionConfig,
+    _: Secret,
+    _: Option<String>,
+) -> Result<tower_gatekeeper::authenticate::IntrospectionConfig, String> {
+    Err("[introspection]: `redis_url` needs the `redis` feature: cargo run --example gateway --features introspection,redis -- --config FILE".to_owned())
 }
 
 #[cfg(not(feature = "introspection"))]

@@ -1,7 +1,9 @@
 //! OAuth 2.0 token introspection (RFC 7662) for opaque bearer tokens (feature
-//! `introspection`).
+//! `introspection`), with an optional cache shared by replicas
+//! ([`SharedIntrospectionCache`]; in Redis with feature `redis`).
 
 use std::collections::HashMap;
+use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +17,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::Authenticator;
 use crate::context::{AuthContext, CredentialKind, map_identity};
@@ -23,8 +25,13 @@ use crate::credential::{DEFAULT_MAX_TOKEN_BYTES, RequestHead, bearer_token};
 use crate::jwt::ConfigError;
 use crate::reject::Rejection;
 
-/// The largest introspection response read (64 KiB).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// The largest introspection response read (64 KiB); also the largest shared cache entry
+/// read or written.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// No result is cached longer than this, whatever the configuration (keeps deadline
+/// arithmetic in range).
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How the gateway authenticates itself to the introspection endpoint (RFC 7662 §2.1,
 /// RFC 6749 §2.3.1).
@@ -80,6 +87,7 @@ pub struct IntrospectionConfig {
     cache_ttl: Duration,
     negative_ttl: Duration,
     cache_capacity: usize,
+    shared: Option<Arc<dyn SharedIntrospectionCache>>,
 }
 
 impl IntrospectionConfig {
@@ -96,6 +104,7 @@ impl IntrospectionConfig {
             cache_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             cache_capacity: 10_000,
+            shared: None,
         }
     }
 
@@ -153,6 +162,158 @@ impl IntrospectionConfig {
         self.cache_capacity = capacity;
         self
     }
+
+    /// A second-level cache shared by the replicas of a deployment (for example
+    /// `RedisIntrospectionCache`, feature `redis`), so that N replicas ask the endpoint about
+    /// a token once, not N times.
+    ///
+    /// A token missing from the in-process cache is looked up there (once per token and
+    /// replica at a time: inside the single flight) before the endpoint is asked, and what
+    /// the endpoint answers is written there with the TTL of the local cache (active: the
+    /// earlier of `exp` and [`cache_ttl`](Self::cache_ttl); inactive:
+    /// [`negative_ttl`](Self::negative_ttl); failures are never written). Entries are the
+    /// endpoint's JSON response (`{"active":false}` for inactive tokens), re-checked by each
+    /// replica with its own configuration (`active`, `exp`, `iss`, `aud`), so a replica never
+    /// accepts from the shared cache what it would reject from the endpoint; an entry read
+    /// there is kept locally no longer than its remaining TTL. A shared cache that fails, is
+    /// slow, or holds an unusable entry never fails a request: the endpoint is asked instead.
+    ///
+    /// Whoever can write to the shared cache can make any token authenticate as anyone:
+    /// protect it as the identity provider itself (see [`SharedIntrospectionCache`]).
+    pub fn shared_cache(mut self, cache: impl SharedIntrospectionCache) -> Self {
+        self.shared = Some(Arc::new(cache));
+        self
+    }
+}
+
+/// A cache of introspection results shared by the replicas of a deployment: the second level
+/// behind each [`IntrospectionAuthenticator`]'s in-process cache
+/// ([`IntrospectionConfig::shared_cache`]).
+///
+/// `RedisIntrospectionCache` (feature `redis`) implements it; other stores (memcached, a
+/// database) can plug in the same way.
+///
+/// - Keys are the lowercase hex SHA-256 of the token (64 characters): the raw token is never
+///   given to the store. A store may add a prefix.
+/// - Values are JSON objects of at most 64 KiB, written with a time to live; an entry must not
+///   be returned after it expires, and [`get`](Self::get) reports the time it has left.
+/// - Both operations must be bounded in time (a short timeout) and should skip the store for
+///   a while after a failure rather than retry on every request: the authenticator waits for
+///   [`get`](Self::get) before asking the endpoint. [`put`](Self::put) runs after the
+///   request has been answered.
+/// - Errors are logged by the authenticator (never with the token) and otherwise ignored.
+///
+/// # Trust
+///
+/// An entry is believed like an answer of the introspection endpoint (each replica still
+/// checks `active`, `exp`, `iss` and `aud` against its own configuration). Whoever can write
+/// to the store can therefore mint identities, as with a shared revocation store: use a store
+/// that only the gateways reach, with authentication and, across untrusted networks,
+/// encryption. Replicas that share a store (and prefix) must introspect at the same
+/// authorization server.
+///
+/// # Example
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::{Duration, Instant};
+/// use tower_gatekeeper::authenticate::{
+///     ClientAuth, IntrospectionAuthenticator, IntrospectionConfig, SharedCacheFuture,
+///     SharedEntry, SharedIntrospectionCache,
+/// };
+///
+/// /// A stand-in for a real shared store (memcached, a database, …).
+/// #[derive(Debug, Default)]
+/// struct MapStore(Mutex<HashMap<String, (Vec<u8>, Instant)>>);
+///
+/// impl SharedIntrospectionCache for MapStore {
+///     fn get<'a>(&'a self, token_hash: &'a str) -> SharedCacheFuture<'a, Option<SharedEntry>> {
+///         let now = Instant::now();
+///         let map = self.0.lock().unwrap();
+///         let found = map.get(token_hash).and_then(|(value, until)| {
+///             (*until > now).then(|| SharedEntry::new(value.clone(), *until - now))
+///         });
+///         Box::pin(async move { Ok(found) })
+///     }
+///
+///     fn put<'a>(
+///         &'a self,
+///         token_hash: &'a str,
+///         value: Vec<u8>,
+///         ttl: Duration,
+///     ) -> SharedCacheFuture<'a, ()> {
+///         let until = Instant::now() + ttl;
+///         self.0.lock().unwrap().insert(token_hash.to_owned(), (value, until));
+///         Box::pin(async { Ok(()) })
+///     }
+/// }
+///
+/// let auth = IntrospectionAuthenticator::new(
+///     IntrospectionConfig::new("https://idp.example.test/oauth2/introspect", ClientAuth::None)
+///         .shared_cache(MapStore::default()),
+/// )
+/// .unwrap();
+/// ```
+pub trait SharedIntrospectionCache: fmt::Debug + Send + Sync + 'static {
+    /// The entry stored for `token_hash`, if any, with its remaining time to live.
+    ///
+    /// # Errors
+    ///
+    /// [`SharedCacheError`] when the store cannot be asked now, fails, times out, or holds an
+    /// unusable entry; the endpoint is then asked.
+    fn get<'a>(&'a self, token_hash: &'a str) -> SharedCacheFuture<'a, Option<SharedEntry>>;
+
+    /// Stores `value` (a JSON object) for `token_hash`, to expire after `ttl` (at least one
+    /// millisecond), replacing any previous entry.
+    ///
+    /// # Errors
+    ///
+    /// [`SharedCacheError`] when the value could not be stored (best effort: only logged).
+    fn put<'a>(
+        &'a self,
+        token_hash: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> SharedCacheFuture<'a, ()>;
+}
+
+/// The future of a [`SharedIntrospectionCache`] operation.
+pub type SharedCacheFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, SharedCacheError>> + Send + 'a>>;
+
+/// An entry read from a [`SharedIntrospectionCache`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedEntry {
+    /// The stored value: an introspection response (a JSON object).
+    pub value: Vec<u8>,
+    /// How long the entry has left to live; the in-process cache keeps it no longer.
+    pub ttl: Duration,
+}
+
+impl SharedEntry {
+    /// An entry holding `value` with `ttl` left to live.
+    pub fn new(value: Vec<u8>, ttl: Duration) -> Self {
+        SharedEntry { value, ttl }
+    }
+}
+
+/// Why a [`SharedIntrospectionCache`] operation did not succeed. Never shown to clients: the
+/// request falls through to the introspection endpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SharedCacheError {
+    /// Not tried: the store is backing off after a recent failure.
+    #[error("skipped while backing off after a failure")]
+    BackingOff,
+    /// The store failed or did not answer in time.
+    #[error("{0}")]
+    Unavailable(Box<dyn StdError + Send + Sync>),
+    /// The store holds an entry that cannot be used (too large, without an expiry, not a JSON
+    /// object); it is ignored and replaced once the endpoint has answered.
+    #[error("unusable entry: {0}")]
+    InvalidEntry(String),
 }
 
 /// Authenticates opaque bearer tokens by asking the authorization server (RFC 7662).
@@ -168,7 +329,9 @@ impl IntrospectionConfig {
 /// until the earlier of `exp` and [`cache_ttl`](IntrospectionConfig::cache_ttl), inactive
 /// ones for [`negative_ttl`](IntrospectionConfig::negative_ttl); failures are not cached.
 /// Concurrent requests with the same uncached token share one request to the endpoint
-/// (single flight). The cache is per process.
+/// (single flight). This cache is per process; replicas can share a second level
+/// ([`IntrospectionConfig::shared_cache`], e.g. Redis with feature `redis`) so that a token
+/// introspected by one of them is not introspected again by the others.
 ///
 /// ```no_run
 /// use tower_gatekeeper::authenticate::{ClientAuth, IntrospectionAuthenticator, IntrospectionConfig};
@@ -208,6 +371,7 @@ impl fmt::Debug for IntrospectionAuthenticator {
         f.debug_struct("IntrospectionAuthenticator")
             .field("endpoint", &self.inner.config.endpoint)
             .field("auth", &self.inner.config.auth)
+            .field("shared_cache", &self.inner.config.shared)
             .finish_non_exhaustive()
     }
 }
@@ -272,10 +436,10 @@ impl IntrospectionAuthenticator {
     ///
     /// The [`Rejection`] a request carrying this token would get.
     pub async fn verify(&self, token: &str) -> Result<AuthContext, Rejection> {
-        self.start(token).await
+        self.begin(token).await
     }
 
-    fn start(&self, token: &str) -> IntrospectionFuture {
+    fn begin(&self, token: &str) -> IntrospectionFuture {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(outcome) = self.inner.cached(&key) {
             return IntrospectionFuture {
@@ -290,6 +454,43 @@ impl IntrospectionAuthenticator {
             )),
         }
     }
+}
+
+/// What the shared cache holds for an endpoint's `response`: the response itself when active
+/// (each replica re-checks it), `{"active":false}` otherwise (whatever else an inactive
+/// response says is not kept); `None` when it would exceed the size bound.
+fn shared_value(response: &Map<String, Value>) -> Option<Vec<u8>> {
+    let value = if response.get("active") == Some(&Value::Bool(true)) {
+        serde_json::to_vec(response).ok()?
+    } else {
+        br#"{"active":false}"#.to_vec()
+    };
+    (value.len() <= MAX_RESPONSE_BYTES).then_some(value)
+}
+
+/// Logs a shared cache failure (`doing` is "reading" or "writing"); the request goes on
+/// without it. Neither the token nor its hash is logged.
+fn shared_error(error: &SharedCacheError, doing: &str) {
+    match error {
+        SharedCacheError::BackingOff => {
+            debug!(%error, "shared introspection cache skipped while {doing}");
+        }
+        _ => warn!(
+            %error,
+            "shared introspection cache failed while {doing}; going on without it"
+        ),
+    }
+}
+
+/// Lowercase hex of a SHA-256.
+fn hex(key: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in key {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 fn unavailable() -> Rejection {
@@ -343,7 +544,10 @@ impl Inner {
                 // The request runs in its own task, so a client that goes away does not
                 // cancel it for the others waiting on it.
                 tokio::spawn(async move {
-                    let (outcome, ttl) = leader.introspect(&token).await;
+                    let (outcome, ttl, share) = leader.resolve(&key, &token).await;
+                    let ttl = ttl.min(MAX_TTL);
+                    let until = Instant::now() + ttl;
+                    drop(token);
                     leader.store(key, &outcome, ttl);
                     leader
                         .inflight
@@ -351,6 +555,10 @@ impl Inner {
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&key);
                     tx.send_replace(Some(outcome));
+                    // Best effort, after the waiters have their answer.
+                    if let Some(value) = share {
+                        leader.write_shared(&key, value, until).await;
+                    }
                 });
                 rx
             }
@@ -361,14 +569,80 @@ impl Inner {
         }
     }
 
-    /// One request to the endpoint: the outcome and how long to cache it.
-    async fn introspect(&self, token: &str) -> (Outcome, Duration) {
+    /// The shared cache, else one request to the endpoint: the outcome, how long to cache
+    /// it, and the value to write to the shared cache (an endpoint's answer, when one is
+    /// configured).
+    async fn resolve(&self, key: &[u8; 32], token: &str) -> (Outcome, Duration, Option<Vec<u8>>) {
+        if let Some(found) = self.read_shared(key).await {
+            return (found.0, found.1, None);
+        }
         match self.request(token).await {
-            Ok(response) => self.evaluate(response),
+            Ok(response) => {
+                let share = match self.config.shared {
+                    Some(_) => shared_value(&response),
+                    None => None,
+                };
+                let (outcome, ttl) = self.evaluate(response);
+                (outcome, ttl, share)
+            }
             Err(reason) => {
                 warn!(endpoint = %self.config.endpoint, %reason, "token introspection failed");
-                (Err(unavailable()), Duration::ZERO)
+                (Err(unavailable()), Duration::ZERO, None)
             }
+        }
+    }
+
+    /// The shared cache's entry for `key`, evaluated as an endpoint's answer, and how long to
+    /// keep it locally (never past the entry's own expiry). `None` (logged) when there is no
+    /// shared cache, no entry, or it cannot be used.
+    async fn read_shared(&self, key: &[u8; 32]) -> Option<(Outcome, Duration)> {
+        let shared = self.config.shared.as_ref()?;
+        let hash = hex(key);
+        let entry = match shared.get(&hash).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return None,
+            Err(error) => {
+                shared_error(&error, "reading");
+                return None;
+            }
+        };
+        if entry.ttl.is_zero() {
+            return None;
+        }
+        if entry.value.len() > MAX_RESPONSE_BYTES {
+            shared_error(
+                &SharedCacheError::InvalidEntry("larger than 64 KiB".into()),
+                "reading",
+            );
+            return None;
+        }
+        match serde_json::from_slice(&entry.value) {
+            Ok(Value::Object(response)) => {
+                let (outcome, ttl) = self.evaluate(response);
+                Some((outcome, ttl.min(entry.ttl)))
+            }
+            _ => {
+                shared_error(
+                    &SharedCacheError::InvalidEntry("not a JSON object".into()),
+                    "reading",
+                );
+                None
+            }
+        }
+    }
+
+    /// Writes an endpoint's answer to the shared cache, to expire at `until` like the local
+    /// entry (the time since the answer was evaluated is deducted), best effort.
+    async fn write_shared(&self, key: &[u8; 32], value: Vec<u8>, until: Instant) {
+        let Some(shared) = &self.config.shared else {
+            return;
+        };
+        let ttl = until.saturating_duration_since(Instant::now());
+        if ttl < Duration::from_millis(1) {
+            return;
+        }
+        if let Err(error) = shared.put(&hex(key), value, ttl).await {
+            shared_error(&error, "writing");
         }
     }
 
@@ -504,7 +778,7 @@ impl Authenticator for IntrospectionAuthenticator {
     fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
         let token = bearer_token(head, DEFAULT_MAX_TOKEN_BYTES)?
             .ok_or_else(Rejection::missing_credential)?;
-        Ok(self.start(token))
+        Ok(self.begin(token))
     }
 }
 
@@ -536,5 +810,34 @@ impl Future for IntrospectionFuture {
             }
             FutState::Waiting(fut) => fut.as_mut().poll(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_keys_are_the_hex_sha256_of_the_token() {
+        let key: [u8; 32] = Sha256::digest(b"abc").into();
+        assert_eq!(
+            hex(&key),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn shared_values_keep_active_answers_and_only_the_verdict_of_inactive_ones() {
+        let active: Map<String, Value> =
+            serde_json::from_str(r#"{"active":true,"sub":"u","exp":4102444800}"#).unwrap();
+        let stored: Value = serde_json::from_slice(&shared_value(&active).unwrap()).unwrap();
+        assert_eq!(stored, Value::Object(active));
+        let inactive: Map<String, Value> =
+            serde_json::from_str(r#"{"active":false,"sub":"u","why":"revoked"}"#).unwrap();
+        assert_eq!(shared_value(&inactive).unwrap(), br#"{"active":false}"#);
+        let mut huge = Map::new();
+        huge.insert("active".into(), Value::Bool(true));
+        huge.insert("pad".into(), Value::String("x".repeat(MAX_RESPONSE_BYTES)));
+        assert_eq!(shared_value(&huge), None);
     }
 }

@@ -53,6 +53,8 @@ mod chain;
 mod future;
 #[cfg(feature = "introspection")]
 mod introspect;
+#[cfg(all(feature = "introspection", feature = "redis"))]
+mod introspect_redis;
 mod jwt;
 mod layer;
 mod service;
@@ -66,7 +68,10 @@ pub use self::future::ResponseFuture;
 #[cfg(feature = "introspection")]
 pub use self::introspect::{
     ClientAuth, IntrospectionAuthenticator, IntrospectionConfig, IntrospectionFuture,
+    SharedCacheError, SharedCacheFuture, SharedEntry, SharedIntrospectionCache,
 };
+#[cfg(all(feature = "introspection", feature = "redis"))]
+pub use self::introspect_redis::{RedisIntrospectionCache, RedisIntrospectionCacheBuilder};
 pub use self::jwt::{JwtAuthenticator, JwtFuture};
 pub use self::layer::{AuthMode, AuthenticateLayer};
 pub use self::service::Authenticate;
@@ -94,6 +99,22 @@ pub trait Authenticator: Clone + Send + Sync + 'static {
     /// A [`Rejection`] known without awaiting anything.
     fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection>;
 
+    /// Starts authenticating like [`authenticate`](Authenticator::authenticate), but may
+    /// finish at once: [`Started::Ready`] when the outcome needs no waiting (a cache hit, an
+    /// API key), so that [`AuthenticateLayer`] calls the inner service directly, with no
+    /// future to drive and no clone of the inner service. The layer calls this method, not
+    /// `authenticate`.
+    ///
+    /// The default wraps `authenticate` in [`Started::Pending`]. An override must agree with
+    /// `authenticate`: the same request gets the same outcome either way.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] known without awaiting anything.
+    fn start(&self, head: &RequestHead<'_>) -> Result<Started<Self::Future>, Rejection> {
+        self.authenticate(head).map(Started::Pending)
+    }
+
     /// Whether `ctx`, which this authenticator produced earlier, is still backed by a key it
     /// trusts now (see [`KeySource::contains_kid`](crate::keys::KeySource::contains_kid)).
     /// [`CachedAuthenticator`] asks on every cache hit and drops the entry when not.
@@ -106,8 +127,29 @@ pub trait Authenticator: Clone + Send + Sync + 'static {
     }
 }
 
-/// Marks a request that went through an [`AuthenticateLayer`], whether or not a caller was
-/// authenticated, so extractors can tell "no credential" (401) from "no layer" (500).
+/// How [`Authenticator::start`] began: with the caller already known, or with a future
+/// that will know.
+#[derive(Debug)]
+pub enum Started<F> {
+    /// Authenticated without awaiting anything.
+    Ready(AuthContext),
+    /// The outcome needs awaiting this future.
+    Pending(F),
+}
+
+impl<F> Started<F> {
+    /// Maps the pending future, leaving a ready outcome alone.
+    pub fn map<G>(self, f: impl FnOnce(F) -> G) -> Started<G> {
+        match self {
+            Started::Ready(ctx) => Started::Ready(ctx),
+            Started::Pending(fut) => Started::Pending(f(fut)),
+        }
+    }
+}
+
+/// Marks a request that went through an [`AuthenticateLayer`] without an authenticated
+/// caller (an optional route), so extractors can tell "no credential" (401) from "no layer"
+/// (500). Requests with a caller carry the [`AuthContext`] instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AuthenticateSeen;

@@ -1,0 +1,355 @@
+//! The introspection cache shared by replicas through Redis (features `introspection` and
+//! `redis`).
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use tokio::time::timeout;
+use tracing::info;
+
+use super::introspect::{
+    MAX_RESPONSE_BYTES, SharedCacheError, SharedCacheFuture, SharedEntry, SharedIntrospectionCache,
+};
+use crate::jwt::ConfigError;
+
+/// Introspection results shared by the replicas of a gateway through Redis (features
+/// `introspection` and `redis`): the second level behind each
+/// [`IntrospectionAuthenticator`](super::IntrospectionAuthenticator)'s in-process cache,
+/// installed with [`IntrospectionConfig::shared_cache`](super::IntrospectionConfig::shared_cache).
+/// N replicas then ask the identity provider about a token once, not N times.
+///
+/// - **Keys**: the [prefix](RedisIntrospectionCacheBuilder::prefix) (default
+///   `gatekeeper:introspection:`) followed by the lowercase hex SHA-256 of the token. Raw
+///   tokens are never stored.
+/// - **Values**: the endpoint's JSON response (`{"active":false}` for inactive tokens),
+///   written with `SET … PX` and the TTL of the local cache: active results until the
+///   earlier of `exp` and `cache_ttl`, inactive ones for `negative_ttl`. Failures are never
+///   written. Each replica re-checks what it reads (`active`, `exp`, `iss`, `aud`) with its
+///   own configuration and keeps it locally no longer than the key's remaining `PTTL`.
+///   Values over 64 KiB, keys without an expiry and values that are not JSON objects are
+///   ignored (the endpoint is asked, and its answer replaces them).
+/// - **Failures never fail a request**: every Redis operation (connecting included) is
+///   bounded by a short [timeout](RedisIntrospectionCacheBuilder::timeout) (default 250 ms);
+///   on failure the request falls through to the endpoint, a warning is logged (never the
+///   token), the connection is dropped, and Redis is skipped for the
+///   [back-off](RedisIntrospectionCacheBuilder::backoff) (default 1 s) before one reconnection
+///   is tried on the next use. Writes happen after the request has been answered.
+///
+/// One multiplexed connection per cache, opened lazily on first use: building needs no
+/// running Redis and no tokio runtime. Clones share the connection.
+///
+/// # Trust
+///
+/// An entry is believed like an answer of the introspection endpoint: **whoever can write to
+/// this Redis can make any token authenticate as anyone** (within what the replica's `iss`
+/// and `aud` checks allow), exactly as whoever can write to a shared revocation store can
+/// un-revoke tokens. Use a Redis (or a database number and prefix on it) that only the
+/// gateways can reach, with a password (`redis://:password@host:6379/0`, or an ACL user),
+/// on a private network: this crate builds the `redis` client without TLS, so `rediss://`
+/// URLs are refused; across untrusted networks put a TLS tunnel in front. Replicas sharing a
+/// prefix must introspect at the same authorization server.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tower_gatekeeper::authenticate::{
+///     ClientAuth, IntrospectionAuthenticator, IntrospectionConfig, RedisIntrospectionCache,
+/// };
+///
+/// let shared = RedisIntrospectionCache::builder("redis://:s3cret@10.0.0.5:6379/0")
+///     .prefix("orders-gateway:introspection:")
+///     .timeout(Duration::from_millis(250))
+///     .build()?;
+/// let auth = IntrospectionAuthenticator::new(
+///     IntrospectionConfig::new(
+///         "https://idp.example.test/oauth2/introspect",
+///         ClientAuth::Basic { client_id: "gateway".into(), client_secret: "…".into() },
+///     )
+///     .audiences(["api://orders"])
+///     .cache_ttl(Duration::from_secs(60))
+///     .shared_cache(shared),
+/// )?;
+/// # Ok::<(), tower_gatekeeper::jwt::ConfigError>(())
+/// ```
+#[cfg_attr(docsrs, doc(cfg(all(feature = "introspection", feature = "redis"))))]
+#[derive(Clone)]
+pub struct RedisIntrospectionCache {
+    inner: Arc<Inner>,
+}
+
+/// Builds a [`RedisIntrospectionCache`]; see [`RedisIntrospectionCache::builder`].
+#[cfg_attr(docsrs, doc(cfg(all(feature = "introspection", feature = "redis"))))]
+#[derive(Clone)]
+#[must_use]
+pub struct RedisIntrospectionCacheBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    backoff: Duration,
+}
+
+impl fmt::Debug for RedisIntrospectionCacheBuilder {
+    /// The URL is left out: it may carry a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisIntrospectionCacheBuilder")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisIntrospectionCacheBuilder {
+    /// The prefix of the keys (default `gatekeeper:introspection:`); the hex SHA-256 of the
+    /// token follows it. Replicas that share results use the same prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Bound of each Redis operation, connecting included (default 250 ms). A request whose
+    /// token is not cached locally waits at most this long for Redis before the endpoint is
+    /// asked.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long Redis is skipped after a failure before one reconnection is tried (default
+    /// 1 s), so an outage costs at most one timeout per back-off, not one per request.
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The cache. Nothing is connected yet: the first lookup connects.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for an invalid URL (or `rediss://`, which needs TLS support this crate
+    /// does not build), an empty prefix, or a zero timeout.
+    pub fn build(self) -> Result<RedisIntrospectionCache, ConfigError> {
+        let client = redis::Client::open(self.url.as_str()).map_err(|e| {
+            ConfigError::invalid(format!(
+                "invalid Redis URL for the introspection cache (redis://[:password@]host:port/db): {e}"
+            ))
+        })?;
+        if self.prefix.is_empty() {
+            return Err(ConfigError::invalid(
+                "the introspection cache's Redis key prefix must not be empty",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "the introspection cache's Redis timeout must be greater than zero",
+            ));
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        Ok(RedisIntrospectionCache {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                prefix: self.prefix,
+                timeout: self.timeout,
+                backoff: self.backoff,
+                conn: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                retry_at: Mutex::new(None),
+                failed: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+impl RedisIntrospectionCache {
+    /// A builder for a cache at `url` (`redis://[:password@]host:port/db`).
+    pub fn builder(url: impl Into<String>) -> RedisIntrospectionCacheBuilder {
+        RedisIntrospectionCacheBuilder {
+            url: url.into(),
+            prefix: "gatekeeper:introspection:".into(),
+            timeout: Duration::from_millis(250),
+            backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// The Redis key of a token whose SHA-256 is `token_hash` (lowercase hex).
+    pub fn key(&self, token_hash: &str) -> String {
+        format!("{}{token_hash}", self.inner.prefix)
+    }
+}
+
+impl fmt::Debug for RedisIntrospectionCache {
+    /// The URL is left out: it may carry a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        let connected = inner.current().is_some();
+        f.debug_struct("RedisIntrospectionCache")
+            .field("prefix", &inner.prefix)
+            .field("timeout", &inner.timeout)
+            .field("backoff", &inner.backoff)
+            .field("connected", &connected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedIntrospectionCache for RedisIntrospectionCache {
+    fn get<'a>(&'a self, token_hash: &'a str) -> SharedCacheFuture<'a, Option<SharedEntry>> {
+        Box::pin(async move {
+            let key = self.key(token_hash);
+            // One transaction, so the value and its TTL belong together; GETRANGE bounds what
+            // is read (one byte past the limit tells "too large").
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("PTTL")
+                .arg(&key)
+                .cmd("GETRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(MAX_RESPONSE_BYTES);
+            let (pttl, value): (i64, Vec<u8>) = self.inner.query(&pipe).await?;
+            match pttl {
+                // No such key (or it expired between the two reads).
+                -2 => Ok(None),
+                -1 => Err(SharedCacheError::InvalidEntry(
+                    "the key has no expiry (not written by a gatekeeper)".into(),
+                )),
+                ms if ms <= 0 => Ok(None),
+                _ if value.len() > MAX_RESPONSE_BYTES => {
+                    Err(SharedCacheError::InvalidEntry("larger than 64 KiB".into()))
+                }
+                ms => Ok(Some(SharedEntry::new(
+                    value,
+                    Duration::from_millis(ms.unsigned_abs()),
+                ))),
+            }
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        token_hash: &'a str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> SharedCacheFuture<'a, ()> {
+        Box::pin(async move {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            if ms == 0 || value.len() > MAX_RESPONSE_BYTES {
+                return Ok(());
+            }
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(self.key(token_hash))
+                .arg(value)
+                .arg("PX")
+                .arg(ms)
+                .ignore();
+            self.inner.query::<()>(&pipe).await
+        })
+    }
+}
+
+struct Inner {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    prefix: String,
+    timeout: Duration,
+    backoff: Duration,
+    /// The shared connection; `None` before the first use and after a failure.
+    conn: Mutex<Option<MultiplexedConnection>>,
+    /// Held while connecting: one connection attempt at a time.
+    connecting: tokio::sync::Mutex<()>,
+    /// Redis is skipped until then (set on failure).
+    retry_at: Mutex<Option<Instant>>,
+    /// Whether the last attempt failed (for the "reconnected" log line).
+    failed: AtomicBool,
+}
+
+/// Why an attempt did not reach Redis.
+enum Attempt {
+    BackingOff,
+    Redis(redis::RedisError),
+}
+
+impl Inner {
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn backing_off(&self) -> bool {
+        self.retry_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| Instant::now() < at)
+    }
+
+    /// After a failure: drop the connection and skip Redis for the back-off.
+    fn fail(&self) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + self.backoff);
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// The shared connection, opened when there is none (one attempt at a time; none while
+    /// backing off).
+    async fn connection(&self) -> Result<MultiplexedConnection, Attempt> {
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        if self.backing_off() {
+            return Err(Attempt::BackingOff);
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another attempt may have finished (or failed) while this one waited.
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        if self.backing_off() {
+            return Err(Attempt::BackingOff);
+        }
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+            .map_err(Attempt::Redis)?;
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        if self.failed.swap(false, Ordering::Relaxed) {
+            info!("the introspection cache reconnected to Redis");
+        }
+        Ok(conn)
+    }
+
+    /// Runs `pipe`, connecting first if needed, all within the timeout.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, SharedCacheError> {
+        let attempt = async {
+            let mut conn = self.connection().await?;
+            pipe.query_async::<T>(&mut conn)
+                .await
+                .map_err(Attempt::Redis)
+        };
+        match timeout(self.timeout, attempt).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(Attempt::BackingOff)) => Err(SharedCacheError::BackingOff),
+            Ok(Err(Attempt::Redis(e))) => {
+                self.fail();
+                Err(SharedCacheError::Unavailable(Box::new(e)))
+            }
+            Err(_) => {
+                self.fail();
+                Err(SharedCacheError::Unavailable(Box::new(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("Redis did not answer within {:?}", self.timeout),
+                ))))
+            }
+        }
+    }
+}

@@ -1,0 +1,920 @@
+//! The introspection cache shared by replicas through a real `redis-server`, started here on
+//! a free loopback port without persistence, in front of an identity provider started here
+//! that counts its requests: two `IntrospectionAuthenticator`s ("replicas") share active and
+//! inactive results (the IdP is asked once), Redis keys expire no later than the local cache
+//! would (`cache_ttl`, `negative_ttl`, the token's `exp`), each replica re-checks what it reads
+//! with its own configuration, unusable entries are ignored, and Redis killed, restarted or
+//! silent never fails a request nor stalls it. Then the same through two gateway replicas
+//! (`examples/gateway.rs`, `[introspection] redis_url`).
+//!
+//! When `redis-server` is not installed these tests skip with a loud message, except under
+//! `CI=true`, where that is a failure. Without the `redis` feature only the gateway's
+//! "`redis_url` needs the `redis` feature" check runs.
+#![cfg(feature = "introspection")]
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/gateway.rs"]
+mod gateway;
+
+/// A unique directory under the system temp dir, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "tower-gatekeeper-introspection-redis-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Writes `gateway.toml` and returns its path.
+    fn write_config(&self, toml: &str) -> std::path::PathBuf {
+        let path = self.0.join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The gateway's error for `toml`, which must be rejected.
+fn config_error(toml: &str) -> String {
+    let dir = TempDir::new();
+    let path = dir.write_config(toml);
+    gateway::load_config(&path)
+        .map(|_| ())
+        .expect_err("the config is rejected")
+        .to_string()
+}
+
+const ROUTE: &str = r#"
+[[route]]
+path = "/orders/{*rest}"
+upstream = "http://127.0.0.1:9"
+"#;
+
+#[test]
+fn gateway_redis_keys_of_the_introspection_section_are_checked() {
+    let section = "[introspection]\nendpoint = \"http://127.0.0.1:9/i\"\nauth_method = \"none\"\n";
+    let error = config_error(&format!(
+        "{ROUTE}{section}redis_prefix = \"gw:introspection:\"\n"
+    ));
+    assert!(
+        error.contains("[introspection]")
+            && error.contains("redis_prefix")
+            && error.contains("redis_url"),
+        "{error}"
+    );
+    let error = config_error(&format!(
+        "{ROUTE}{section}redis_url = \"redis://127.0.0.1:9/\"\nredis_prefix = \"\"\n"
+    ));
+    if cfg!(feature = "redis") {
+        assert!(
+            error.contains("[introspection]") && error.contains("`redis_prefix` must not be empty"),
+            "{error}"
+        );
+        let error = config_error(&format!("{ROUTE}{section}redis_url = \"nope\"\n"));
+        assert!(
+            error.contains("[introspection]") && error.contains("redis_url"),
+            "{error}"
+        );
+    } else {
+        assert!(
+            error.contains("[introspection]")
+                && error.contains("redis_url")
+                && error.contains("`redis` feature"),
+            "{error}"
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+mod shared {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, OnceLock};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    use redis::aio::MultiplexedConnection;
+    use serde_json::{Value, json};
+    use sha2::{Digest, Sha256};
+    use tokio::net::TcpListener;
+    use tokio::time::{Instant, sleep, timeout};
+    use tower_gatekeeper::RejectionKind;
+    use tower_gatekeeper::authenticate::{
+        ClientAuth, IntrospectionAuthenticator, IntrospectionConfig, RedisIntrospectionCache,
+        SharedIntrospectionCache,
+    };
+
+    use super::{ROUTE, TempDir, gateway};
+
+    /// Generous bound for what takes milliseconds; only reached when a test fails.
+    const BOUND: Duration = Duration::from_secs(30);
+    /// No request may take longer than this, whatever Redis does (its timeout is 250 ms).
+    const NO_STALL: Duration = Duration::from_secs(3);
+    const CACHE_TTL: Duration = Duration::from_secs(30);
+    const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+    const ISS: &str = "https://idp.example.test";
+
+    // -----------------------------------------------------------------------------------------
+    // redis-server
+    // -----------------------------------------------------------------------------------------
+
+    fn find_redis_server() -> Option<PathBuf> {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+            .map(|dir| dir.join("redis-server"))
+            .find(|candidate| candidate.is_file())
+    }
+
+    /// A `redis-server` child on a fixed loopback port, killed on drop.
+    struct RedisServer {
+        binary: PathBuf,
+        addr: SocketAddr,
+        child: Option<Child>,
+    }
+
+    impl RedisServer {
+        /// Starts one, or returns `None` (after a loud message) when it is not installed on a
+        /// developer machine. Under `CI=true` a missing server fails the test.
+        fn start() -> Option<RedisServer> {
+            let Some(binary) = find_redis_server() else {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("redis-server is not installed, and CI=true: .ci/run must install it");
+                }
+                eprintln!(
+                    "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+                     !!! SKIPPED: redis-server not found on PATH; the shared introspection  \n\
+                     !!! cache tests did not run. Install it (apt-get install redis-server).\n\
+                     !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+                );
+                return None;
+            };
+            let addr = {
+                let listener = StdListener::bind("127.0.0.1:0").unwrap();
+                listener.local_addr().unwrap()
+            };
+            let mut server = RedisServer {
+                binary,
+                addr,
+                child: None,
+            };
+            server.spawn();
+            Some(server)
+        }
+
+        fn url(&self) -> String {
+            format!("redis://{}/", self.addr)
+        }
+
+        fn spawn(&mut self) {
+            assert!(self.child.is_none());
+            let child = Command::new(&self.binary)
+                .args(["--bind", "127.0.0.1", "--port"])
+                .arg(self.addr.port().to_string())
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            self.child = Some(child);
+            let deadline = std::time::Instant::now() + BOUND;
+            let mut attempts = 0;
+            while TcpStream::connect(self.addr).is_err() {
+                attempts += 1;
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server did not listen after {attempts} attempts"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        fn kill(&mut self) {
+            let mut child = self.child.take().expect("running");
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+
+        fn restart(&mut self) {
+            self.spawn();
+        }
+
+        /// A connection of the test's own, to look at and tamper with what replicas store.
+        async fn connect(&self) -> MultiplexedConnection {
+            redis::Client::open(self.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap()
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    fn key(prefix: &str, token: &str) -> String {
+        let digest = Sha256::digest(token.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{prefix}{hex}")
+    }
+
+    async fn get(conn: &mut MultiplexedConnection, key: &str) -> Option<Vec<u8>> {
+        redis::cmd("GET").arg(key).query_async(conn).await.unwrap()
+    }
+
+    async fn pttl(conn: &mut MultiplexedConnection, key: &str) -> i64 {
+        redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+    }
+
+    async fn set(conn: &mut MultiplexedConnection, key: &str, value: &[u8], px: Option<u64>) {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(ms) = px {
+            cmd.arg("PX").arg(ms);
+        }
+        cmd.query_async::<()>(conn).await.unwrap();
+    }
+
+    /// Waits until a replica has written `key` (writes happen after the answer) and returns
+    /// the value as JSON.
+    async fn stored(conn: &mut MultiplexedConnection, key: &str) -> Value {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some(value) = get(conn, key).await {
+                return serde_json::from_slice(&value).expect("a JSON value");
+            }
+            assert!(Instant::now() < deadline, "{key} was never written");
+            sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The identity provider: counts requests per token
+    // -----------------------------------------------------------------------------------------
+
+    #[derive(Default)]
+    struct Idp {
+        counts: Mutex<HashMap<String, usize>>,
+        /// The fixed `exp` of the token `short`, set on first use.
+        short_exp: OnceLock<u64>,
+    }
+
+    impl Idp {
+        fn count(&self, token: &str) -> usize {
+            self.counts.lock().unwrap().get(token).copied().unwrap_or(0)
+        }
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    async fn answer(idp: Arc<Idp>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let token = String::from_utf8(body.to_vec())
+            .unwrap()
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "token")
+            .map(|(_, v)| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        *idp.counts.lock().unwrap().entry(token.clone()).or_default() += 1;
+        let far = now() + 3600;
+        let body = match token.as_str() {
+            // Whatever else an inactive answer says is not shared.
+            "inactive" => json!({"active": false, "sub": "not-shared", "note": "revoked"}),
+            "short" => {
+                let exp = *idp.short_exp.get_or_init(|| now() + 2);
+                json!({"active": true, "sub": "short-lived", "iss": ISS,
+                       "aud": "api://orders", "exp": exp})
+            }
+            "billing" => {
+                json!({"active": true, "sub": "biller", "iss": ISS, "aud": "api://billing",
+                       "exp": far})
+            }
+            _ => json!({
+                "active": true, "sub": format!("user-of-{token}"), "iss": ISS,
+                "aud": ["api://orders"], "scope": "orders:read", "exp": far,
+                "roles": ["clerk"],
+            }),
+        };
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap()
+    }
+
+    async fn start_idp() -> (SocketAddr, Arc<Idp>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let idp = Arc::new(Idp::default());
+        let state = Arc::clone(&idp);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(answer(state, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, idp)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Replicas
+    // -----------------------------------------------------------------------------------------
+
+    fn config(idp: SocketAddr, audience: &str) -> IntrospectionConfig {
+        IntrospectionConfig::new(
+            format!("http://{idp}/introspect"),
+            ClientAuth::Basic {
+                client_id: "gateway".into(),
+                client_secret: "s3cret".into(),
+            },
+        )
+        .issuer(ISS)
+        .audiences([audience])
+        .timeout(Duration::from_secs(2))
+        .cache_ttl(CACHE_TTL)
+        .negative_ttl(NEGATIVE_TTL)
+    }
+
+    fn cache(url: &str, prefix: &str) -> RedisIntrospectionCache {
+        RedisIntrospectionCache::builder(url)
+            .prefix(prefix)
+            .timeout(Duration::from_millis(250))
+            .backoff(Duration::from_millis(200))
+            .build()
+            .unwrap()
+    }
+
+    /// A replica: its own authenticator (own local cache, own Redis connection).
+    fn replica(idp: SocketAddr, url: &str, prefix: &str) -> IntrospectionAuthenticator {
+        replica_for(idp, url, prefix, "api://orders")
+    }
+
+    fn replica_for(
+        idp: SocketAddr,
+        url: &str,
+        prefix: &str,
+        audience: &str,
+    ) -> IntrospectionAuthenticator {
+        IntrospectionAuthenticator::new(config(idp, audience).shared_cache(cache(url, prefix)))
+            .unwrap()
+    }
+
+    /// `verify`, failing the test when it takes longer than [`NO_STALL`].
+    async fn verify(
+        replica: &IntrospectionAuthenticator,
+        token: &str,
+    ) -> Result<String, RejectionKind> {
+        let started = Instant::now();
+        let outcome = timeout(NO_STALL, replica.verify(token))
+            .await
+            .unwrap_or_else(|_| panic!("{token}: no answer within {NO_STALL:?}"));
+        let took = started.elapsed();
+        assert!(took < NO_STALL, "{token} took {took:?}");
+        outcome
+            .map(|ctx| ctx.subject().unwrap_or_default().to_owned())
+            .map_err(|r| r.kind())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Tests
+    // -----------------------------------------------------------------------------------------
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_share_active_and_inactive_results_and_ask_the_idp_once() {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let mut conn = redis.connect().await;
+        let (idp_addr, idp) = start_idp().await;
+        let prefix = "t1:introspection:";
+        let (a, b) = (
+            replica(idp_addr, &redis.url(), prefix),
+            replica(idp_addr, &redis.url(), prefix),
+        );
+
+        // Active: introspected through A, written under prefix + hex SHA-256 of the token.
+        assert_eq!(verify(&a, "opaque-1").await, Ok("user-of-opaque-1".into()));
+        let k = key(prefix, "opaque-1");
+        let value = stored(&mut conn, &k).await;
+        assert_eq!(value["active"], true);
+        assert_eq!(value["sub"], "user-of-opaque-1");
+        let ttl = pttl(&mut conn, &k).await;
+        assert!(
+            ttl > 0 && ttl <= CACHE_TTL.as_millis() as i64,
+            "PTTL {ttl} ms, cache_ttl {CACHE_TTL:?}"
+        );
+        // The raw token is stored nowhere.
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(keys.iter().all(|k| !k.contains("opaque-1")), "{keys:?}");
+        // B accepts it from Redis, with the same identity; the IdP was asked once.
+        assert_eq!(verify(&b, "opaque-1").await, Ok("user-of-opaque-1".into()));
+        let ctx = b.verify("opaque-1").await.unwrap();
+        assert_eq!(ctx.roles(), ["clerk"]);
+        assert_eq!(ctx.scopes(), ["orders:read"]);
+        assert_eq!(ctx.issuer(), Some(ISS));
+        assert_eq!(idp.count("opaque-1"), 1);
+
+        // Inactive: shared too, as `{"active":false}` only, for negative_ttl at most.
+        assert_eq!(
+            verify(&a, "inactive").await,
+            Err(RejectionKind::InvalidToken)
+        );
+        let k = key(prefix, "inactive");
+        assert_eq!(stored(&mut conn, &k).await, json!({"active": false}));
+        let ttl = pttl(&mut conn, &k).await;
+        assert!(
+            ttl > 0 && ttl <= NEGATIVE_TTL.as_millis() as i64,
+            "PTTL {ttl} ms, negative_ttl {NEGATIVE_TTL:?}"
+        );
+        assert_eq!(
+            verify(&b, "inactive").await,
+            Err(RejectionKind::InvalidToken)
+        );
+        assert_eq!(idp.count("inactive"), 1);
+
+        // Each replica re-checks what it reads with its own configuration: one for another
+        // audience rejects the entry A wrote (without asking the IdP)...
+        let billing = replica_for(idp_addr, &redis.url(), prefix, "api://billing");
+        assert_eq!(
+            verify(&billing, "opaque-1").await,
+            Err(RejectionKind::InvalidToken)
+        );
+        assert_eq!(idp.count("opaque-1"), 1);
+        // ...and accepts what the IdP said is active for it, although A rejected it.
+        assert_eq!(
+            verify(&a, "billing").await,
+            Err(RejectionKind::InvalidToken)
+        );
+        assert_eq!(
+            stored(&mut conn, &key(prefix, "billing")).await["sub"],
+            "biller"
+        );
+        assert_eq!(verify(&billing, "billing").await, Ok("biller".into()));
+        assert_eq!(idp.count("billing"), 1);
+
+        // Another prefix is another cache.
+        let other = replica(idp_addr, &redis.url(), "t1-other:");
+        assert_eq!(
+            verify(&other, "opaque-1").await,
+            Ok("user-of-opaque-1".into())
+        );
+        assert_eq!(idp.count("opaque-1"), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_entries_never_outlive_exp_and_expired_tokens_are_not_served() {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let mut conn = redis.connect().await;
+        let (idp_addr, idp) = start_idp().await;
+        let prefix = "t2:";
+        // An hour of cache_ttl: only `exp` bounds the entry.
+        let long = |url: &str| {
+            IntrospectionAuthenticator::new(
+                config(idp_addr, "api://orders")
+                    .cache_ttl(Duration::from_secs(3600))
+                    .shared_cache(cache(url, prefix)),
+            )
+            .unwrap()
+        };
+        let (a, b) = (long(&redis.url()), long(&redis.url()));
+
+        assert_eq!(verify(&a, "short").await, Ok("short-lived".into()));
+        let exp = *idp.short_exp.get().unwrap();
+        let k = key(prefix, "short");
+        stored(&mut conn, &k).await;
+        let before = now_ms();
+        let ttl = pttl(&mut conn, &k).await;
+        // The key expires at `exp` (give or take the SET's transit on loopback).
+        let to_exp = (exp * 1000) as i64 - before as i64;
+        assert!(
+            ttl > 0 && ttl <= to_exp + 50,
+            "PTTL {ttl} ms, exp in {to_exp} ms"
+        );
+        assert!(ttl <= 2000, "PTTL {ttl} ms");
+
+        // Once `exp` has passed, B does not get it from Redis: it asks the IdP, which says it
+        // expired.
+        while now() <= exp {
+            sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            get(&mut conn, &k).await,
+            None,
+            "the key expired with the token"
+        );
+        assert_eq!(verify(&b, "short").await, Err(RejectionKind::InvalidToken));
+        assert_eq!(idp.count("short"), 2);
+
+        // An entry claiming an active token past its `exp` (tampered, or a clock skew) is
+        // re-checked and rejected, whatever its Redis TTL.
+        let stale = json!({"active": true, "sub": "mallory", "iss": ISS,
+                           "aud": "api://orders", "exp": now() - 10});
+        set(
+            &mut conn,
+            &key(prefix, "stale"),
+            stale.to_string().as_bytes(),
+            Some(60_000),
+        )
+        .await;
+        assert_eq!(verify(&b, "stale").await, Err(RejectionKind::InvalidToken));
+        assert_eq!(idp.count("stale"), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_entry_bounds_the_local_cache_of_the_replica_that_reads_it() {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let mut conn = redis.connect().await;
+        let (idp_addr, idp) = start_idp().await;
+        let prefix = "t3:";
+        let b = replica(idp_addr, &redis.url(), prefix);
+        // An entry with a second left: B serves it, then (its local copy gone with it) asks the
+        // IdP, although its own cache_ttl is 30 s.
+        let planted = json!({"active": true, "sub": "planted", "iss": ISS,
+                             "aud": "api://orders", "exp": now() + 3600});
+        set(
+            &mut conn,
+            &key(prefix, "brief"),
+            planted.to_string().as_bytes(),
+            Some(1000),
+        )
+        .await;
+        assert_eq!(verify(&b, "brief").await, Ok("planted".into()));
+        assert_eq!(idp.count("brief"), 0);
+        sleep(Duration::from_millis(1200)).await;
+        assert_eq!(verify(&b, "brief").await, Ok("user-of-brief".into()));
+        assert_eq!(idp.count("brief"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unusable_redis_entries_are_ignored_and_replaced() {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let mut conn = redis.connect().await;
+        let (idp_addr, idp) = start_idp().await;
+        let prefix = "t4:";
+        let a = replica(idp_addr, &redis.url(), prefix);
+        let mallory = json!({"active": true, "sub": "mallory", "iss": ISS, "aud": "api://orders"});
+        let huge = json!({"active": true, "sub": "mallory", "iss": ISS, "aud": "api://orders",
+                          "pad": "x".repeat(70 * 1024)});
+        let cases: [(&str, Vec<u8>, Option<u64>); 5] = [
+            ("not-json", b"not json {".to_vec(), Some(60_000)),
+            ("array", b"[1, 2, 3]".to_vec(), Some(60_000)),
+            ("empty", Vec::new(), Some(60_000)),
+            // Never written by a gatekeeper: an entry without expiry is not trusted.
+            ("persistent", mallory.to_string().into_bytes(), None),
+            ("huge", huge.to_string().into_bytes(), Some(60_000)),
+        ];
+        for (token, value, px) in cases {
+            let k = key(prefix, token);
+            set(&mut conn, &k, &value, px).await;
+            assert_eq!(
+                verify(&a, token).await,
+                Ok(format!("user-of-{token}")),
+                "{token}: the IdP decides"
+            );
+            assert_eq!(idp.count(token), 1, "{token}");
+            // The IdP's answer replaces the unusable entry.
+            let deadline = Instant::now() + BOUND;
+            while get(&mut conn, &k).await.as_deref() == Some(&value[..]) {
+                assert!(Instant::now() < deadline, "{token}: never replaced");
+                sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(
+                stored(&mut conn, &k).await["sub"],
+                format!("user-of-{token}")
+            );
+            assert!(pttl(&mut conn, &k).await > 0, "{token}");
+        }
+
+        // A key of another type (a Redis error): still answered by the IdP.
+        let k = key(prefix, "hash");
+        redis::cmd("HSET")
+            .arg(&k)
+            .arg("f")
+            .arg("v")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(verify(&a, "hash").await, Ok("user-of-hash".into()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_killed_never_fails_nor_stalls_requests_and_sharing_resumes_after_restart() {
+        let Some(mut redis) = RedisServer::start() else {
+            return;
+        };
+        let (idp_addr, idp) = start_idp().await;
+        let prefix = "t5:";
+        let (a, b) = (
+            replica(idp_addr, &redis.url(), prefix),
+            replica(idp_addr, &redis.url(), prefix),
+        );
+        let mut conn = redis.connect().await;
+        assert_eq!(verify(&a, "before").await, Ok("user-of-before".into()));
+        stored(&mut conn, &key(prefix, "before")).await;
+        assert_eq!(verify(&b, "before").await, Ok("user-of-before".into()));
+        assert_eq!(idp.count("before"), 1);
+
+        redis.kill();
+        // Both replicas keep answering, through the IdP, promptly (each call is bounded by
+        // NO_STALL in `verify`); no 503. Spread over more than one back-off, so reconnection
+        // attempts to the dead Redis happen too.
+        let started = Instant::now();
+        let mut n = 0;
+        while started.elapsed() < Duration::from_millis(700) || n < 5 {
+            let token = format!("during-{n}");
+            assert_eq!(verify(&a, &token).await, Ok(format!("user-of-{token}")));
+            assert_eq!(verify(&b, &token).await, Ok(format!("user-of-{token}")));
+            assert_eq!(
+                idp.count(&token),
+                2,
+                "nothing is shared while Redis is down"
+            );
+            n += 1;
+            sleep(Duration::from_millis(50)).await;
+        }
+        // What each had cached locally still serves.
+        assert_eq!(verify(&a, "before").await, Ok("user-of-before".into()));
+        assert_eq!(verify(&b, "before").await, Ok("user-of-before".into()));
+        assert_eq!(idp.count("before"), 1);
+
+        // After the restart (empty: no persistence) sharing resumes by itself: after its
+        // back-off A reconnects and writes again, and B reads it.
+        redis.restart();
+        let mut conn = redis.connect().await;
+        let deadline = Instant::now() + BOUND;
+        for attempt in 1.. {
+            assert!(Instant::now() < deadline, "sharing never resumed");
+            let token = format!("after-{attempt}");
+            assert_eq!(verify(&a, &token).await, Ok(format!("user-of-{token}")));
+            // A may still be backing off (then it writes nothing), and so may B (then it asks
+            // the IdP itself): try again with the next token.
+            let written = Instant::now() + Duration::from_millis(300);
+            while get(&mut conn, &key(prefix, &token)).await.is_none() && Instant::now() < written {
+                sleep(Duration::from_millis(5)).await;
+            }
+            if get(&mut conn, &key(prefix, &token)).await.is_none() {
+                continue;
+            }
+            assert_eq!(verify(&b, &token).await, Ok(format!("user-of-{token}")));
+            if idp.count(&token) == 1 {
+                break;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_redis_costs_one_timeout_per_back_off() {
+        // Accepts connections and never answers: every operation would hang.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        let (idp_addr, idp) = start_idp().await;
+        let silent = RedisIntrospectionCache::builder(format!("redis://{addr}/"))
+            .timeout(Duration::from_millis(250))
+            .backoff(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let a = IntrospectionAuthenticator::new(
+            config(idp_addr, "api://orders").shared_cache(silent.clone()),
+        )
+        .unwrap();
+
+        let started = Instant::now();
+        assert_eq!(verify(&a, "s-0").await, Ok("user-of-s-0".into()));
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "waited for Redis up to its timeout"
+        );
+        // Within the back-off, Redis is not tried again: no new connection, no waiting.
+        for i in 1..5 {
+            let token = format!("s-{i}");
+            assert_eq!(verify(&a, &token).await, Ok(format!("user-of-{token}")));
+            assert_eq!(idp.count(&token), 1);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection attempt");
+        // The trait reports it too.
+        assert!(matches!(
+            silent.get("00").await,
+            Err(tower_gatekeeper::authenticate::SharedCacheError::BackingOff)
+        ));
+        // After the back-off, the next use tries once more.
+        sleep(Duration::from_secs(3)).await;
+        assert_eq!(verify(&a, "s-5").await, Ok("user-of-s-5".into()));
+        let deadline = Instant::now() + BOUND;
+        while accepted.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "never reconnected");
+            sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn configuration_mistakes_are_named_and_the_url_is_not_shown() {
+        let err = RedisIntrospectionCache::builder("not a url")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("Redis URL"), "{err}");
+        let err = RedisIntrospectionCache::builder("rediss://127.0.0.1:6379/")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        let err = RedisIntrospectionCache::builder("redis://127.0.0.1:1/")
+            .prefix("")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("prefix"), "{err}");
+        let err = RedisIntrospectionCache::builder("redis://127.0.0.1:1/")
+            .timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("timeout"), "{err}");
+
+        let builder = RedisIntrospectionCache::builder("redis://:top-secret@127.0.0.1:1/");
+        assert!(!format!("{builder:?}").contains("top-secret"));
+        let cache = builder.build().unwrap();
+        assert!(!format!("{cache:?}").contains("top-secret"));
+        let auth = IntrospectionAuthenticator::new(
+            IntrospectionConfig::new("http://127.0.0.1:1/i", ClientAuth::None).shared_cache(cache),
+        )
+        .unwrap();
+        assert!(!format!("{auth:?}").contains("top-secret"));
+        // Building connects to nothing (no runtime needed, no Redis needed).
+        assert_eq!(
+            RedisIntrospectionCache::builder("redis://127.0.0.1:1/")
+                .build()
+                .unwrap()
+                .key("ab"),
+            "gatekeeper:introspection:ab"
+        );
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Through the gateway example
+    // -----------------------------------------------------------------------------------------
+
+    /// An upstream that answers 200 with the `x-user-id` it received.
+    async fn start_upstream() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let user = req
+                            .headers()
+                            .get("x-user-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(user))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_gateway_replicas_share_introspection_results_through_redis() {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let mut conn = redis.connect().await;
+        let (idp_addr, idp) = start_idp().await;
+        let upstream = start_upstream().await;
+        let route = ROUTE.replace("127.0.0.1:9", &upstream.to_string());
+        let toml = format!(
+            "{route}[introspection]\nendpoint = \"http://{idp_addr}/introspect\"\n\
+             auth_method = \"none\"\naudiences = [\"api://orders\"]\ncache_ttl_seconds = 30\n\
+             redis_url = \"{}\"\nredis_prefix = \"gw-test:introspection:\"\n",
+            redis.url()
+        );
+        let (dir_a, dir_b) = (TempDir::new(), TempDir::new());
+        let mut replicas = Vec::new();
+        for dir in [&dir_a, &dir_b] {
+            let config =
+                gateway::load_config(dir.write_config(&toml)).unwrap_or_else(|e| panic!("{e}"));
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(gateway::run(config, listener, async {
+                let _ = rx.await;
+            }));
+            replicas.push((addr, tx, task));
+        }
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let call = |addr: SocketAddr, token: &'static str| {
+            let client = client.clone();
+            async move {
+                client
+                    .get(format!("http://{addr}/orders/1"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+
+        let response = call(replicas[0].0, "gw-opaque").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.text().await.unwrap(), "user-of-gw-opaque");
+        stored(&mut conn, &key("gw-test:introspection:", "gw-opaque")).await;
+        let response = call(replicas[1].0, "gw-opaque").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.text().await.unwrap(), "user-of-gw-opaque");
+        assert_eq!(
+            idp.count("gw-opaque"),
+            1,
+            "replica B used replica A's result"
+        );
+
+        let response = call(replicas[0].0, "inactive").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        stored(&mut conn, &key("gw-test:introspection:", "inactive")).await;
+        let response = call(replicas[1].0, "inactive").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(idp.count("inactive"), 1);
+
+        for (_, tx, task) in replicas {
+            tx.send(()).unwrap();
+            timeout(BOUND, task).await.unwrap().unwrap().unwrap();
+        }
+    }
+}
