@@ -10,7 +10,7 @@ use http::HeaderName;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Authenticator;
+use super::{Authenticator, Started};
 use crate::context::{AuthContext, CredentialKind};
 use crate::credential::RequestHead;
 use crate::jwt::ConfigError;
@@ -365,6 +365,18 @@ impl Authenticator for ApiKeyAuthenticator {
     type Future = Ready<Result<AuthContext, Rejection>>;
 
     fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        Ok(ready(self.check(head)))
+    }
+
+    /// Always [`Started::Ready`]: a key is known or not, with nothing to await.
+    fn start(&self, head: &RequestHead<'_>) -> Result<Started<Self::Future>, Rejection> {
+        self.check(head).map(Started::Ready)
+    }
+}
+
+impl ApiKeyAuthenticator {
+    /// The outcome for the key in `head`.
+    fn check(&self, head: &RequestHead<'_>) -> Result<AuthContext, Rejection> {
         let mut values = head.headers().get_all(&self.header).iter();
         let Some(value) = values.next() else {
             return Err(Rejection::missing_credential());
@@ -376,7 +388,7 @@ impl Authenticator for ApiKeyAuthenticator {
             .to_str()
             .map_err(|_| Rejection::invalid_request("malformed API key"))?
             .trim();
-        Ok(ready(self.verify(key)))
+        self.verify(key)
     }
 }
 

@@ -76,23 +76,28 @@
 //!
 //! # The cache key
 //!
-//! The key is SHA-256 over a 64-byte secret drawn from the operating system's random source
-//! when the cache is built, followed by the whole token (the secret fills exactly one SHA-256
-//! block, absorbed once at construction: each lookup clones that state and hashes only the
-//! token). Two different tokens would share an
-//! entry only on a SHA-256 collision, which nobody knows how to find (128-bit security); and
-//! since the secret prefix never leaves the process, a client cannot even compute the key
-//! of a token, let alone aim a crafted token at someone else's entry or at one hash bucket.
-//! Keying by the hash rather than the token also means the cache never retains raw tokens.
-//! SHA-256 is kept rather than a faster keyed hash: with the SHA extensions of current x86
-//! and ARM CPUs it costs about 0.3 µs for a typical 400–500-byte token, and the measured
-//! alternative without new dependencies (two independently keyed SipHash-1-3, for a 128-bit
-//! key) saved only about 0.1 µs of that while trading a standard collision-resistant hash
-//! for a reduced-round PRF. Since the key is already a uniformly distributed secret-keyed
-//! digest, the cache's own hash table uses its first bytes directly instead of hashing it
-//! again (a client cannot aim at one bucket without the secret).
+//! The key is the 128-bit SipHash-1-3 of the whole token under a 128-bit secret drawn from
+//! the operating system's random source when the cache is built. The secret never leaves
+//! the process and the keys are never shown to anyone, so a client can neither compute the
+//! key of a token nor aim a crafted token at an entry or a hash bucket.
+//!
+//! What a collision would give away decides how strong the hash must be. An entry is only
+//! ever the context of a token that was verified. If a client found two tokens with one key,
+//! and both are its own, it gains nothing: the second answers with the identity of the first,
+//! which it holds already. To borrow *someone else's* identity it would need a token whose
+//! key equals that of a token it has never seen: a second preimage of an unknown, high-entropy
+//! message (the signature alone is 256 bits or more) under a key it has never seen, which a
+//! keyed pseudo-random function makes a blind guess at 2^128 values per try. SipHash is the
+//! keyed PRF designed for exactly this (hash-table keys chosen by adversaries; the Rust
+//! standard library's `HashMap` uses SipHash-1-3 for the same reason), and it costs
+//! about 0.06 µs for a 270-byte token and 0.14 µs for a 700-byte one, where a keyed SHA-256
+//! costs 0.18 and 0.41 µs even with the CPU's SHA extensions (`benches/README.md`). Keying by a hash rather than the token means the
+//! cache never retains raw tokens, so a memory dump of the gateway does not yield live
+//! credentials. The key is already uniformly distributed and secret, so the cache's own
+//! hash table uses its low 64 bits directly instead of hashing it again.
 //! (Keying by a part of the token, such as its signature, would not be safe: the header and
-//! claims could then be swapped under a cached signature.)
+//! claims could then be swapped under a cached signature and the swapped token would be
+//! accepted, and forwarded with `keep_authorization`.)
 //!
 //! # Bounds and eviction
 //!
@@ -126,9 +131,9 @@ use std::time::{Duration, Instant, SystemTime};
 use moka::Expiry;
 use pin_project_lite::pin_project;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use siphasher::sip128::SipHasher13;
 
-use super::Authenticator;
+use super::{Authenticator, Started};
 use crate::context::AuthContext;
 use crate::credential::{DEFAULT_MAX_TOKEN_BYTES, RequestHead, bearer_token};
 use crate::jwt::{Clock, ConfigError};
@@ -242,7 +247,16 @@ impl CacheConfig {
     }
 }
 
-type Key = [u8; 32];
+/// SipHash-1-3 (128 bits) of the token under the cache's secret key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key(u128);
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Uniform and secret already (see the module docs): its low half is the bucket hash.
+        state.write_u64(self.0 as u64);
+    }
+}
 
 #[derive(Clone)]
 struct Entry {
@@ -254,9 +268,9 @@ struct Entry {
     weight: u32,
 }
 
-/// The hash table's hasher: keys are already secret-keyed SHA-256 digests, uniformly
-/// distributed and unknown to clients, so mixing their bytes is enough (no second keyed
-/// hash per lookup).
+/// The hash table's hasher: keys are already secret-keyed SipHash outputs, uniformly
+/// distributed and unknown to clients, so their low 64 bits are the table's hash (no second
+/// keyed hash per lookup).
 #[derive(Clone, Copy, Debug, Default)]
 struct KeyHasher;
 
@@ -272,12 +286,16 @@ struct KeyHash(u64);
 
 impl std::hash::Hasher for KeyHash {
     fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `Key`; anything else is still mixed in, never dropped.
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x517c_c1b7_2722_0a95);
+            self.write_u64(u64::from_le_bytes(word));
         }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 
     fn finish(&self) -> u64 {
@@ -305,8 +323,8 @@ pub struct TokenCache {
 
 struct Shared {
     entries: moka::sync::Cache<Key, Entry, KeyHasher>,
-    /// SHA-256 with the 64-byte secret absorbed (the secret itself is not kept).
-    keyed: Sha256,
+    /// SipHash-1-3 under the cache's random 128-bit key.
+    keyed: SipHasher13,
     min_weight: u64,
     config: CacheConfig,
 }
@@ -333,10 +351,9 @@ impl TokenCache {
     /// When the operating system's random source fails.
     pub fn new(config: CacheConfig) -> Result<Self, ConfigError> {
         config.check()?;
-        let mut secret = [0u8; 64];
+        let mut secret = [0u8; 16];
         getrandom::fill(&mut secret).expect("the OS random source failed");
-        let mut keyed = Sha256::new();
-        keyed.update(secret);
+        let keyed = SipHasher13::new_with_key(&secret);
         secret.fill(0);
         // Rounded up, so that `max_entries` entries of the minimum weight never fit in less
         // than `max_bytes`: the entry count stays within `max_entries`.
@@ -385,10 +402,14 @@ impl TokenCache {
         self.shared.entries.invalidate_all();
     }
 
+    /// Drops the entry of one token (the token itself, without the `Bearer` scheme), if
+    /// cached: its next request is verified again.
+    pub fn invalidate(&self, token: &str) {
+        self.shared.entries.invalidate(&self.key_of(token));
+    }
+
     fn key_of(&self, token: impl AsRef<[u8]>) -> Key {
-        let mut hasher = self.shared.keyed.clone();
-        hasher.update(token.as_ref());
-        hasher.finalize().into()
+        Key(self.shared.keyed.hash(token.as_ref()).as_u128())
     }
 
     /// The cached context for `key`, if it is still to be served.
@@ -535,33 +556,55 @@ impl<A: Authenticator> Authenticator for CachedAuthenticator<A> {
     type Future = CachedFuture<A>;
 
     fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        Ok(match self.start(head)? {
+            Started::Ready(ctx) => CachedFuture::hit(ctx),
+            Started::Pending(fut) => fut,
+        })
+    }
+
+    /// A hit is [`Started::Ready`]; a miss starts the wrapped authenticator and caches what
+    /// it accepts.
+    fn start(&self, head: &RequestHead<'_>) -> Result<Started<Self::Future>, Rejection> {
         let max_len = self.cache.shared.config.max_token_bytes;
         // The hit path skips the token's character check: every cached key was computed from
         // a token `bearer_token` accepted, so a token whose key is cached is byte for byte
-        // one that passed it (up to a SHA-256 collision, which the cache relies on anyway).
-        // A miss runs the full check before anything is cached, as before.
+        // one that passed it (up to a key collision, which the cache relies on anyway: see
+        // the module docs). A miss runs the full check before anything is cached.
         let Some(candidate) = bearer_candidate(head, max_len) else {
-            return self.inner.authenticate(head).map(CachedFuture::uncached);
+            return self
+                .inner
+                .start(head)
+                .map(|started| started.map(CachedFuture::uncached));
         };
         let key = self.cache.key_of(candidate);
         if let Some(ctx) = self.cache.lookup(&key, |ctx| self.inner.still_trusted(ctx)) {
             crate::metrics::cache_lookup(true);
-            return Ok(CachedFuture::hit(ctx));
+            return Ok(Started::Ready(ctx));
         }
         if !matches!(bearer_token(head, max_len), Ok(Some(_))) {
             // A malformed token: not ours to cache (nor counted as a lookup).
-            return self.inner.authenticate(head).map(CachedFuture::uncached);
+            return self
+                .inner
+                .start(head)
+                .map(|started| started.map(CachedFuture::uncached));
         }
         crate::metrics::cache_lookup(false);
-        let fut = self.inner.authenticate(head)?;
-        Ok(CachedFuture::miss(
-            fut,
-            Insert {
-                cache: self.cache.clone(),
-                key,
-                inner: self.inner.clone(),
-            },
-        ))
+        Ok(match self.inner.start(head)? {
+            Started::Ready(ctx) => {
+                if self.inner.still_trusted(&ctx) {
+                    self.cache.insert(key, &ctx);
+                }
+                Started::Ready(ctx)
+            }
+            Started::Pending(fut) => Started::Pending(CachedFuture::miss(
+                fut,
+                Insert {
+                    cache: self.cache.clone(),
+                    key,
+                    inner: self.inner.clone(),
+                },
+            )),
+        })
     }
 
     fn still_trusted(&self, ctx: &AuthContext) -> bool {

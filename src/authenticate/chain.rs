@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use super::{ApiKeyAuthenticator, Authenticator};
+use super::{ApiKeyAuthenticator, Authenticator, Started};
 use crate::context::{AuthContext, CredentialKind};
 use crate::credential::{RequestHead, bearer_token};
 use crate::reject::Rejection;
@@ -127,6 +127,19 @@ impl<J: Authenticator, O: Authenticator> Authenticator for CredentialChain<J, O>
     type Future = ChainFuture<J::Future, O::Future>;
 
     fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        Ok(match self.start(head)? {
+            Started::Ready(ctx) => ChainFuture {
+                state: State::Ready {
+                    fut: std::future::ready(Ok(ctx)),
+                },
+            },
+            Started::Pending(fut) => fut,
+        })
+    }
+
+    /// Picks the authenticator as [`authenticate`](Authenticator::authenticate) does and
+    /// starts it, so a ready outcome (a cache hit, an API key) stays ready.
+    fn start(&self, head: &RequestHead<'_>) -> Result<Started<Self::Future>, Rejection> {
         // Only the shape is read here; each authenticator applies its own size limit.
         let bearer = bearer_token(head, 64 * 1024)?;
         if let Some(keys) = &self.api_keys
@@ -137,23 +150,18 @@ impl<J: Authenticator, O: Authenticator> Authenticator for CredentialChain<J, O>
                     "both an API key and a bearer token were presented",
                 ));
             }
-            let fut = keys.authenticate(head)?;
-            return Ok(ChainFuture {
-                state: State::ApiKey { fut },
-            });
+            return Ok(keys.start(head)?.map(|fut| ChainFuture {
+                state: State::Ready { fut },
+            }));
         }
         match bearer {
             None => Err(Rejection::missing_credential()),
-            Some(token) if is_jws(token) => Ok(ChainFuture {
-                state: State::Jwt {
-                    fut: self.jwt.authenticate(head)?,
-                },
-            }),
-            Some(_) => Ok(ChainFuture {
-                state: State::Opaque {
-                    fut: self.opaque.authenticate(head)?,
-                },
-            }),
+            Some(token) if is_jws(token) => Ok(self.jwt.start(head)?.map(|fut| ChainFuture {
+                state: State::Jwt { fut },
+            })),
+            Some(_) => Ok(self.opaque.start(head)?.map(|fut| ChainFuture {
+                state: State::Opaque { fut },
+            })),
         }
     }
 
@@ -184,7 +192,7 @@ pin_project! {
     enum State<J, O> {
         Jwt { #[pin] fut: J },
         Opaque { #[pin] fut: O },
-        ApiKey { fut: std::future::Ready<Result<AuthContext, Rejection>> },
+        Ready { fut: std::future::Ready<Result<AuthContext, Rejection>> },
     }
 }
 
@@ -205,7 +213,7 @@ where
         match self.project().state.project() {
             StateProj::Jwt { fut } => fut.poll(cx),
             StateProj::Opaque { fut } => fut.poll(cx),
-            StateProj::ApiKey { fut } => Pin::new(fut).poll(cx),
+            StateProj::Ready { fut } => Pin::new(fut).poll(cx),
         }
     }
 }

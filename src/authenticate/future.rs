@@ -7,7 +7,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::AuthMode;
+use super::service::admit;
+use super::{AuthMode, AuthenticateSeen};
 use crate::audit::{Observation, Outcome};
 use crate::body::ResponseBody;
 use crate::context::AuthContext;
@@ -120,22 +121,13 @@ where
                         observation,
                     } = this.pending.take().expect("polled after completion");
                     match outcome {
-                        Ok(mut ctx) => {
-                            if ctx.truncate_lists(limits.roles_limit(), limits.scopes_limit()) {
-                                tracing::debug!(
-                                    max_roles = limits.roles_limit(),
-                                    max_scopes = limits.scopes_limit(),
-                                    "roles or scopes beyond the limits were dropped"
-                                );
-                            }
-                            observation.finish(Outcome::Allow, "authenticated", Some(&ctx), None);
-                            req.extensions_mut().insert(ctx);
-                        }
+                        Ok(ctx) => admit(&mut req, ctx, limits, observation),
                         Err(r)
                             if r.kind() == RejectionKind::MissingCredential
                                 && mode == AuthMode::Optional =>
                         {
                             observation.finish(Outcome::Allow, "anonymous", None, None);
+                            req.extensions_mut().insert(AuthenticateSeen);
                         }
                         Err(r) => {
                             let span = observation.span().clone();

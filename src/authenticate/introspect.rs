@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::Authenticator;
+use super::{Authenticator, Started};
 use crate::context::{AuthContext, CredentialKind, map_identity};
 use crate::credential::{DEFAULT_MAX_TOKEN_BYTES, RequestHead, bearer_token};
 use crate::jwt::ConfigError;
@@ -779,6 +779,15 @@ impl Authenticator for IntrospectionAuthenticator {
         let token = bearer_token(head, DEFAULT_MAX_TOKEN_BYTES)?
             .ok_or_else(Rejection::missing_credential)?;
         Ok(self.begin(token))
+    }
+
+    /// A result in the in-process cache is [`Started::Ready`] (or its rejection).
+    fn start(&self, head: &RequestHead<'_>) -> Result<Started<Self::Future>, Rejection> {
+        let fut = self.authenticate(head)?;
+        match fut.state {
+            FutState::Ready(Some(outcome)) => outcome.map(Started::Ready),
+            state => Ok(Started::Pending(IntrospectionFuture { state })),
+        }
     }
 }
 

@@ -4,9 +4,10 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::{AuthMode, AuthenticateSeen, Authenticator};
+use super::{AuthMode, AuthenticateSeen, Authenticator, Started};
 use crate::audit::{HookSlot, Observation, Outcome, Stage};
 use crate::body::ResponseBody;
+use crate::context::AuthContext;
 use crate::credential::RequestHead;
 use crate::limits::Limits;
 use crate::macros::define_inner_service_accessors;
@@ -64,17 +65,22 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        req.extensions_mut().insert(AuthenticateSeen);
         let protocol = Protocol::of(&req);
         let observation = Observation::start(Stage::Authenticate, &self.hook, &req, protocol, true);
         let started = {
             let _entered = observation.span().enter();
             self.limits
                 .check_request(req.headers())
-                .and_then(|()| self.authenticator.authenticate(&RequestHead::of(&req)))
+                .and_then(|()| self.authenticator.start(&RequestHead::of(&req)))
         };
         match started {
-            Ok(fut) => {
+            Ok(Started::Ready(ctx)) => {
+                // Known at once (a cache hit, an API key): straight to the inner service,
+                // which `poll_ready` readied for this call.
+                admit(&mut req, ctx, self.limits, observation);
+                ResponseFuture::calling(self.inner.call(req))
+            }
+            Ok(Started::Pending(fut)) => {
                 // Keep the service that was driven to readiness for this request.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
@@ -94,6 +100,7 @@ where
                     && self.mode == AuthMode::Optional =>
             {
                 observation.finish(Outcome::Allow, "anonymous", None, None);
+                req.extensions_mut().insert(AuthenticateSeen);
                 ResponseFuture::calling(self.inner.call(req))
             }
             Err(rejection) => {
@@ -113,4 +120,23 @@ where
             }
         }
     }
+}
+
+/// Lets an authenticated request through: the context, within the list limits, goes into
+/// its extensions and the decision is observed.
+pub(super) fn admit<B>(
+    req: &mut Request<B>,
+    mut ctx: AuthContext,
+    limits: Limits,
+    observation: Observation,
+) {
+    if ctx.truncate_lists(limits.roles_limit(), limits.scopes_limit()) {
+        tracing::debug!(
+            max_roles = limits.roles_limit(),
+            max_scopes = limits.scopes_limit(),
+            "roles or scopes beyond the limits were dropped"
+        );
+    }
+    observation.finish(Outcome::Allow, "authenticated", Some(&ctx), None);
+    req.extensions_mut().insert(ctx);
 }

@@ -8,10 +8,11 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::Decision;
+use super::service::reject;
 use crate::audit::{Observation, Outcome};
 use crate::body::ResponseBody;
 use crate::context::AuthContext;
-use crate::reject::{Protocol, RejectionResponse, render};
+use crate::reject::{Protocol, RejectionResponse};
 
 pin_project! {
     /// Response future of [`Authorize`](super::Authorize).
@@ -20,7 +21,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         #[pin]
-        state: State<PF, S::Future>,
+        state: State<PF, S::Future, ResponseBody<ResBody>>,
         pending: Option<Pending<S, R, ReqBody>>,
         _body: std::marker::PhantomData<fn() -> ResBody>,
     }
@@ -37,9 +38,10 @@ struct Pending<S, R, ReqBody> {
 
 pin_project! {
     #[project = StateProj]
-    enum State<PF, SF> {
+    enum State<PF, SF, B> {
         Evaluating { #[pin] fut: PF },
         Calling { #[pin] fut: SF },
+        Rejected { response: Option<Response<B>> },
     }
 }
 
@@ -66,6 +68,26 @@ where
                 authenticated,
                 observation,
             }),
+            _body: std::marker::PhantomData,
+        }
+    }
+
+    /// The decision was made at once and allowed the request: `fut` is the inner call.
+    pub(crate) fn calling(fut: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Calling { fut },
+            pending: None,
+            _body: std::marker::PhantomData,
+        }
+    }
+
+    /// The decision was made at once and denied the request.
+    pub(crate) fn rejected(response: Response<ResponseBody<ResBody>>) -> Self {
+        ResponseFuture {
+            state: State::Rejected {
+                response: Some(response),
+            },
+            pending: None,
             _body: std::marker::PhantomData,
         }
     }
@@ -105,20 +127,21 @@ where
                             this.state.set(State::Calling { fut });
                         }
                         Some(rejected) => {
-                            let span = observation.span().clone();
-                            let _entered = span.enter();
-                            observation.finish(
-                                Outcome::Deny,
-                                rejected.description(),
+                            return Poll::Ready(Ok(reject(
+                                &rejection,
+                                rejected,
+                                protocol,
                                 ctx,
-                                Some(&rejected),
-                            );
-                            return Poll::Ready(Ok(render(&rejection, rejected, protocol)));
+                                observation,
+                            )));
                         }
                     }
                 }
                 StateProj::Calling { fut } => {
                     return fut.poll(cx).map_ok(|r| r.map(ResponseBody::inner));
+                }
+                StateProj::Rejected { response } => {
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
                 }
             }
         }

@@ -6,12 +6,12 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::{PolicyEvaluator, ResponseFuture};
-use crate::audit::{HookSlot, Observation, Stage};
+use crate::audit::{HookSlot, Observation, Outcome, Stage};
 use crate::body::ResponseBody;
 use crate::context::AuthContext;
 use crate::credential::RequestHead;
 use crate::macros::define_inner_service_accessors;
-use crate::reject::{Protocol, RejectionResponse};
+use crate::reject::{Protocol, Rejection, RejectionResponse, render};
 
 /// Asks a policy before calling the inner service; denied requests never reach it, and the
 /// [`Rejection`](crate::Rejection) is in the response extensions.
@@ -75,6 +75,27 @@ where
         let observation = Observation::start(Stage::Authorize, &self.hook, &req, protocol, false);
         let ctx = req.extensions().get::<AuthContext>();
         let authenticated = ctx.is_some();
+        let decided = {
+            let _entered = observation.span().enter();
+            self.policy.decide_now(ctx, &RequestHead::of(&req))
+        };
+        if let Some(decision) = decided {
+            // Decided at once (every built-in rule): no future to drive, and the inner
+            // service readied by `poll_ready` is called directly.
+            return match decision.into_rejection(authenticated) {
+                None => {
+                    observation.finish(Outcome::Allow, "allowed by policy", ctx, None);
+                    ResponseFuture::calling(self.inner.call(req))
+                }
+                Some(rejected) => ResponseFuture::rejected(reject(
+                    &self.rejection,
+                    rejected,
+                    protocol,
+                    ctx,
+                    observation,
+                )),
+            };
+        }
         let fut = {
             let _entered = observation.span().enter();
             self.policy.evaluate(ctx, &RequestHead::of(&req))
@@ -91,4 +112,18 @@ where
             observation,
         )
     }
+}
+
+/// The response for a denied request, with the decision observed.
+pub(super) fn reject<R: RejectionResponse, B>(
+    rejection: &R,
+    rejected: Rejection,
+    protocol: Protocol,
+    ctx: Option<&AuthContext>,
+    observation: Observation,
+) -> Response<ResponseBody<B>> {
+    let span = observation.span().clone();
+    let _entered = span.enter();
+    observation.finish(Outcome::Deny, rejected.description(), ctx, Some(&rejected));
+    render(rejection, rejected, protocol)
 }

@@ -27,6 +27,8 @@ pub(crate) struct Propagator {
     /// Every owned name (lowercase, `-` form) stripped from inbound requests, the request id
     /// header included (it is re-inserted after validation).
     owned: Vec<HeaderName>,
+    /// The [`length_bit`]s of the owned names.
+    owned_lengths: u64,
     /// Top-level claims forwarded in the claims header and the signed context.
     forward_claims: Vec<String>,
     keep_authorization: bool,
@@ -83,9 +85,13 @@ impl Propagator {
                 "forward_claims contains an empty claim name",
             ));
         }
+        let owned_lengths = owned
+            .iter()
+            .fold(0, |bits, name| bits | length_bit(name.as_str().len()));
         Ok(Propagator {
             names,
             owned,
+            owned_lengths,
             forward_claims: options.forward_claims,
             keep_authorization: options.keep_authorization,
             sensitive: options.sensitive,
@@ -121,21 +127,26 @@ impl Propagator {
     }
 
     fn strip(&self, headers: &mut HeaderMap) {
-        for name in &self.owned {
-            headers.remove(name);
-        }
         if !self.keep_authorization {
             headers.remove(AUTHORIZATION);
         }
-        // Header names are lowercase already; only odd spellings with `_` or `.` for `-`
-        // (which CGI-style servers fold into the same variable) are left to find.
-        let odd: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| name.as_str().bytes().any(|b| b == b'_' || b == b'.'))
-            .filter(|name| self.is_owned(name.as_str()))
-            .cloned()
-            .collect();
-        for name in odd {
+        // One pass over the names the request has (a handful) rather than a removal per
+        // owned name: header names are lowercase already, and `is_owned` also catches the
+        // spellings with `_` or `.` for `-` (which CGI-style servers fold into the same
+        // variable). Names of a length no owned name has are skipped at once.
+        let mut found: [Option<HeaderName>; 4] = Default::default();
+        let mut more = Vec::new();
+        for name in headers.keys() {
+            if self.owned_lengths & length_bit(name.as_str().len()) != 0
+                && self.is_owned(name.as_str())
+            {
+                match found.iter_mut().find(|slot| slot.is_none()) {
+                    Some(slot) => *slot = Some(name.clone()),
+                    None => more.push(name.clone()),
+                }
+            }
+        }
+        for name in found.into_iter().flatten().chain(more) {
             headers.remove(name);
         }
         self.strip_connection_tokens(headers);
@@ -307,6 +318,11 @@ fn join(items: &[String], sep: &str, keep: impl Fn(&str) -> bool) -> String {
         out.push_str(item);
     }
     out
+}
+
+/// A bit per name length (lengths from 63 share the last), to rule names out cheaply.
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
 }
 
 /// Whether two header names are the same once case is ignored and `_` and `.` are read as

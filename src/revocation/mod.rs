@@ -66,7 +66,7 @@ use std::time::{Duration, SystemTime};
 use pin_project_lite::pin_project;
 use serde_json::Value;
 
-use crate::authenticate::Authenticator;
+use crate::authenticate::{Authenticator, Started};
 use crate::context::AuthContext;
 use crate::credential::RequestHead;
 use crate::reject::Rejection;
@@ -315,6 +315,17 @@ impl<A: Authenticator, S: RevocationStore> Authenticator for Revocable<A, S> {
             inner: self.inner.authenticate(head)?,
             store: Some(self.store.clone()),
         })
+    }
+
+    /// A ready outcome of the wrapped authenticator (a cache hit) is checked here and now.
+    fn start(&self, head: &RequestHead<'_>) -> Result<Started<Self::Future>, Rejection> {
+        match self.inner.start(head)? {
+            Started::Ready(ctx) => apply(&self.store, ctx).map(Started::Ready),
+            Started::Pending(inner) => Ok(Started::Pending(RevocableFuture {
+                inner,
+                store: Some(self.store.clone()),
+            })),
+        }
     }
 
     fn still_trusted(&self, ctx: &AuthContext) -> bool {

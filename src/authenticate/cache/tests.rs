@@ -153,6 +153,33 @@ async fn verifies_once_then_serves_from_the_cache() {
 }
 
 #[tokio::test]
+async fn a_hit_starts_ready_and_an_invalidated_token_is_verified_again() {
+    let f = Fixture::new(CacheConfig::default());
+    let token = f.token("alice", 3600);
+    let req = Request::builder()
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    // A miss: the wrapped authenticator's future.
+    let Ok(Started::Pending(fut)) = f.auth.start(&RequestHead::of(&req)) else {
+        panic!("a miss must be pending");
+    };
+    fut.await.unwrap();
+    // A hit: the context at once, nothing to await.
+    let Ok(Started::Ready(ctx)) = f.auth.start(&RequestHead::of(&req)) else {
+        panic!("a hit must be ready");
+    };
+    assert_eq!(ctx.subject(), Some("alice"));
+    assert_eq!(f.calls(), 1);
+
+    f.auth.cache().invalidate(&token);
+    f.run(&token).await.unwrap();
+    assert_eq!(f.calls(), 2);
+    f.run(&token).await.unwrap();
+    assert_eq!(f.calls(), 2);
+}
+
+#[tokio::test]
 async fn the_hit_shares_the_context() {
     let f = Fixture::new(CacheConfig::default());
     let token = f.token("alice", 3600);
