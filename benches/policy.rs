@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, Request};
-use serde_json::json;
 use tower_gatekeeper::authorize::{
     PathParams, PolicyEvaluator, RouteTable, all_of, any_of, claim_equals, path_param, roles_any,
     scopes_all, subject,
@@ -158,7 +157,9 @@ fn rego(c: &mut Criterion) {
             allow if "admin" in input.caller.roles
             "#,
         )
-        .data(json!({ "plans": { "acme": ["reports", "export"], "globex": ["export"] } }))
+        .data(
+            serde_json::json!({ "plans": { "acme": ["reports", "export"], "globex": ["export"] } }),
+        )
         .build()
         .unwrap();
     assert!(policy.decide(Some(&ctx), &head).is_allow());

@@ -2,8 +2,10 @@
 //! token and key behind an axum 0.8 `Router` with one route whose handler reads the caller's
 //! subject, each library configured as its README shows. See `../README.md`.
 //!
-//! Ids: `peers/<ALG>/{gatekeeper-nocache,gatekeeper-warm,jwt-authorizer,axum-jwt-auth}`
-//! (`nocache` is what a cold cache costs, less the miss and insert: see `benches/stack.rs`).
+//! Ids: `peers/baseline/axum-router` (the router and handler alone), then
+//! `peers/<ALG>/{jwt-authorizer,gatekeeper-cold,gatekeeper-nocache,gatekeeper-warm,axum-jwt-auth}`
+//! (`cold`: a running cache that does not hold the token, so a miss, the verification and
+//! the insert; `nocache`: no cache at all).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,7 +23,7 @@ use http::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_gatekeeper::authenticate::{CacheConfig, CachedAuthenticator};
+use tower_gatekeeper::authenticate::{CacheConfig, CachedAuthenticator, TokenCache};
 use tower_gatekeeper::authorize::AllowAll;
 use tower_gatekeeper::jwt::Validation;
 use tower_gatekeeper::keys::{SigningKey, StaticKeys, VerifyingKey};
@@ -124,7 +126,8 @@ impl Case {
             .unwrap()
     }
 
-    fn gatekeeper(&self, cache: bool) -> Router {
+    /// Ours in a router, with a verified-token cache (also returned) or without.
+    fn gatekeeper(&self, cache: bool) -> (Router, Option<TokenCache>) {
         let jwt = JwtAuthenticator::new(
             StaticKeys::new([self.verifying.clone()]),
             Validation::new(ISSUER).audiences([AUDIENCE]),
@@ -138,19 +141,22 @@ impl Case {
         let authorize = AuthorizeLayer::new(AllowAll);
         if cache {
             let auth = CachedAuthenticator::new(jwt, CacheConfig::default()).unwrap();
-            Router::new().route("/orders", handler).route_layer(
+            let tokens = auth.cache().clone();
+            let router = Router::new().route("/orders", handler).route_layer(
                 ServiceBuilder::new()
                     .layer(AuthenticateLayer::new(auth))
                     .layer(authorize)
                     .layer(propagate),
-            )
+            );
+            (router, Some(tokens))
         } else {
-            Router::new().route("/orders", handler).route_layer(
+            let router = Router::new().route("/orders", handler).route_layer(
                 ServiceBuilder::new()
                     .layer(AuthenticateLayer::new(jwt))
                     .layer(authorize)
                     .layer(propagate),
-            )
+            );
+            (router, None)
         }
     }
 
@@ -221,6 +227,18 @@ fn peers(c: &mut Criterion) {
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
+    // What the router and handler alone cost, without any authentication.
+    let bare = Router::new().route(
+        "/orders",
+        get(|req: Request<Body>| async move { req.uri().path().to_owned() }),
+    );
+    group.bench_function("baseline/axum-router", |b| {
+        b.iter_batched(
+            || (bare.clone(), request("Bearer x")),
+            |(svc, req)| -> Result<_, Infallible> { now(svc.oneshot(req)) },
+            BatchSize::SmallInput,
+        );
+    });
     for alg in [
         Algorithm::RS256,
         Algorithm::ES256,
@@ -228,7 +246,9 @@ fn peers(c: &mut Criterion) {
         Algorithm::HS256,
     ] {
         let case = Case::new(alg);
-        let bearer = format!("Bearer {}", case.token());
+        // One token for every contender (ECDSA signatures differ at each signing).
+        let token = case.token();
+        let bearer = format!("Bearer {token}");
         let authorizer = rt.block_on(case.jwt_authorizer());
         let response = rt
             .block_on(authorizer.clone().oneshot(request07(&bearer)))
@@ -241,9 +261,25 @@ fn peers(c: &mut Criterion) {
                 BatchSize::SmallInput,
             );
         });
+        // Cold: a running cache that does not hold the token (its entry is dropped before
+        // every iteration, untimed; `PerIteration` times each iteration alone).
+        let (cold, tokens) = case.gatekeeper(true);
+        let tokens = tokens.expect("cache");
+        let response = rt.block_on(cold.clone().oneshot(request(&bearer))).unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "gatekeeper-cold {alg}");
+        group.bench_function(format!("{alg}/gatekeeper-cold"), |b| {
+            b.iter_batched(
+                || {
+                    tokens.invalidate(&token);
+                    (cold.clone(), request(&bearer))
+                },
+                |(svc, req)| -> Result<_, Infallible> { now(svc.oneshot(req)) },
+                BatchSize::PerIteration,
+            );
+        });
         let routers = [
-            ("gatekeeper-nocache", case.gatekeeper(false)),
-            ("gatekeeper-warm", case.gatekeeper(true)),
+            ("gatekeeper-nocache", case.gatekeeper(false).0),
+            ("gatekeeper-warm", case.gatekeeper(true).0),
             ("axum-jwt-auth", case.axum_jwt_auth()),
         ];
         for (name, router) in routers {
