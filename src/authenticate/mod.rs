@@ -106,7 +106,10 @@ pub trait Authenticator: Clone + Send + Sync + 'static {
     /// `authenticate`.
     ///
     /// The default wraps `authenticate` in [`Started::Pending`]. An override must agree with
-    /// `authenticate`: the same request gets the same outcome either way.
+    /// `authenticate`: the same request gets the same outcome either way. Wrappers should
+    /// forward `start` to the authenticator they wrap (as [`CachedAuthenticator`] and
+    /// [`Revocable`](crate::revocation::Revocable) do); one that does not is still correct,
+    /// only its inner ready outcomes then go through a future.
     ///
     /// # Errors
     ///

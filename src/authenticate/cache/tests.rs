@@ -246,6 +246,28 @@ async fn an_entry_never_outlives_exp() {
 }
 
 #[tokio::test]
+async fn expired_entries_are_swept_out_of_memory() {
+    let f = Fixture::new(CacheConfig::default());
+    let short = f.token("alice", 10);
+    let long = f.token("bob", 3600);
+    f.run(&short).await.unwrap();
+    f.run(&long).await.unwrap();
+    assert_eq!(f.auth.cache().entry_count(), 2);
+    // Expired, never requested again: gone at the next sweep...
+    f.time.advance(11);
+    f.auth.cache().run_pending_tasks();
+    assert_eq!(f.auth.cache().entry_count(), 1);
+    // ...which an insert runs by itself once the last one is 30 s old.
+    let brief = f.token("carol", 20);
+    f.run(&brief).await.unwrap();
+    assert_eq!(f.auth.cache().entry_count(), 2);
+    f.time.advance(40);
+    f.run(&f.token("dave", 3600)).await.unwrap();
+    assert_eq!(f.auth.cache().entry_count(), 2, "carol's entry was swept");
+    assert_eq!(f.calls(), 4);
+}
+
+#[tokio::test]
 async fn an_entry_never_outlives_max_ttl() {
     let f = Fixture::new(CacheConfig::default().max_ttl(Duration::from_secs(30)));
     let token = f.token("alice", 3600);
@@ -329,6 +351,9 @@ async fn bounded_in_bytes() {
         cache.weighted_size()
     );
     assert!(cache.entry_count() <= 10, "{} entries", cache.entry_count());
+    // ...and a small budget still caches: it is not spread over shards too small to hold
+    // an entry.
+    assert!(cache.entry_count() >= 2, "{} entries", cache.entry_count());
 }
 
 #[tokio::test]
