@@ -16,6 +16,10 @@
 #[path = "../examples/gateway.rs"]
 mod gateway;
 
+#[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
 /// A unique directory under the system temp dir, removed on drop.
 struct TempDir(std::path::PathBuf);
 
@@ -105,9 +109,7 @@ fn gateway_redis_keys_of_the_introspection_section_are_checked() {
 mod shared {
     use std::collections::HashMap;
     use std::convert::Infallible;
-    use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
-    use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
+    use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex, OnceLock};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -128,6 +130,7 @@ mod shared {
         SharedIntrospectionCache,
     };
 
+    use super::redis_server::RedisServer;
     use super::{ROUTE, TempDir, gateway};
 
     /// Generous bound for what takes milliseconds; only reached when a test fails.
@@ -139,107 +142,16 @@ mod shared {
     const ISS: &str = "https://idp.example.test";
 
     // -----------------------------------------------------------------------------------------
-    // redis-server
+    // redis-server (tests/support/redis_server.rs)
     // -----------------------------------------------------------------------------------------
 
-    fn find_redis_server() -> Option<PathBuf> {
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-            .map(|dir| dir.join("redis-server"))
-            .find(|candidate| candidate.is_file())
-    }
-
-    /// A `redis-server` child on a fixed loopback port, killed on drop.
-    struct RedisServer {
-        binary: PathBuf,
-        addr: SocketAddr,
-        child: Option<Child>,
-    }
-
-    impl RedisServer {
-        /// Starts one, or returns `None` (after a loud message) when it is not installed on a
-        /// developer machine. Under `CI=true` a missing server fails the test.
-        fn start() -> Option<RedisServer> {
-            let Some(binary) = find_redis_server() else {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("redis-server is not installed, and CI=true: .ci/run must install it");
-                }
-                eprintln!(
-                    "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                     !!! SKIPPED: redis-server not found on PATH; the shared introspection  \n\
-                     !!! cache tests did not run. Install it (apt-get install redis-server).\n\
-                     !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-                );
-                return None;
-            };
-            let addr = {
-                let listener = StdListener::bind("127.0.0.1:0").unwrap();
-                listener.local_addr().unwrap()
-            };
-            let mut server = RedisServer {
-                binary,
-                addr,
-                child: None,
-            };
-            server.spawn();
-            Some(server)
-        }
-
-        fn url(&self) -> String {
-            format!("redis://{}/", self.addr)
-        }
-
-        fn spawn(&mut self) {
-            assert!(self.child.is_none());
-            let child = Command::new(&self.binary)
-                .args(["--bind", "127.0.0.1", "--port"])
-                .arg(self.addr.port().to_string())
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            self.child = Some(child);
-            let deadline = std::time::Instant::now() + BOUND;
-            let mut attempts = 0;
-            while TcpStream::connect(self.addr).is_err() {
-                attempts += 1;
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "redis-server did not listen after {attempts} attempts"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-
-        fn kill(&mut self) {
-            let mut child = self.child.take().expect("running");
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-
-        fn restart(&mut self) {
-            self.spawn();
-        }
-
-        /// A connection of the test's own, to look at and tamper with what replicas store.
-        async fn connect(&self) -> MultiplexedConnection {
-            redis::Client::open(self.url())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap()
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+    /// A connection of the test's own, to look at and tamper with what replicas store.
+    async fn connect(redis: &RedisServer) -> MultiplexedConnection {
+        redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     fn key(prefix: &str, token: &str) -> String {
@@ -440,7 +352,7 @@ mod shared {
         let Some(redis) = RedisServer::start() else {
             return;
         };
-        let mut conn = redis.connect().await;
+        let mut conn = connect(&redis).await;
         let (idp_addr, idp) = start_idp().await;
         let prefix = "t1:introspection:";
         let (a, b) = (
@@ -526,7 +438,7 @@ mod shared {
         let Some(redis) = RedisServer::start() else {
             return;
         };
-        let mut conn = redis.connect().await;
+        let mut conn = connect(&redis).await;
         let (idp_addr, idp) = start_idp().await;
         let prefix = "t2:";
         // An hour of cache_ttl: only `exp` bounds the entry.
@@ -587,7 +499,7 @@ mod shared {
         let Some(redis) = RedisServer::start() else {
             return;
         };
-        let mut conn = redis.connect().await;
+        let mut conn = connect(&redis).await;
         let (idp_addr, idp) = start_idp().await;
         let prefix = "t3:";
         let b = replica(idp_addr, &redis.url(), prefix);
@@ -614,7 +526,7 @@ mod shared {
         let Some(redis) = RedisServer::start() else {
             return;
         };
-        let mut conn = redis.connect().await;
+        let mut conn = connect(&redis).await;
         let (idp_addr, idp) = start_idp().await;
         let prefix = "t4:";
         let a = replica(idp_addr, &redis.url(), prefix);
@@ -674,7 +586,7 @@ mod shared {
             replica(idp_addr, &redis.url(), prefix),
             replica(idp_addr, &redis.url(), prefix),
         );
-        let mut conn = redis.connect().await;
+        let mut conn = connect(&redis).await;
         assert_eq!(verify(&a, "before").await, Ok("user-of-before".into()));
         stored(&mut conn, &key(prefix, "before")).await;
         assert_eq!(verify(&b, "before").await, Ok("user-of-before".into()));
@@ -706,7 +618,7 @@ mod shared {
         // After the restart (empty: no persistence) sharing resumes by itself: after its
         // back-off A reconnects and writes again, and B reads it.
         redis.restart();
-        let mut conn = redis.connect().await;
+        let mut conn = connect(&redis).await;
         let deadline = Instant::now() + BOUND;
         for attempt in 1.. {
             assert!(Instant::now() < deadline, "sharing never resumed");
@@ -856,7 +768,7 @@ mod shared {
         let Some(redis) = RedisServer::start() else {
             return;
         };
-        let mut conn = redis.connect().await;
+        let mut conn = connect(&redis).await;
         let (idp_addr, idp) = start_idp().await;
         let upstream = start_upstream().await;
         let route = ROUTE.replace("127.0.0.1:9", &upstream.to_string());

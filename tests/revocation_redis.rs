@@ -7,9 +7,9 @@
 //! `CI=true`, where that is a failure.
 #![cfg(feature = "redis")]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
@@ -22,6 +22,8 @@ use tower_gatekeeper::revocation::{
 };
 use tower_gatekeeper::{Authenticator, JwtAuthenticator, RejectionKind};
 
+use redis_server::RedisServer;
+
 const ISS: &str = "https://idp.example.test";
 const AUD: &str = "api://orders";
 /// Generous bound for what takes milliseconds; only reached when a test fails.
@@ -29,101 +31,6 @@ const BOUND: Duration = Duration::from_secs(30);
 /// The contract: a revocation written by one replica is enforced by all within this.
 const PROPAGATION: Duration = Duration::from_secs(1);
 const FAR: u64 = 4_102_444_800;
-
-// ---------------------------------------------------------------------------------------------
-// redis-server
-// ---------------------------------------------------------------------------------------------
-
-fn find_redis_server() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A `redis-server` child on a fixed loopback port, killed on drop.
-struct RedisServer {
-    binary: PathBuf,
-    addr: SocketAddr,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// Starts one, or returns `None` (after a loud message) when it is not installed on a
-    /// developer machine. Under `CI=true` a missing server fails the test.
-    fn start() -> Option<RedisServer> {
-        let Some(binary) = find_redis_server() else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("redis-server is not installed, and CI=true: .ci/run must install it");
-            }
-            eprintln!(
-                "\n\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                 !!! SKIPPED: redis-server not found on PATH; Redis revocation tests did \n\
-                 !!! not run. Install it (Debian: apt-get install redis-server).          \n\
-                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-            );
-            return None;
-        };
-        let addr = {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap()
-        };
-        let mut server = RedisServer {
-            binary,
-            addr,
-            child: None,
-        };
-        server.spawn();
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{}/", self.addr)
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new(&self.binary)
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.addr.port().to_string())
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + BOUND;
-        let mut attempts = 0;
-        while TcpStream::connect(self.addr).is_err() {
-            attempts += 1;
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen after {attempts} attempts"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn restart(&mut self) {
-        self.spawn();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Replicas
