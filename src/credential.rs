@@ -181,11 +181,12 @@ fn is_b64token(token: &[u8]) -> bool {
     body_len > 0
         && token[..body_len]
             .iter()
-            .fold(true, |ok, &b| ok & is_b64token_byte(b))
+            .fold(true, |ok, &b| ok & is_b64token_char(b))
 }
 
+/// A b64token character other than `=`.
 #[inline(always)]
-fn is_b64token_byte(b: u8) -> bool {
+fn is_b64token_char(b: u8) -> bool {
     let lower = b | 0x20;
     (lower.wrapping_sub(b'a') < 26)
         | (b.wrapping_sub(b'0') < 10)
@@ -195,10 +196,6 @@ fn is_b64token_byte(b: u8) -> bool {
         | (b == b'~')
         | (b == b'+')
         | (b == b'/')
-}
-
-fn is_b64token_char(b: u8) -> bool {
-    is_b64token_byte(b)
 }
 
 #[cfg(test)]
@@ -211,7 +208,7 @@ mod tests {
         for b in 0..=255u8 {
             let expected =
                 b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-            assert_eq!(is_b64token_byte(b), expected, "byte {b:#04x}");
+            assert_eq!(is_b64token_char(b), expected, "byte {b:#04x}");
         }
     }
 

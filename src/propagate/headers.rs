@@ -130,23 +130,19 @@ impl Propagator {
         if !self.keep_authorization {
             headers.remove(AUTHORIZATION);
         }
-        // One pass over the names the request has (a handful) rather than a removal per
-        // owned name: header names are lowercase already, and `is_owned` also catches the
-        // spellings with `_` or `.` for `-` (which CGI-style servers fold into the same
-        // variable). Names of a length no owned name has are skipped at once.
-        let mut found: [Option<HeaderName>; 4] = Default::default();
-        let mut more = Vec::new();
-        for name in headers.keys() {
-            if self.owned_lengths & length_bit(name.as_str().len()) != 0
-                && self.is_owned(name.as_str())
-            {
-                match found.iter_mut().find(|slot| slot.is_none()) {
-                    Some(slot) => *slot = Some(name.clone()),
-                    None => more.push(name.clone()),
-                }
-            }
-        }
-        for name in found.into_iter().flatten().chain(more) {
+        // A scan of the names the request has (a handful) rather than a removal per owned
+        // name: header names are lowercase already, and `is_owned` also catches the spellings
+        // with `_` or `.` for `-` (which CGI-style servers fold into the same variable). Names
+        // of a length no owned name has are passed over at once; each owned name found (rare:
+        // a client's request id, a spoofing attempt) is removed and the scan starts again.
+        while let Some(name) = headers
+            .keys()
+            .find(|name| {
+                self.owned_lengths & length_bit(name.as_str().len()) != 0
+                    && self.is_owned(name.as_str())
+            })
+            .cloned()
+        {
             headers.remove(name);
         }
         self.strip_connection_tokens(headers);
