@@ -23,7 +23,9 @@ pin_project! {
     {
         #[pin]
         state: State<AF, S::Future, ResponseBody<ResBody>>,
-        pending: Option<Pending<S, R, ReqBody>>,
+        // Boxed: only the waiting path needs it, and the future stays small for the
+        // ready path (moved and boxed by routers on every request).
+        pending: Option<Box<Pending<S, R, ReqBody>>>,
     }
 }
 
@@ -63,7 +65,7 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Authenticating { fut },
-            pending: Some(Pending {
+            pending: Some(Box::new(Pending {
                 req,
                 inner,
                 rejection,
@@ -71,7 +73,7 @@ where
                 mode,
                 limits,
                 observation,
-            }),
+            })),
         }
     }
 
@@ -119,7 +121,7 @@ where
                         mode,
                         limits,
                         observation,
-                    } = this.pending.take().expect("polled after completion");
+                    } = *this.pending.take().expect("polled after completion");
                     match outcome {
                         Ok(ctx) => admit(&mut req, ctx, limits, observation),
                         Err(r)

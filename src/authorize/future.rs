@@ -22,7 +22,9 @@ pin_project! {
     {
         #[pin]
         state: State<PF, S::Future, ResponseBody<ResBody>>,
-        pending: Option<Pending<S, R, ReqBody>>,
+        // Boxed: only the waiting path needs it, and the future stays small for the
+        // ready path (moved and boxed by routers on every request).
+        pending: Option<Box<Pending<S, R, ReqBody>>>,
         _body: std::marker::PhantomData<fn() -> ResBody>,
     }
 }
@@ -60,14 +62,14 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Evaluating { fut },
-            pending: Some(Pending {
+            pending: Some(Box::new(Pending {
                 req,
                 inner,
                 rejection,
                 protocol,
                 authenticated,
                 observation,
-            }),
+            })),
             _body: std::marker::PhantomData,
         }
     }
@@ -118,7 +120,7 @@ where
                         protocol,
                         authenticated,
                         observation,
-                    } = this.pending.take().expect("polled after completion");
+                    } = *this.pending.take().expect("polled after completion");
                     let ctx = req.extensions().get::<AuthContext>();
                     match decision.into_rejection(authenticated) {
                         None => {
