@@ -115,6 +115,8 @@
 //! which holds 97% of the capacity. A flood of unique tokens, each seen once, cycles through
 //! the cold section and its ghosts: it cannot push hot entries out wholesale, and never
 //! grows memory beyond the bound; the flood's tokens are verified like any uncached token.
+//! The ghost keys are bounded too: at most half as many as the entries that fit, each a
+//! slot of about a hundred bytes, not counted in `max_bytes`.
 //! (An earlier version used moka's TinyLFU; quick_cache gives the same flood resistance at a
 //! fraction of the cost: a hit about 30 ns instead of 200, an insert about 0.1 µs instead
 //! of 1.3, measured in `benches/README.md`.)
@@ -383,8 +385,15 @@ impl TokenCache {
             .max(1);
         let shards = 1u64 << shards.ilog2();
         let weight_capacity = config.max_bytes / shards * shards;
+        // How many entries can be resident: also sizes the ghost keys the cache remembers
+        // (half as many), so it must not exceed what `max_bytes` can hold (every entry weighs
+        // at least `ENTRY_OVERHEAD`), or a huge `max_entries` would let ghosts outgrow it.
+        let resident = config
+            .max_entries
+            .min(config.max_bytes / ENTRY_OVERHEAD as u64)
+            .max(1);
         let options = quick_cache::OptionsBuilder::new()
-            .estimated_items_capacity(usize::try_from(config.max_entries).unwrap_or(usize::MAX))
+            .estimated_items_capacity(usize::try_from(resident).unwrap_or(usize::MAX))
             .weight_capacity(weight_capacity)
             .shards(shards as usize)
             .build()
