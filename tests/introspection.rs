@@ -3,8 +3,10 @@
 //! counts requests), single flight, client authentication (basic and post).
 #![cfg(feature = "introspection")]
 
+#[path = "support/http_server.rs"]
+mod http_server;
+
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,13 +16,14 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, timeout};
 use tower_gatekeeper::authenticate::{ClientAuth, IntrospectionAuthenticator, IntrospectionConfig};
 use tower_gatekeeper::{CredentialKind, RejectionKind};
+
+use http_server::serve;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -119,25 +122,9 @@ async fn answer(idp: Arc<Idp>, req: Request<Incoming>) -> Response<Full<Bytes>> 
 }
 
 async fn start_idp() -> (SocketAddr, Arc<Idp>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let idp = Arc::new(Idp::default());
     let state = Arc::clone(&idp);
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let state = Arc::clone(&state);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let state = Arc::clone(&state);
-                    async move { Ok::<_, Infallible>(answer(state, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let addr = serve(move |req| answer(Arc::clone(&state), req)).await;
     (addr, idp)
 }
 

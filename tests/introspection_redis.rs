@@ -20,6 +20,10 @@ mod gateway;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
+#[cfg(feature = "redis")]
+#[path = "support/http_server.rs"]
+mod http_server;
+
 /// A unique directory under the system temp dir, removed on drop.
 struct TempDir(std::path::PathBuf);
 
@@ -108,7 +112,6 @@ fn gateway_redis_keys_of_the_introspection_section_are_checked() {
 #[cfg(feature = "redis")]
 mod shared {
     use std::collections::HashMap;
-    use std::convert::Infallible;
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex, OnceLock};
@@ -118,7 +121,6 @@ mod shared {
     use http::{Request, Response, StatusCode};
     use http_body_util::{BodyExt, Full};
     use hyper::body::Incoming;
-    use hyper_util::rt::TokioIo;
     use redis::aio::MultiplexedConnection;
     use serde_json::{Value, json};
     use sha2::{Digest, Sha256};
@@ -130,6 +132,7 @@ mod shared {
         SharedIntrospectionCache,
     };
 
+    use super::http_server::serve;
     use super::redis_server::RedisServer;
     use super::{ROUTE, TempDir, gateway};
 
@@ -262,25 +265,9 @@ mod shared {
     }
 
     async fn start_idp() -> (SocketAddr, Arc<Idp>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let idp = Arc::new(Idp::default());
         let state = Arc::clone(&idp);
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(answer(state, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let addr = serve(move |req| answer(Arc::clone(&state), req)).await;
         (addr, idp)
     }
 
@@ -740,27 +727,16 @@ mod shared {
 
     /// An upstream that answers 200 with the `x-user-id` it received.
     async fn start_upstream() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                        let user = req
-                            .headers()
-                            .get("x-user-id")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(user))))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        addr
+        serve(|req: Request<Incoming>| async move {
+            let user = req
+                .headers()
+                .get("x-user-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            Response::new(Full::new(Bytes::from(user)))
+        })
+        .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
