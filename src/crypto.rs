@@ -35,3 +35,148 @@ pub const BACKEND: &str = if cfg!(feature = "aws-lc-rs") {
 pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), getrandom::Error> {
     getrandom::fill(buf)
 }
+
+/// A verification key prepared once, when it is loaded, for every algorithm it may verify.
+///
+/// jsonwebtoken builds its verifier per call: aws-lc-rs then parses the RSA, EC or Ed25519
+/// public key (and checks an EC point is on its curve) and derives the HMAC key for every
+/// token. With aws-lc-rs we keep parsed keys (`ParsedPublicKey`, `hmac::Key`) instead, so a
+/// verification is the signature check alone, and a key aws-lc-rs refuses (an EC point off
+/// its curve, an unusable RSA key) fails when it is loaded rather than on every token. With
+/// rust-crypto alone, verification goes through jsonwebtoken's provider as before.
+#[derive(Clone, Default)]
+pub(crate) struct PreparedKey {
+    #[cfg(feature = "aws-lc-rs")]
+    verifiers: Vec<(crate::Algorithm, aws::Verifier)>,
+}
+
+impl PreparedKey {
+    /// Prepares `key` for each of `algorithms`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming what the backend refused in the key.
+    #[cfg_attr(
+        not(feature = "aws-lc-rs"),
+        allow(clippy::unnecessary_wraps, unused_variables)
+    )]
+    pub(crate) fn new(
+        key: &jsonwebtoken::DecodingKey,
+        algorithms: crate::AlgorithmSet,
+    ) -> Result<Self, &'static str> {
+        #[cfg(feature = "aws-lc-rs")]
+        {
+            let verifiers = algorithms
+                .iter()
+                .map(|alg| aws::Verifier::new(key, alg).map(|v| (alg, v)))
+                .collect::<Result<_, _>>()?;
+            Ok(PreparedKey { verifiers })
+        }
+        #[cfg(not(feature = "aws-lc-rs"))]
+        Ok(PreparedKey {})
+    }
+
+    /// `Some(valid)` when this key was prepared for `alg`; `None` sends the caller to
+    /// jsonwebtoken's provider.
+    #[cfg_attr(
+        not(feature = "aws-lc-rs"),
+        allow(clippy::unused_self, unused_variables)
+    )]
+    #[inline]
+    pub(crate) fn verify(
+        &self,
+        alg: crate::Algorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Option<bool> {
+        #[cfg(feature = "aws-lc-rs")]
+        {
+            self.verifiers
+                .iter()
+                .find(|(a, _)| *a == alg)
+                .map(|(_, v)| v.verify(message, signature))
+        }
+        #[cfg(not(feature = "aws-lc-rs"))]
+        None
+    }
+}
+
+#[cfg(feature = "aws-lc-rs")]
+mod aws {
+    use aws_lc_rs::{hmac, signature};
+    use jsonwebtoken::{DecodingKey, DecodingKeyKind};
+
+    use crate::Algorithm;
+
+    /// One algorithm's parsed key. The parameters are those of jsonwebtoken's aws-lc-rs
+    /// provider (fixed-size ECDSA signatures, RSA moduli of 2048 to 8192 bits).
+    #[derive(Clone)]
+    pub(super) enum Verifier {
+        Public(signature::ParsedPublicKey),
+        /// Boxed: aws-lc-rs keeps the precomputed inner and outer states (1.2 KB).
+        Hmac(Box<hmac::Key>),
+    }
+
+    impl Verifier {
+        pub(super) fn new(key: &DecodingKey, alg: Algorithm) -> Result<Self, &'static str> {
+            let hmac_alg = match alg {
+                Algorithm::HS256 => Some(hmac::HMAC_SHA256),
+                Algorithm::HS384 => Some(hmac::HMAC_SHA384),
+                Algorithm::HS512 => Some(hmac::HMAC_SHA512),
+                _ => None,
+            };
+            if let Some(hmac_alg) = hmac_alg {
+                let secret = key.try_get_as_bytes().map_err(|_| "not an HMAC secret")?;
+                return Ok(Verifier::Hmac(Box::new(hmac::Key::new(hmac_alg, secret))));
+            }
+            let rsa: Option<&'static signature::RsaParameters> = match alg {
+                Algorithm::RS256 => Some(&signature::RSA_PKCS1_2048_8192_SHA256),
+                Algorithm::RS384 => Some(&signature::RSA_PKCS1_2048_8192_SHA384),
+                Algorithm::RS512 => Some(&signature::RSA_PKCS1_2048_8192_SHA512),
+                Algorithm::PS256 => Some(&signature::RSA_PSS_2048_8192_SHA256),
+                Algorithm::PS384 => Some(&signature::RSA_PSS_2048_8192_SHA384),
+                Algorithm::PS512 => Some(&signature::RSA_PSS_2048_8192_SHA512),
+                _ => None,
+            };
+            let parsed = match (rsa, key.kind()) {
+                (Some(params), DecodingKeyKind::RsaModulusExponent { n, e }) => {
+                    signature::RsaPublicKeyComponents { n, e }
+                        .to_parsed_public_key(params)
+                        .map_err(|_| "the RSA public key was refused by aws-lc-rs")?
+                }
+                (Some(params), DecodingKeyKind::SecretOrDer(der)) => {
+                    signature::ParsedPublicKey::new(params, der)
+                        .map_err(|_| "the RSA public key was refused by aws-lc-rs")?
+                }
+                (None, DecodingKeyKind::SecretOrDer(bytes)) => {
+                    let params: &'static dyn signature::VerificationAlgorithm = match alg {
+                        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+                        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+                        Algorithm::EdDSA => &signature::ED25519,
+                        _ => return Err("no verification algorithm for this key"),
+                    };
+                    signature::ParsedPublicKey::new(params, bytes).map_err(|_| {
+                        if alg == Algorithm::EdDSA {
+                            "the Ed25519 public key was refused by aws-lc-rs"
+                        } else {
+                            "the EC public key is not a point on its curve"
+                        }
+                    })?
+                }
+                (None, DecodingKeyKind::RsaModulusExponent { .. }) => {
+                    return Err("an RSA key cannot verify this algorithm");
+                }
+            };
+            Ok(Verifier::Public(parsed))
+        }
+
+        #[inline]
+        pub(super) fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+            match self {
+                Verifier::Public(key) => key.verify_sig(message, sig).is_ok(),
+                // Constant time (aws-lc-rs compares tags with CRYPTO_memcmp).
+                Verifier::Hmac(key) => hmac::verify(key, message, sig).is_ok(),
+            }
+        }
+    }
+}

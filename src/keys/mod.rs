@@ -256,6 +256,8 @@ struct KeyInner {
     key_type: KeyType,
     algorithms: AlgorithmSet,
     key: DecodingKey,
+    /// The key parsed once for the backend (see [`crate::crypto::PreparedKey`]).
+    prepared: Arc<crate::crypto::PreparedKey>,
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -269,15 +271,19 @@ impl fmt::Debug for VerifyingKey {
 }
 
 impl VerifyingKey {
-    fn build(key_type: KeyType, key: DecodingKey) -> Self {
-        VerifyingKey {
+    fn build(key_type: KeyType, key: DecodingKey) -> Result<Self, KeyError> {
+        let algorithms = key_type.algorithms();
+        let prepared =
+            crate::crypto::PreparedKey::new(&key, algorithms).map_err(KeyError::invalid)?;
+        Ok(VerifyingKey {
             inner: Arc::new(KeyInner {
                 kid: None,
                 key_type,
-                algorithms: key_type.algorithms(),
+                algorithms,
                 key,
+                prepared: Arc::new(prepared),
             }),
-        }
+        })
     }
 
     /// A public key from PEM: `PUBLIC KEY` (SPKI: RSA, EC P-256/P-384, Ed25519),
@@ -330,11 +336,11 @@ impl VerifyingKey {
                     "unsupported EC curve (supported: P-256, P-384)",
                 ));
             }
-            return Ok(Self::build(key_type, key));
+            return Self::build(key_type, key);
         }
         if let Ok(key) = DecodingKey::from_ed_pem(pem) {
             match key.try_get_as_bytes() {
-                Ok(x) if x.len() == 32 => return Ok(Self::build(KeyType::Ed25519, key)),
+                Ok(x) if x.len() == 32 => return Self::build(KeyType::Ed25519, key),
                 _ => return Err(KeyError::invalid("malformed Ed25519 public key")),
             }
         }
@@ -381,10 +387,10 @@ impl VerifyingKey {
         if e.is_empty() || e.len() > 8 || e.last().is_some_and(|b| b & 1 == 0) || e == [1] {
             return Err(KeyError::invalid("unusable RSA public exponent"));
         }
-        Ok(Self::build(
+        Self::build(
             KeyType::Rsa { bits },
             DecodingKey::from_rsa_raw_components(n, e),
-        ))
+        )
     }
 
     /// An HMAC secret. It may verify each HS* algorithm whose hash is no longer than the
@@ -407,7 +413,7 @@ impl VerifyingKey {
                 secret.len()
             )));
         }
-        let mut key = Self::build(KeyType::Hmac, DecodingKey::from_secret(secret));
+        let mut key = Self::build(KeyType::Hmac, DecodingKey::from_secret(secret))?;
         Arc::make_mut(&mut key.inner).algorithms = algorithms;
         Ok(key)
     }
@@ -488,7 +494,7 @@ impl VerifyingKey {
                 point.push(0x04);
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
-                Self::build(key_type, DecodingKey::from_ec_der(&point))
+                Self::build(key_type, DecodingKey::from_ec_der(&point))?
             }
             AlgorithmParameters::OctetKeyPair(okp) => {
                 if okp.curve != EllipticCurve::Ed25519 {
@@ -500,7 +506,7 @@ impl VerifyingKey {
                 if x.len() != 32 {
                     return Err(KeyError::invalid("Ed25519 public key must be 32 bytes"));
                 }
-                Self::build(KeyType::Ed25519, DecodingKey::from_ed_der(&x))
+                Self::build(KeyType::Ed25519, DecodingKey::from_ed_der(&x))?
             }
             AlgorithmParameters::OctetKey(oct) => Self::hmac(&b64url(&oct.value, "k")?)?,
             _ => return Err(KeyError::invalid("unsupported JWK kty")),
@@ -577,6 +583,9 @@ impl VerifyingKey {
     pub(crate) fn verify_vec(&self, alg: Algorithm, message: &[u8], signature: &Vec<u8>) -> bool {
         if !self.inner.algorithms.contains(alg) {
             return false;
+        }
+        if let Some(valid) = self.inner.prepared.verify(alg, message, signature) {
+            return valid;
         }
         let provider = crate::crypto::provider();
         match (provider.verifier_factory)(&alg.to_jsonwebtoken(), &self.inner.key) {

@@ -1048,6 +1048,28 @@ CuCzRMBmyeVSK+jxX2vCdNX2TWzDud2Q5CxOdg==
     }
 }
 
+/// With aws-lc-rs, keys are parsed once at load: an EC point off its curve (the
+/// invalid-curve family of attacks) fails there, naming the problem, instead of failing
+/// every token later.
+#[cfg(feature = "aws-lc-rs")]
+#[test]
+fn ec_points_off_their_curve_are_refused_at_load() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let good = ec256_jwk();
+    assert!(VerifyingKey::from_jwk_value(&good).is_ok());
+    let mut y = b64.decode(good["y"].as_str().unwrap()).unwrap();
+    y[31] ^= 1;
+    let zeros = b64.encode([0u8; 32]);
+    for bad in [
+        with(good.clone(), "y", json!(b64.encode(&y))),
+        with(with(good.clone(), "x", json!(zeros)), "y", json!(zeros)),
+    ] {
+        let err = invalid_text(VerifyingKey::from_jwk_value(&bad));
+        assert!(err.contains("not a point on its curve"), "{err}");
+    }
+}
+
 #[test]
 fn jwk_with_private_parts_is_refused() {
     let jwk = serde_json::json!({
