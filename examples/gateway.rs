@@ -22,8 +22,10 @@
 //! replicas through Redis with feature `redis`) join a `CredentialChain`, and
 //! `[revocation]` (in memory, or shared by replicas through Redis with feature `redis`)
 //! wraps it all: `Revocable(chain(Cached(jwt), introspection, API keys))`.
-//! It serves HTTP/1.1 and HTTP/2 (prior knowledge), streams bodies both ways, and shuts down
-//! gracefully on SIGINT and SIGTERM. Logs go to stderr (`RUST_LOG`, default `info`; one line
+//! It serves HTTP/1.1 and HTTP/2 (prior knowledge), speaks HTTP/1.1 or h2c to each upstream
+//! (per route `upstream_protocol`; by default gRPC goes over h2c, so gRPC services sit behind
+//! it as they are, and the gateway's own errors reach gRPC clients as `grpc-status`), streams
+//! bodies both ways, and shuts down gracefully on SIGINT and SIGTERM. Logs go to stderr (`RUST_LOG`, default `info`; one line
 //! per request at `debug`); tokens and `Authorization` values are never logged.
 //!
 //! The program is organised so that tests can drive it in-process: [`load_config`] reads and
@@ -77,7 +79,7 @@ use tower_gatekeeper::credential::RequestHead;
 use tower_gatekeeper::jwt::Validation;
 use tower_gatekeeper::keys::{IssuerKeys, SigningKey, StaticKeys};
 use tower_gatekeeper::limits::Limits;
-use tower_gatekeeper::reject::DefaultRejection;
+use tower_gatekeeper::reject::{DefaultRejection, Protocol};
 use tower_gatekeeper::revocation::{
     FailMode, MemoryRevocations, Revocable, Revocation, RevocationError, RevocationStatus,
     RevocationStore, TokenFacts,
@@ -312,6 +314,8 @@ struct FileRoute {
     methods: Option<Vec<String>>,
     upstream: String,
     #[serde(default)]
+    upstream_protocol: UpstreamProtocol,
+    #[serde(default)]
     auth: RouteAuth,
     roles_any: Option<Vec<String>>,
     roles_all: Option<Vec<String>>,
@@ -322,6 +326,30 @@ struct FileRoute {
     tenant_param: Option<String>,
     bypass_roles: Option<Vec<String>>,
     rego: Option<RegoConfig>,
+}
+
+/// A route's `upstream_protocol`: how the gateway talks to the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum UpstreamProtocol {
+    /// gRPC requests (`content-type: application/grpc*`) over h2c, since gRPC needs HTTP/2
+    /// (trailers); everything else over HTTP/1.1. The default.
+    #[default]
+    Auto,
+    /// Every request over HTTP/1.1.
+    Http1,
+    /// Every request over HTTP/2 with prior knowledge, without TLS (h2c).
+    H2c,
+}
+
+impl fmt::Display for UpstreamProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpstreamProtocol::Auto => "auto",
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+        })
+    }
 }
 
 /// A route's `auth`: whether callers must, may or need not present a token.
@@ -427,6 +455,7 @@ struct RouteSpec {
     /// `None`: every method.
     methods: Option<Vec<Method>>,
     upstream: Authority,
+    upstream_protocol: UpstreamProtocol,
     auth: RouteAuth,
     policy: BoxPolicy,
 }
@@ -741,6 +770,7 @@ fn compile_route(
         path: raw.path,
         methods,
         upstream,
+        upstream_protocol: raw.upstream_protocol,
         auth: raw.auth,
         policy,
     })
@@ -920,9 +950,19 @@ impl Gateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.upstream_timeout));
-        let client: HttpClient = Client::builder(TokioExecutor::new())
+        let http1: HttpClient = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector.clone());
+        // h2c: one multiplexed connection per upstream, pinged while idle so a dead one is
+        // noticed before a request is sent on it.
+        let h2c: HttpClient = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .timer(TokioTimer::new())
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
             .build(connector);
         let Config {
             realm,
@@ -936,7 +976,8 @@ impl Gateway {
             ..
         } = config;
         let parts = RouteParts {
-            client,
+            http1,
+            h2c,
             realm,
             upstream_timeout,
             ops,
@@ -988,16 +1029,19 @@ impl Gateway {
     }
 
     async fn handle(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
+        let protocol = Protocol::of(&req);
         let (service, rewritten, params) = {
             let Some(path) = normalize_path(req.uri().path()) else {
-                return json_error(
+                return gateway_error(
+                    protocol,
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "the request path has dot segments or malformed escapes",
                 );
             };
             let Some(matched) = self.inner.table.at(req.method(), &path) else {
-                return json_error(
+                return gateway_error(
+                    protocol,
                     StatusCode::NOT_FOUND,
                     "not_found",
                     "no route matches this request",
@@ -1018,7 +1062,8 @@ impl Gateway {
             match with_path(req.uri(), &path) {
                 Some(uri) => *req.uri_mut() = uri,
                 None => {
-                    return json_error(
+                    return gateway_error(
+                        protocol,
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
                         "the request path is malformed",
@@ -1035,7 +1080,8 @@ impl Gateway {
 
 /// What every route's stack is built from, besides the authenticator.
 struct RouteParts {
-    client: HttpClient,
+    http1: HttpClient,
+    h2c: HttpClient,
     realm: DefaultRejection,
     upstream_timeout: Duration,
     ops: Ops,
@@ -1080,11 +1126,14 @@ fn route_entries<A: Authenticator>(
                 route = %route.path,
                 methods = %route.methods.as_deref().map_or_else(|| "all".to_owned(), method_list),
                 upstream = %route.upstream,
+                upstream_protocol = %route.upstream_protocol,
                 auth = %route.auth,
                 "route",
             );
             let proxy = Proxy {
-                client: parts.client.clone(),
+                http1: parts.http1.clone(),
+                h2c: parts.h2c.clone(),
+                protocol: route.upstream_protocol,
                 upstream: route.upstream.clone(),
                 timeout: parts.upstream_timeout,
                 strip: parts.strip.clone(),
@@ -1168,7 +1217,9 @@ where
 struct Proxy {
     /// A request header never forwarded (the API key header).
     strip: Option<HeaderName>,
-    client: HttpClient,
+    http1: HttpClient,
+    h2c: HttpClient,
+    protocol: UpstreamProtocol,
     upstream: Authority,
     timeout: Duration,
 }
@@ -1189,6 +1240,7 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 impl Proxy {
     async fn forward(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
+        let protocol = Protocol::of(&req);
         let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
@@ -1206,22 +1258,48 @@ impl Proxy {
             .path_and_query(path_and_query)
             .build();
         let Ok(uri) = uri else {
-            return json_error(
+            return gateway_error(
+                protocol,
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "the request target is malformed",
             );
         };
         *req.uri_mut() = uri;
-        // The upstream connection is HTTP/1.1 whatever the client spoke.
-        *req.version_mut() = Version::HTTP_11;
+        // The upstream's protocol is the route's, whatever the client spoke.
+        let h2c = match self.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2c => true,
+            UpstreamProtocol::Auto => protocol == Protocol::Grpc,
+        };
+        *req.version_mut() = if h2c {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
 
         let headers = req.headers_mut();
+        // `TE: trailers` is the one TE HTTP/2 allows (RFC 9113 §8.2.2); gRPC peers send it
+        // to say they read trailers. Kept for an h2c upstream, dropped (hop-by-hop) for
+        // HTTP/1.1.
+        let te_trailers = h2c
+            && headers
+                .get_all(header::TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         remove_hop_by_hop(headers);
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(name) = &self.strip {
             headers.remove(name);
         }
-        if let Ok(host) = HeaderValue::from_str(self.upstream.as_str()) {
+        if h2c {
+            // The upstream's authority travels as `:authority`, from the URI.
+            headers.remove(header::HOST);
+        } else if let Ok(host) = HeaderValue::from_str(self.upstream.as_str()) {
             headers.insert(header::HOST, host);
         }
         if let Some(ip) = client {
@@ -1236,9 +1314,8 @@ impl Proxy {
         // The timeout runs from the moment the request is sent in full: a large upload may
         // take longer than the upstream has to answer.
         let (sent_tx, sent_rx) = oneshot::channel();
-        let response = self
-            .client
-            .request(req.map(|body| SentBody::new(body, sent_tx)));
+        let client = if h2c { &self.h2c } else { &self.http1 };
+        let response = client.request(req.map(|body| SentBody::new(body, sent_tx)));
         let deadline = async {
             let _ = sent_rx.await;
             tokio::time::sleep(self.timeout).await;
@@ -1254,7 +1331,8 @@ impl Proxy {
             }
             Some(Err(error)) => {
                 warn!(upstream = %self.upstream, error = %error_chain(&error), "upstream request failed");
-                json_error(
+                gateway_error(
+                    protocol,
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",
                     "the upstream service is unreachable",
@@ -1262,7 +1340,8 @@ impl Proxy {
             }
             None => {
                 warn!(upstream = %self.upstream, timeout_s = self.timeout.as_secs_f64(), "upstream timed out");
-                json_error(
+                gateway_error(
+                    protocol,
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway_timeout",
                     "the upstream service did not answer in time",
@@ -1410,6 +1489,38 @@ fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().ok()?);
     Uri::from_parts(parts).ok()
+}
+
+/// A gateway-made error response, shaped like the library's rejections: JSON for HTTP, and
+/// for gRPC a Trailers-Only response whose `grpc-status` follows gRPC's HTTP status mapping
+/// (404 → 12 UNIMPLEMENTED, 502/503/504 → 14 UNAVAILABLE; a malformed request → 3
+/// INVALID_ARGUMENT), so gRPC clients see a status rather than a body they cannot decode.
+fn gateway_error(
+    protocol: Protocol,
+    status: StatusCode,
+    error: &str,
+    description: &str,
+) -> Response<GatewayBody> {
+    if protocol == Protocol::Grpc {
+        let code: u16 = match status {
+            StatusCode::BAD_REQUEST => 3,
+            StatusCode::NOT_FOUND => 12,
+            _ => 14,
+        };
+        let mut response = Response::new(GatewayBody::default());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(code));
+        // The descriptions are fixed ASCII sentences: no percent-encoding needed beyond spaces.
+        if let Ok(message) = HeaderValue::from_str(&description.replace(' ', "%20")) {
+            headers.insert("grpc-message", message);
+        }
+        return response;
+    }
+    json_error(status, error, description)
 }
 
 /// A gateway-made error response with the same JSON shape as the library's rejections.

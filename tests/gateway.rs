@@ -5,6 +5,10 @@
 #[path = "../examples/gateway.rs"]
 mod gateway;
 
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/tonic_service.rs"]
+mod tonic_service;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -153,7 +157,8 @@ impl Upstream {
                         let state = Arc::clone(&state);
                         async move { Ok::<_, Infallible>(echo(req, state).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    // HTTP/1.1 and h2c (prior knowledge), as the gateway's routes choose.
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
@@ -1008,6 +1013,228 @@ async fn serves_http2_prior_knowledge() {
     assert!(echo["headers"].get("authorization").is_none());
     let response = http2.get(gw.url("/orders/9")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream protocols: HTTP/1.1, h2c, and gRPC end to end
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_choose_http1_or_h2c_upstreams() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new();
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+
+[[issuer]]
+issuer = "https://idp.example.test"
+audiences = ["api://orders"]
+algorithms = ["RS256"]
+jwks_file = "keys/jwks.json"
+
+[[route]]
+path = "/h1/{{*rest}}"
+upstream = "http://{up}"
+
+[[route]]
+path = "/h2/{{*rest}}"
+upstream = "http://{up}"
+upstream_protocol = "h2c"
+
+[[route]]
+path = "/auto/{{*rest}}"
+upstream = "http://{up}"
+upstream_protocol = "auto"
+"#,
+        up = upstream.addr
+    );
+    let config = gateway::load_config(&dir.write_config(&toml)).unwrap_or_else(|e| panic!("{e}"));
+    let gw = Running::start(config).await;
+    let bearer = format!("Bearer {}", token("rs256_valid"));
+    for (path, version) in [
+        ("/h1/a", "HTTP/1.1"),
+        ("/h2/a", "HTTP/2.0"),
+        ("/auto/a", "HTTP/1.1"),
+    ] {
+        let response = client()
+            .post(gw.url(path))
+            .header("authorization", &bearer)
+            .header("te", "trailers")
+            .header("x-user-id", "spoofed")
+            .body("twelve bytes")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let echo = json_body(response).await;
+        assert_eq!(echo["version"], version, "{path}");
+        assert_eq!(echo["headers"]["x-user-id"], "user-123", "{path}");
+        assert!(echo["headers"].get("authorization").is_none(), "{path}");
+        assert_eq!(echo["body_length"], 12, "{path}");
+        if version == "HTTP/2.0" {
+            // `:authority` carries the upstream; `TE: trailers` is the one TE h2 allows.
+            assert!(echo["headers"].get("host").is_none(), "{echo}");
+            assert_eq!(echo["headers"]["te"], "trailers");
+        } else {
+            assert_eq!(echo["headers"]["host"], upstream.addr.to_string());
+            assert!(echo["headers"].get("te").is_none(), "{echo}");
+        }
+    }
+    // A mistyped protocol is named at load time.
+    let bad = toml.replace(r#""h2c""#, r#""http2""#);
+    let error = gateway::load_config(&dir.write_config(&bad))
+        .unwrap_err()
+        .to_string();
+    assert_mentions(&error, &["upstream_protocol", "http2", "h2c"]);
+    gw.stop().await;
+}
+
+/// A plain tonic server as the upstream: it trusts the gateway's plain identity headers
+/// (the service only reads what the gateway forwarded, never a token).
+async fn tonic_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(tower_gatekeeper::TrustedContextLayer::plain_headers())
+            .add_service(tonic_service::DemoServer)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    addr
+}
+
+/// A unary call to any `path` (one `DemoClient` does not have); returns its error status.
+async fn raw_grpc_call(gateway: SocketAddr, path: &'static str, token: &str) -> tonic::Status {
+    use tonic_service::{pb, with_token};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{gateway}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let request = with_token(tonic::Request::new(pb::WhoAmIRequest {}), token);
+    grpc.unary::<_, pb::WhoAmIReply, _>(
+        request,
+        http::uri::PathAndQuery::from_static(path),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .expect_err("the call fails")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_pass_through_the_gateway_to_a_tonic_upstream() {
+    use tonic::{Code, Request as GrpcRequest};
+    use tonic_service::{DemoClient, pb, with_token};
+
+    let service = tonic_upstream().await;
+    let dir = TempDir::new();
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+
+[[issuer]]
+issuer = "https://idp.example.test"
+audiences = ["api://orders"]
+algorithms = ["RS256"]
+jwks_file = "keys/jwks.json"
+
+[[route]]
+path = "/gatekeeper.demo.Demo/WhoAmI"
+methods = ["POST"]
+upstream = "http://{service}"
+roles_any = ["clerk", "admin"]
+
+[[route]]
+path = "/gatekeeper.demo.Demo/Count"
+methods = ["POST"]
+upstream = "http://{service}"
+roles_any = ["admin"]
+
+[[route]]
+path = "/gatekeeper.demo.Down/{{method}}"
+upstream = "http://{down}"
+"#,
+        down = closed_port().await
+    );
+    let config = gateway::load_config(&dir.write_config(&toml)).unwrap_or_else(|e| panic!("{e}"));
+    let gw = Running::start(config).await;
+    let mut client = DemoClient::connect(gw.addr).await.unwrap();
+
+    // Allowed: the service sees the caller the gateway verified, and never the token; a
+    // spoofed x-user-id from the client is replaced.
+    let mut req = with_token(
+        GrpcRequest::new(pb::WhoAmIRequest {}),
+        &token("rs256_valid"),
+    );
+    req.metadata_mut()
+        .insert("x-user-id", "spoofed".parse().unwrap());
+    let reply = client.who_am_i(req).await.unwrap();
+    assert_eq!(reply.subject, "user-123");
+    assert_eq!(reply.roles, ["clerk"]);
+    assert_eq!(reply.metadata_user, "user-123");
+    assert!(!reply.request_id.is_empty());
+    assert!(!reply.saw_authorization);
+
+    // Server streaming, ending with the upstream's grpc-status trailer.
+    let admin = admin_token();
+    let replies = client
+        .count(with_token(
+            GrpcRequest::new(pb::CountRequest { upto: 50 }),
+            &admin,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 50);
+    assert!(replies.iter().all(|r| r.subject == "admin-1"));
+
+    // Rejections answer in gRPC terms, without reaching the service.
+    let status = client
+        .who_am_i(GrpcRequest::new(pb::WhoAmIRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = client
+        .who_am_i(with_token(
+            GrpcRequest::new(pb::WhoAmIRequest {}),
+            &token("expired"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    let status = client
+        .count(with_token(
+            GrpcRequest::new(pb::CountRequest { upto: 1 }),
+            &token("rs256_valid"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // The gateway's own errors are gRPC statuses too: no route → UNIMPLEMENTED, upstream
+    // down → UNAVAILABLE.
+    let status = raw_grpc_call(gw.addr, "/gatekeeper.demo.Demo/Nope", &admin).await;
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let status = raw_grpc_call(gw.addr, "/gatekeeper.demo.Down/WhoAmI", &admin).await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // Many calls multiplexed on the one client connection, and on the gateway's one h2c
+    // connection to the service.
+    let calls = (0..20).map(|_| {
+        let mut client = client.clone();
+        let token = admin.clone();
+        async move {
+            client
+                .who_am_i(with_token(GrpcRequest::new(pb::WhoAmIRequest {}), &token))
+                .await
+        }
+    });
+    for reply in futures_util::future::join_all(calls).await {
+        assert_eq!(reply.unwrap().subject, "admin-1");
+    }
     gw.stop().await;
 }
 
