@@ -317,6 +317,7 @@ struct FileRoute {
     upstream_protocol: UpstreamProtocol,
     #[serde(default)]
     auth: RouteAuth,
+    query_token: Option<String>,
     roles_any: Option<Vec<String>>,
     roles_all: Option<Vec<String>>,
     scopes_any: Option<Vec<String>>,
@@ -457,6 +458,8 @@ struct RouteSpec {
     upstream: Authority,
     upstream_protocol: UpstreamProtocol,
     auth: RouteAuth,
+    /// The query parameter that may carry the access token (RFC 6750 §2.3), if any.
+    query_token: Option<String>,
     policy: BoxPolicy,
 }
 
@@ -717,6 +720,19 @@ fn compile_route(
     };
     let upstream = parse_upstream(&raw.upstream)
         .map_err(|why| format!("{label}: `upstream` {:?}: {why}", raw.upstream))?;
+    match &raw.query_token {
+        Some(name) if name.is_empty() || name.contains(['&', '=', '#', '?', ' ']) => {
+            return Err(format!(
+                "{label}: `query_token` {name:?} is not a query parameter name (e.g. \"access_token\")"
+            ));
+        }
+        Some(_) if raw.auth == RouteAuth::Public => {
+            return Err(format!(
+                "{label}: `query_token` needs a route that authenticates; it cannot be used with auth = \"public\""
+            ));
+        }
+        _ => {}
+    }
 
     let rules = RuleConfig {
         roles_any: raw.roles_any,
@@ -772,6 +788,7 @@ fn compile_route(
         upstream,
         upstream_protocol: raw.upstream_protocol,
         auth: raw.auth,
+        query_token: raw.query_token,
         policy,
     })
 }
@@ -1179,15 +1196,13 @@ fn route_service<A: Authenticator>(
     let authenticator = authenticator
         .expect("routes that authenticate are only accepted with an authenticator")
         .clone();
+    let mut authenticate = AuthenticateLayer::new(authenticator).mode(mode);
+    if let Some(name) = &route.query_token {
+        authenticate = authenticate.query_token(name.as_str());
+    }
     boxed(
         ServiceBuilder::new()
-            .layer(
-                ops.authenticate_layer(
-                    AuthenticateLayer::new(authenticator)
-                        .mode(mode)
-                        .rejection_response(realm.clone()),
-                ),
-            )
+            .layer(ops.authenticate_layer(authenticate.rejection_response(realm.clone())))
             .layer(ops.authorize_layer(
                 AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()),
             ))

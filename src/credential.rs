@@ -173,6 +173,96 @@ pub fn bearer_token<'a>(
     Ok(std::str::from_utf8(token).ok())
 }
 
+/// Moves an access token sent as the URI query parameter `name` (RFC 6750 §2.3, usually
+/// `access_token`) into an `Authorization: Bearer` header, and removes the parameter from
+/// the request's URI, so the authenticators see one kind of credential and nothing after
+/// them (upstreams, logs of the path and query) sees the token. Other parameters are kept
+/// byte for byte, in order. Returns whether a token was moved.
+///
+/// [`AuthenticateLayer::query_token`](crate::AuthenticateLayer::query_token) calls this for
+/// every request; tokens in the query are never read otherwise.
+///
+/// ```
+/// use http::Request;
+/// use tower_gatekeeper::credential::take_query_token;
+///
+/// let mut req = Request::get("/files/1?access_token=abc.def.ghi&size=2").body(()).unwrap();
+/// assert!(take_query_token(&mut req, "access_token").unwrap());
+/// assert_eq!(req.uri(), "/files/1?size=2");
+/// assert_eq!(req.headers()["authorization"], "Bearer abc.def.ghi");
+/// ```
+///
+/// # Errors
+///
+/// `invalid_request` (400) when the parameter appears more than once, when the request also
+/// has an `Authorization` header (RFC 6750 §3.1: more than one method), or when its value is
+/// not valid percent-encoded UTF-8 that fits in a header.
+pub fn take_query_token<B>(req: &mut Request<B>, name: &str) -> Result<bool, Rejection> {
+    let Some(query) = req.uri().query() else {
+        return Ok(false);
+    };
+    let mut token = None;
+    let mut kept = String::with_capacity(query.len());
+    for pair in query.split('&') {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let is_token =
+            key == name || (key.contains(['%', '+']) && form_decode(key).as_deref() == Some(name));
+        if !is_token {
+            if !kept.is_empty() {
+                kept.push('&');
+            }
+            kept.push_str(pair);
+            continue;
+        }
+        if token.is_some() {
+            return Err(Rejection::invalid_request(
+                "more than one access token in the query",
+            ));
+        }
+        let value = pair.split_once('=').map_or("", |(_, v)| v);
+        token = Some(
+            form_decode(value)
+                .ok_or_else(|| Rejection::invalid_request("malformed access token parameter"))?,
+        );
+    }
+    let Some(token) = token else {
+        return Ok(false);
+    };
+    if req.headers().contains_key(AUTHORIZATION) {
+        return Err(Rejection::invalid_request(
+            "access token in both the Authorization header and the query",
+        ));
+    }
+    let value = http::HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| Rejection::invalid_request("malformed access token parameter"))?;
+    let path = req.uri().path();
+    let path_and_query = if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{kept}")
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| Rejection::invalid_request("malformed request target"))?,
+    );
+    *req.uri_mut() = Uri::from_parts(parts)
+        .map_err(|_| Rejection::invalid_request("malformed request target"))?;
+    req.headers_mut().insert(AUTHORIZATION, value);
+    Ok(true)
+}
+
+/// `application/x-www-form-urlencoded` decoding of one name or value: `+` is a space, then
+/// percent-escapes; `None` when the result is not UTF-8.
+fn form_decode(text: &str) -> Option<String> {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
+}
+
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 fn is_b64token(token: &[u8]) -> bool {
     let body_len = token.len() - token.iter().rev().take_while(|b| **b == b'=').count();
@@ -202,6 +292,85 @@ fn is_b64token_char(b: u8) -> bool {
 mod tests {
     use super::*;
     use crate::reject::RejectionKind;
+
+    fn moved(target: &str, name: &str) -> (Result<bool, RejectionKind>, String, Option<String>) {
+        let mut req = Request::get(target).body(()).unwrap();
+        let result = take_query_token(&mut req, name).map_err(|r| r.kind());
+        let auth = req
+            .headers()
+            .get(AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_owned());
+        (result, req.uri().to_string(), auth)
+    }
+
+    #[test]
+    fn query_tokens_move_into_the_authorization_header() {
+        let cases = [
+            (
+                "/a?access_token=t.u.v",
+                Ok(true),
+                "/a",
+                Some("Bearer t.u.v"),
+            ),
+            (
+                "/a?x=1&access_token=t.u.v&y=%20+",
+                Ok(true),
+                "/a?x=1&y=%20+",
+                Some("Bearer t.u.v"),
+            ),
+            (
+                "/a?access_token=t%2Eu%2Ev",
+                Ok(true),
+                "/a",
+                Some("Bearer t.u.v"),
+            ),
+            ("/a?access%5Ftoken=t", Ok(true), "/a", Some("Bearer t")),
+            // `+` is a space in a query: the token is then malformed for bearer_token.
+            ("/a?access_token=a+b", Ok(true), "/a", Some("Bearer a b")),
+            ("/a?access_token", Ok(true), "/a", Some("Bearer ")),
+            (
+                "/a?access_tokens=t&token=u",
+                Ok(false),
+                "/a?access_tokens=t&token=u",
+                None,
+            ),
+            ("/a", Ok(false), "/a", None),
+            ("/a?", Ok(false), "/a?", None),
+        ];
+        for (target, result, uri, auth) in cases {
+            let (got, got_uri, got_auth) = moved(target, "access_token");
+            assert_eq!(got, result, "{target}");
+            assert_eq!(got_uri, uri, "{target}");
+            assert_eq!(got_auth.as_deref(), auth, "{target}");
+        }
+    }
+
+    #[test]
+    fn bad_query_tokens_are_invalid_requests_and_change_nothing() {
+        for target in [
+            "/a?access_token=t&access_token=t",
+            "/a?access_token=%FF",
+            "/a?access_token=%0A",
+        ] {
+            let (got, uri, auth) = moved(target, "access_token");
+            assert_eq!(got, Err(RejectionKind::InvalidRequest), "{target}");
+            assert_eq!(uri, target);
+            assert_eq!(auth, None);
+        }
+        // RFC 6750 §3.1: more than one method.
+        let mut req = Request::get("/a?access_token=t")
+            .header(AUTHORIZATION, "Bearer u")
+            .body(())
+            .unwrap();
+        let err = take_query_token(&mut req, "access_token").unwrap_err();
+        assert_eq!(err.kind(), RejectionKind::InvalidRequest);
+        assert_eq!(req.headers()[AUTHORIZATION], "Bearer u");
+        // The moved token then goes through the usual header rules.
+        let mut req = Request::get("/a?access_token=a+b").body(()).unwrap();
+        take_query_token(&mut req, "access_token").unwrap();
+        let err = bearer_token(&RequestHead::of(&req), 1024).unwrap_err();
+        assert_eq!(err.kind(), RejectionKind::InvalidRequest);
+    }
 
     #[test]
     fn b64token_bytes_are_exactly_rfc_6750s() {

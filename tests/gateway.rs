@@ -1050,7 +1050,7 @@ upstream_protocol = "auto"
 "#,
         up = upstream.addr
     );
-    let config = gateway::load_config(&dir.write_config(&toml)).unwrap_or_else(|e| panic!("{e}"));
+    let config = gateway::load_config(dir.write_config(&toml)).unwrap_or_else(|e| panic!("{e}"));
     let gw = Running::start(config).await;
     let bearer = format!("Bearer {}", token("rs256_valid"));
     for (path, version) in [
@@ -1084,10 +1084,117 @@ upstream_protocol = "auto"
     }
     // A mistyped protocol is named at load time.
     let bad = toml.replace(r#""h2c""#, r#""http2""#);
-    let error = gateway::load_config(&dir.write_config(&bad))
+    let error = gateway::load_config(dir.write_config(&bad))
         .unwrap_err()
         .to_string();
     assert_mentions(&error, &["upstream_protocol", "http2", "h2c"]);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_tokens_only_where_configured_and_never_upstream() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new();
+    let toml = format!(
+        r#"
+listen = "127.0.0.1:0"
+
+[[issuer]]
+issuer = "https://idp.example.test"
+audiences = ["api://orders"]
+algorithms = ["RS256"]
+jwks_file = "keys/jwks.json"
+
+[[route]]
+path = "/files/{{*rest}}"
+upstream = "http://{up}"
+query_token = "access_token"
+roles_any = ["clerk"]
+
+[[route]]
+path = "/orders/{{*rest}}"
+upstream = "http://{up}"
+"#,
+        up = upstream.addr
+    );
+    let config = gateway::load_config(dir.write_config(&toml)).unwrap_or_else(|e| panic!("{e}"));
+    let gw = Running::start(config).await;
+    let good = token("rs256_valid");
+
+    let response = client()
+        .get(gw.url(&format!("/files/1?size=2&access_token={good}&z")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "cache-control"), "private");
+    let echo = json_body(response).await;
+    assert_eq!(echo["path"], "/files/1?size=2&z");
+    assert_eq!(echo["headers"]["x-user-id"], "user-123");
+    assert!(echo["headers"].get("authorization").is_none(), "{echo}");
+
+    // Both methods at once, or twice in the query: 400 (RFC 6750 §3.1).
+    for request in [
+        client()
+            .get(gw.url(&format!("/files/1?access_token={good}")))
+            .bearer_auth(&good),
+        client().get(gw.url(&format!("/files/1?access_token={good}&access_token={good}"))),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(header(&response, "www-authenticate").contains(r#"error="invalid_request""#));
+    }
+    // A bad token in the query is 401 like one in the header; the header still works.
+    let response = client()
+        .get(gw.url(&format!("/files/1?access_token={}", token("expired"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&response, "www-authenticate").contains(r#"error="invalid_token""#));
+    let response = client()
+        .get(gw.url("/files/1"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("cache-control").is_none());
+
+    // Where not configured, a query token is no credential at all.
+    let hits = upstream.hits();
+    let response = client()
+        .get(gw.url(&format!("/orders/1?access_token={good}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&response, "www-authenticate"),
+        r#"Bearer realm="api""#
+    );
+    assert_eq!(upstream.hits(), hits);
+
+    for (key, needle) in [
+        (r#"query_token = """#, "is not a query parameter name"),
+        (r#"query_token = "a=b""#, "is not a query parameter name"),
+    ] {
+        let bad = toml.replace(r#"query_token = "access_token""#, key);
+        let error = gateway::load_config(dir.write_config(&bad))
+            .unwrap_err()
+            .to_string();
+        assert_mentions(&error, &["query_token", needle]);
+    }
+    let bad = toml.replace(
+        r#"query_token = "access_token"
+roles_any = ["clerk"]"#,
+        r#"query_token = "access_token"
+auth = "public""#,
+    );
+    let error = gateway::load_config(dir.write_config(&bad))
+        .unwrap_err()
+        .to_string();
+    assert_mentions(&error, &["query_token", "public"]);
     gw.stop().await;
 }
 
@@ -1160,7 +1267,7 @@ upstream = "http://{down}"
 "#,
         down = closed_port().await
     );
-    let config = gateway::load_config(&dir.write_config(&toml)).unwrap_or_else(|e| panic!("{e}"));
+    let config = gateway::load_config(dir.write_config(&toml)).unwrap_or_else(|e| panic!("{e}"));
     let gw = Running::start(config).await;
     let mut client = DemoClient::connect(gw.addr).await.unwrap();
 
@@ -1223,17 +1330,19 @@ upstream = "http://{down}"
 
     // Many calls multiplexed on the one client connection, and on the gateway's one h2c
     // connection to the service.
-    let calls = (0..20).map(|_| {
-        let mut client = client.clone();
-        let token = admin.clone();
-        async move {
-            client
-                .who_am_i(with_token(GrpcRequest::new(pb::WhoAmIRequest {}), &token))
-                .await
-        }
-    });
-    for reply in futures_util::future::join_all(calls).await {
-        assert_eq!(reply.unwrap().subject, "admin-1");
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let mut client = client.clone();
+            let token = admin.clone();
+            tokio::spawn(async move {
+                client
+                    .who_am_i(with_token(GrpcRequest::new(pb::WhoAmIRequest {}), &token))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().subject, "admin-1");
     }
     gw.stop().await;
 }

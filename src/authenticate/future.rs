@@ -26,6 +26,8 @@ pin_project! {
         // Boxed: only the waiting path needs it, and the future stays small for the
         // ready path (moved and boxed by routers on every request).
         pending: Option<Box<Pending<S, R, ReqBody>>>,
+        // The token came from the query: successful responses get `Cache-Control: private`.
+        private: bool,
     }
 }
 
@@ -74,6 +76,7 @@ where
                 limits,
                 observation,
             })),
+            private: false,
         }
     }
 
@@ -81,7 +84,14 @@ where
         ResponseFuture {
             state: State::Calling { fut },
             pending: None,
+            private: false,
         }
+    }
+
+    /// Marks a request whose token came from the query (RFC 6750 §2.3).
+    pub(crate) fn private(mut self, private: bool) -> Self {
+        self.private = private;
+        self
     }
 
     pub(crate) fn rejected(response: Response<ResponseBody<ResBody>>) -> Self {
@@ -90,6 +100,7 @@ where
                 response: Some(response),
             },
             pending: None,
+            private: false,
         }
     }
 }
@@ -146,7 +157,13 @@ where
                     this.state.set(State::Calling { fut });
                 }
                 StateProj::Calling { fut } => {
-                    return fut.poll(cx).map_ok(|r| r.map(ResponseBody::inner));
+                    let private = *this.private;
+                    return fut.poll(cx).map_ok(|mut r| {
+                        if private && r.status().is_success() {
+                            mark_private(r.headers_mut());
+                        }
+                        r.map(ResponseBody::inner)
+                    });
                 }
                 StateProj::Rejected { response } => {
                     return Poll::Ready(Ok(response.take().expect("polled after completion")));
@@ -156,11 +173,67 @@ where
     }
 }
 
+/// Adds `private` to `Cache-Control` unless the response already forbids shared caching.
+fn mark_private(headers: &mut http::HeaderMap) {
+    use http::header::CACHE_CONTROL;
+    let current: Vec<&str> = headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let covered = current.iter().flat_map(|v| v.split(',')).any(|d| {
+        let d = d.trim();
+        d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store")
+    });
+    if covered {
+        return;
+    }
+    let value = if current.is_empty() {
+        http::HeaderValue::from_static("private")
+    } else {
+        match http::HeaderValue::try_from(format!("{}, private", current.join(", "))) {
+            Ok(value) => value,
+            Err(_) => http::HeaderValue::from_static("private"),
+        }
+    };
+    headers.insert(CACHE_CONTROL, value);
+}
+
 impl<AF, S, R, ReqBody, ResBody> fmt::Debug for ResponseFuture<AF, S, R, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+    use http::header::CACHE_CONTROL;
+
+    use super::mark_private;
+
+    #[test]
+    fn private_is_added_unless_shared_caching_is_already_excluded() {
+        for (before, after) in [
+            (&[][..], &["private"][..]),
+            (&["max-age=60"], &["max-age=60, private"]),
+            (
+                &["max-age=60", "must-revalidate"],
+                &["max-age=60, must-revalidate, private"],
+            ),
+            (&["Private"], &["Private"]),
+            (&["no-cache, no-store"], &["no-cache, no-store"]),
+        ] {
+            let mut headers = HeaderMap::new();
+            for value in before {
+                headers.append(CACHE_CONTROL, value.parse().unwrap());
+            }
+            mark_private(&mut headers);
+            let got: Vec<_> = headers.get_all(CACHE_CONTROL).iter().collect();
+            assert_eq!(got, after, "{before:?}");
+        }
     }
 }

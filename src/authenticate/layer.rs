@@ -36,6 +36,7 @@ pub struct AuthenticateLayer<A, R = DefaultRejection> {
     rejection: R,
     limits: Limits,
     hook: HookSlot,
+    query_token: Option<Arc<str>>,
 }
 
 impl<A> AuthenticateLayer<A> {
@@ -47,6 +48,7 @@ impl<A> AuthenticateLayer<A> {
             rejection: DefaultRejection::default(),
             limits: Limits::default(),
             hook: HookSlot::default(),
+            query_token: None,
         }
     }
 
@@ -71,6 +73,7 @@ impl<A, R> AuthenticateLayer<A, R> {
             rejection,
             limits: self.limits,
             hook: self.hook,
+            query_token: self.query_token,
         }
     }
 
@@ -78,6 +81,24 @@ impl<A, R> AuthenticateLayer<A, R> {
     /// a hook set before.
     pub fn on_decision(mut self, hook: impl DecisionHook) -> Self {
         self.hook = HookSlot(Some(Arc::new(hook)));
+        self
+    }
+
+    /// Also accepts an access token in the URI query parameter `name` (RFC 6750 §2.3,
+    /// conventionally `access_token`), for clients that cannot send headers (browser
+    /// downloads, `EventSource`, WebSocket handshakes). Off by default: query strings end up
+    /// in logs, histories and `Referer` headers, and RFC 6750 advises against them.
+    ///
+    /// The token is moved into an `Authorization: Bearer` header and removed from the URI
+    /// before authentication (see [`take_query_token`](crate::credential::take_query_token)),
+    /// so the inner service never sees it in the query, and [`ContextPropagationLayer`]
+    /// drops it with the header. A request with both a header and a query token, or two
+    /// query tokens, is 400 `invalid_request` (RFC 6750 §3.1). Successful responses to
+    /// requests that used the query get `Cache-Control: private` (RFC 6750 §2.3).
+    ///
+    /// [`ContextPropagationLayer`]: crate::ContextPropagationLayer
+    pub fn query_token(mut self, name: impl Into<String>) -> Self {
+        self.query_token = Some(Arc::from(name.into()));
         self
     }
 
@@ -104,6 +125,7 @@ impl<S, A: Clone, R: Clone> Layer<S> for AuthenticateLayer<A, R> {
             self.rejection.clone(),
             self.limits,
             self.hook.clone(),
+            self.query_token.clone(),
         )
     }
 }

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -26,6 +27,7 @@ pub struct Authenticate<S, A, R> {
     rejection: R,
     limits: Limits,
     hook: HookSlot,
+    query_token: Option<Arc<str>>,
 }
 
 impl<S, A, R> Authenticate<S, A, R> {
@@ -36,6 +38,7 @@ impl<S, A, R> Authenticate<S, A, R> {
         rejection: R,
         limits: Limits,
         hook: HookSlot,
+        query_token: Option<Arc<str>>,
     ) -> Self {
         Authenticate {
             inner,
@@ -44,6 +47,7 @@ impl<S, A, R> Authenticate<S, A, R> {
             rejection,
             limits,
             hook,
+            query_token,
         }
     }
 
@@ -67,18 +71,23 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let protocol = Protocol::of(&req);
         let observation = Observation::start(Stage::Authenticate, &self.hook, &req, protocol, true);
+        let mut from_query = false;
         let started = {
             let _entered = observation.span().enter();
-            self.limits
-                .check_request(req.headers())
-                .and_then(|()| self.authenticator.start(&RequestHead::of(&req)))
+            match &self.query_token {
+                Some(name) => crate::credential::take_query_token(&mut req, name)
+                    .map(|moved| from_query = moved),
+                None => Ok(()),
+            }
+            .and_then(|()| self.limits.check_request(req.headers()))
+            .and_then(|()| self.authenticator.start(&RequestHead::of(&req)))
         };
         match started {
             Ok(Started::Ready(ctx)) => {
                 // Known at once (a cache hit, an API key): straight to the inner service,
                 // which `poll_ready` readied for this call.
                 admit(&mut req, ctx, self.limits, observation);
-                ResponseFuture::calling(self.inner.call(req))
+                ResponseFuture::calling(self.inner.call(req)).private(from_query)
             }
             Ok(Started::Pending(fut)) => {
                 // Keep the service that was driven to readiness for this request.
@@ -94,6 +103,7 @@ where
                     self.limits,
                     observation,
                 )
+                .private(from_query)
             }
             Err(rejection)
                 if rejection.kind() == RejectionKind::MissingCredential
