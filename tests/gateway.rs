@@ -1020,12 +1020,8 @@ async fn serves_http2_prior_knowledge() {
 // Upstream protocols: HTTP/1.1, h2c, and gRPC end to end
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_choose_http1_or_h2c_upstreams() {
-    let upstream = Upstream::start().await;
-    let dir = TempDir::new();
-    let toml = format!(
-        r#"
+/// The head of configurations that need one RS256 issuer (the fixture JWKS).
+const ONE_ISSUER: &str = r#"
 listen = "127.0.0.1:0"
 
 [[issuer]]
@@ -1033,7 +1029,14 @@ issuer = "https://idp.example.test"
 audiences = ["api://orders"]
 algorithms = ["RS256"]
 jwks_file = "keys/jwks.json"
+"#;
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_choose_http1_or_h2c_upstreams() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new();
+    let toml = format!(
+        r#"{ONE_ISSUER}
 [[route]]
 path = "/h1/{{*rest}}"
 upstream = "http://{up}"
@@ -1096,15 +1099,7 @@ async fn query_tokens_only_where_configured_and_never_upstream() {
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
     let toml = format!(
-        r#"
-listen = "127.0.0.1:0"
-
-[[issuer]]
-issuer = "https://idp.example.test"
-audiences = ["api://orders"]
-algorithms = ["RS256"]
-jwks_file = "keys/jwks.json"
-
+        r#"{ONE_ISSUER}
 [[route]]
 path = "/files/{{*rest}}"
 upstream = "http://{up}"
@@ -1240,15 +1235,7 @@ async fn grpc_calls_pass_through_the_gateway_to_a_tonic_upstream() {
     let service = tonic_upstream().await;
     let dir = TempDir::new();
     let toml = format!(
-        r#"
-listen = "127.0.0.1:0"
-
-[[issuer]]
-issuer = "https://idp.example.test"
-audiences = ["api://orders"]
-algorithms = ["RS256"]
-jwks_file = "keys/jwks.json"
-
+        r#"{ONE_ISSUER}
 [[route]]
 path = "/gatekeeper.demo.Demo/WhoAmI"
 methods = ["POST"]
