@@ -204,7 +204,7 @@ pub fn take_query_token<B>(req: &mut Request<B>, name: &str) -> Result<bool, Rej
     let mut token = None;
     let mut kept = String::with_capacity(query.len());
     for pair in query.split('&') {
-        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let is_token =
             key == name || (key.contains(['%', '+']) && form_decode(key).as_deref() == Some(name));
         if !is_token {
@@ -219,7 +219,6 @@ pub fn take_query_token<B>(req: &mut Request<B>, name: &str) -> Result<bool, Rej
                 "more than one access token in the query",
             ));
         }
-        let value = pair.split_once('=').map_or("", |(_, v)| v);
         token = Some(
             form_decode(value)
                 .ok_or_else(|| Rejection::invalid_request("malformed access token parameter"))?,

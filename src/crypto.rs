@@ -43,7 +43,8 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), getrandom::Error> {
 /// token. With aws-lc-rs we keep parsed keys (`ParsedPublicKey`, `hmac::Key`) instead, so a
 /// verification is the signature check alone, and a key aws-lc-rs refuses (an EC point off
 /// its curve, an unusable RSA key) fails when it is loaded rather than on every token. With
-/// rust-crypto alone, verification goes through jsonwebtoken's provider as before.
+/// rust-crypto alone, verification goes through jsonwebtoken's provider as before, and EC
+/// points are checked at load with the `p256` / `p384` crates it uses.
 #[derive(Clone, Default)]
 pub(crate) struct PreparedKey {
     #[cfg(feature = "aws-lc-rs")]
@@ -73,7 +74,21 @@ impl PreparedKey {
             Ok(PreparedKey { verifiers })
         }
         #[cfg(not(feature = "aws-lc-rs"))]
-        Ok(PreparedKey {})
+        {
+            // Nothing is kept, but an EC point must still be on its curve (aws-lc-rs checks
+            // that when parsing).
+            use crate::Algorithm;
+            if let jsonwebtoken::DecodingKeyKind::SecretOrDer(point) = key.kind() {
+                let on_curve = (!algorithms.contains(Algorithm::ES256)
+                    || p256::PublicKey::from_sec1_bytes(point).is_ok())
+                    && (!algorithms.contains(Algorithm::ES384)
+                        || p384::PublicKey::from_sec1_bytes(point).is_ok());
+                if !on_curve {
+                    return Err("the EC public key is not a point on its curve");
+                }
+            }
+            Ok(PreparedKey {})
+        }
     }
 
     /// `Some(valid)` when this key was prepared for `alg`; `None` sends the caller to

@@ -1048,10 +1048,8 @@ CuCzRMBmyeVSK+jxX2vCdNX2TWzDud2Q5CxOdg==
     }
 }
 
-/// With aws-lc-rs, keys are parsed once at load: an EC point off its curve (the
-/// invalid-curve family of attacks) fails there, naming the problem, instead of failing
-/// every token later.
-#[cfg(feature = "aws-lc-rs")]
+/// An EC point off its curve (the invalid-curve family of attacks) fails when the key is
+/// loaded, naming the problem, instead of failing every token later; with either backend.
 #[test]
 fn ec_points_off_their_curve_are_refused_at_load() {
     use base64::Engine as _;
