@@ -1,6 +1,10 @@
 //! Authorization over real loopback HTTP: every rule kind allowed and denied, route tables,
 //! shadow mode and the external authorizer (a real HTTP server started here).
 
+#[cfg(feature = "ext-authz")]
+#[path = "support/http_server.rs"]
+mod http_server;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -387,43 +391,32 @@ mod ext_authz {
     }
 
     async fn start_authorizer() -> Authorizer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let inputs = Arc::new(Mutex::new(VecDeque::new()));
         let recorded = Arc::clone(&inputs);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let recorded = Arc::clone(&recorded);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let recorded = Arc::clone(&recorded);
-                        async move {
-                            use http_body_util::BodyExt;
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let input: Value = serde_json::from_slice(&body).unwrap();
-                            let path = input["request"]["path"].as_str().unwrap().to_owned();
-                            recorded.lock().unwrap().push_back(input);
-                            let status = match path.as_str() {
-                                "/allow" => 200,
-                                "/deny" => 403,
-                                "/broken" => 500,
-                                _ => {
-                                    // "/slow": never answers.
-                                    std::future::pending::<()>().await;
-                                    unreachable!()
-                                }
-                            };
-                            let mut response = Response::new(Full::new(Bytes::new()));
-                            *response.status_mut() = StatusCode::from_u16(status).unwrap();
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+        let addr = super::http_server::serve(move |req: Request<Incoming>| {
+            let recorded = Arc::clone(&recorded);
+            async move {
+                use http_body_util::BodyExt;
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let input: Value = serde_json::from_slice(&body).unwrap();
+                let path = input["request"]["path"].as_str().unwrap().to_owned();
+                recorded.lock().unwrap().push_back(input);
+                let status = match path.as_str() {
+                    "/allow" => 200,
+                    "/deny" => 403,
+                    "/broken" => 500,
+                    _ => {
+                        // "/slow": never answers.
+                        std::future::pending::<()>().await;
+                        unreachable!()
+                    }
+                };
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                response
             }
-        });
+        })
+        .await;
         Authorizer { addr, inputs }
     }
 

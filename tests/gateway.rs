@@ -9,6 +9,10 @@ mod gateway;
 #[path = "../examples/tonic_service.rs"]
 mod tonic_service;
 
+#[allow(dead_code)]
+#[path = "support/http_server.rs"]
+mod http_server;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -1963,37 +1967,24 @@ async fn revoked_tokens_are_401_through_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn introspection_section_checks_opaque_tokens_at_the_idp() {
     // A minimal RFC 7662 endpoint: "goodopaque" is active, everything else inactive.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let idp = listener.local_addr().unwrap();
     let forms = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = Arc::clone(&forms);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let seen = Arc::clone(&seen);
-                    async move {
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let form = String::from_utf8(body.to_vec()).unwrap();
-                        let answer = if form.split('&').any(|kv| kv == "token=goodopaque") {
-                            json!({"active": true, "sub": "opaque-user", "roles": ["clerk"],
-                                   "scope": "orders:read", "exp": 4102444800u64})
-                        } else {
-                            json!({"active": false})
-                        };
-                        seen.lock().unwrap().push(form);
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-                            answer.to_string(),
-                        ))))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let idp = http_server::serve(move |req: Request<Incoming>| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let form = String::from_utf8(body.to_vec()).unwrap();
+            let answer = if form.split('&').any(|kv| kv == "token=goodopaque") {
+                json!({"active": true, "sub": "opaque-user", "roles": ["clerk"],
+                       "scope": "orders:read", "exp": 4102444800u64})
+            } else {
+                json!({"active": false})
+            };
+            seen.lock().unwrap().push(form);
+            Response::new(Full::new(Bytes::from(answer.to_string())))
         }
-    });
+    })
+    .await;
     let upstream = Upstream::start().await;
     let dir = TempDir::new();
     std::fs::write(dir.0.join("introspection.secret"), "s3cret\n").unwrap();

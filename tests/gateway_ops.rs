@@ -6,6 +6,9 @@
 #[path = "../examples/gateway.rs"]
 mod gateway;
 
+#[path = "support/http_server.rs"]
+mod http_server;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -104,23 +107,12 @@ fn client() -> reqwest::Client {
 
 /// An upstream that answers 200 to everything.
 async fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"upstream")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    http_server::serve(|_req| async {
+        http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"upstream",
+        )))
+    })
+    .await
 }
 
 /// Starts the gateway for `config`; returns its address and a shutdown trigger.

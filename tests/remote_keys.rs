@@ -911,22 +911,11 @@ async fn several_issuers_pick_their_keys_by_iss_and_unknown_issuers_cost_no_fetc
 #[path = "../examples/gateway.rs"]
 mod gateway;
 
+#[path = "support/http_server.rs"]
+mod http_server;
+
 async fn ok_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("ok"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    http_server::serve(|_req| async { Response::new(Full::new(Bytes::from("ok"))) }).await
 }
 
 #[tokio::test]
