@@ -1319,8 +1319,7 @@ upstream = "http://{down}"
     let status = raw_grpc_call(gw.addr, "/gatekeeper.demo.Down/WhoAmI", &admin).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
-    // Many calls multiplexed on the one client connection, and on the gateway's one h2c
-    // connection to the service.
+    // Concurrent calls on the client's one HTTP/2 connection all reach the service.
     let calls: Vec<_> = (0..20)
         .map(|_| {
             let mut client = client.clone();
