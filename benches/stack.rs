@@ -17,14 +17,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::measurement::WallTime;
-use criterion::{BatchSize, BenchmarkGroup, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use jsonwebtoken::DecodingKey;
@@ -40,6 +37,10 @@ use tower_gatekeeper::{
     ContextPropagationLayer, JwtAuthenticator,
 };
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+use fixtures::{configure, fixture};
+
 const ISSUER: &str = "https://idp.example.test";
 const AUDIENCE: &str = "api://orders";
 const ALGS: [Algorithm; 4] = [
@@ -48,26 +49,6 @@ const ALGS: [Algorithm; 4] = [
     Algorithm::EdDSA,
     Algorithm::HS256,
 ];
-
-fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
-    group
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests",
-        "fixtures",
-        "keys",
-        name,
-    ]
-    .iter()
-    .collect();
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
 
 /// Key material, token and rules of one algorithm (the committed test keys).
 struct Case {

@@ -13,8 +13,6 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::measurement::WallTime;
@@ -33,31 +31,13 @@ use tower_gatekeeper::{
     JwtAuthenticator,
 };
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+use fixtures::{configure, fixture};
+
 const ISSUER: &str = "https://idp.example.test";
 const HMAC_ISSUER: &str = "https://hmac.example.test";
 const AUDIENCE: &str = "api://orders";
-
-/// Every benchmark uses the same criterion settings: modest, so the whole run takes a few
-/// minutes on a small shared machine.
-fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
-    group
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path: PathBuf = [
-        env!("CARGO_MANIFEST_DIR"),
-        "tests",
-        "fixtures",
-        "keys",
-        name,
-    ]
-    .iter()
-    .collect();
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
 
 /// One benchmarked algorithm and the committed test key it is signed and verified with.
 struct Case {
