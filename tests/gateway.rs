@@ -13,6 +13,16 @@ mod tonic_service;
 #[path = "support/http_server.rs"]
 mod http_server;
 
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+
+use temp_dir::TempDir;
+
+/// A temp dir with the fixture JWKS and HMAC secret under `keys/`.
+fn gateway_dir() -> TempDir {
+    TempDir::new("gateway").with_fixture_keys(&["jwks.json", "hmac.secret"])
+}
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -84,46 +94,6 @@ fn admin_token() -> String {
         "roles": ["admin"], "scope": "orders:read", "exp": 4102444800u64,
     }))
     .unwrap()
-}
-
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "tower-gatekeeper-gateway-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(dir.join("keys")).unwrap();
-        for file in ["jwks.json", "hmac.secret"] {
-            std::fs::copy(
-                fixtures().join("keys").join(file),
-                dir.join("keys").join(file),
-            )
-            .unwrap();
-        }
-        TempDir(dir)
-    }
-
-    /// Writes `gateway.toml` (key paths in it are relative to this directory).
-    fn write_config(&self, toml: &str) -> PathBuf {
-        let path = self.0.join("gateway.toml");
-        std::fs::write(&path, toml).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -400,7 +370,7 @@ async fn closed_port() -> SocketAddr {
 /// Upstream, gateway and temp dir for the standard configuration.
 async fn setup() -> (Upstream, Running, TempDir) {
     let upstream = Upstream::start().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let path = dir.write_config(&config_toml(upstream.addr, closed_port().await));
     let config = gateway::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
     (upstream, Running::start(config).await, dir)
@@ -934,7 +904,7 @@ async fn silent_upstream_is_504_after_the_timeout() {
             held.push(stream);
         }
     });
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let path = dir.write_config(&format!(
         r#"
 upstream_timeout_seconds = 0.2
@@ -955,7 +925,7 @@ auth = "public"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_timeout_starts_once_the_request_is_sent() {
     let upstream = Upstream::start().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let path = dir.write_config(&format!(
         r#"
 upstream_timeout_seconds = 0.2
@@ -1038,7 +1008,7 @@ jwks_file = "keys/jwks.json"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_choose_http1_or_h2c_upstreams() {
     let upstream = Upstream::start().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let toml = format!(
         r#"{ONE_ISSUER}
 [[route]]
@@ -1101,7 +1071,7 @@ upstream_protocol = "auto"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_tokens_only_where_configured_and_never_upstream() {
     let upstream = Upstream::start().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let toml = format!(
         r#"{ONE_ISSUER}
 [[route]]
@@ -1237,7 +1207,7 @@ async fn grpc_calls_pass_through_the_gateway_to_a_tonic_upstream() {
     use tonic_service::{DemoClient, pb, with_token};
 
     let service = tonic_upstream().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let toml = format!(
         r#"{ONE_ISSUER}
 [[route]]
@@ -1400,7 +1370,7 @@ upstream = "http://127.0.0.1:9001"
 
 /// Loads `toml` from a fresh temp dir and returns the error message, which must name the file.
 fn config_error(toml: &str) -> String {
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let path = dir.write_config(toml);
     let error = gateway::load_config(&path)
         .map(|_| ())
@@ -1597,7 +1567,7 @@ fn conflicting_routes_are_named() {
     // Same pattern: the methods must not overlap.
     let error = config_error(&two("methods = [\"GET\", \"PUT\"]", "/a/{id}"));
     assert_mentions(&error, &["[[route]] #2", "[[route]] #1", "GET, PUT"]);
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let ok = two("methods = [\"GET\"]", "/a/{id}").replace(
         "upstream = \"http://127.0.0.1:9002\"",
         "upstream = \"http://127.0.0.1:9002\"\nmethods = [\"POST\"]",
@@ -1607,7 +1577,7 @@ fn conflicting_routes_are_named() {
 
 #[test]
 fn a_missing_config_file_is_named() {
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let path = dir.0.join("absent.toml");
     let error = gateway::load_config(&path).unwrap_err().to_string();
     assert_mentions(&error, &[&path.display().to_string(), "cannot read"]);
@@ -1669,7 +1639,7 @@ rego = {{ policy = "admins.rego" }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_rules_allow_and_deny_over_http() {
     let upstream = Upstream::start().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     std::fs::write(
         dir.0.join("subjects.rego"),
         "package subjects\ndefault allow := false\nallow if input.caller.subject in data.allowed\n",
@@ -1781,7 +1751,7 @@ fn rule_keys_are_checked() {
         let error = config_error(&route("rego = { policy = \"absent.rego\" }"));
         assert_mentions(&error, &["[[route]] #1", "rego", "absent.rego"]);
 
-        let dir = TempDir::new();
+        let dir = gateway_dir();
         std::fs::write(dir.0.join("bad.rego"), "package bad\nallow if {\n").unwrap();
         let path = dir.write_config(&format!(
             "rego = {{ policy = \"bad.rego\" }}\n{ISSUER}{ROUTE}"
@@ -1839,7 +1809,7 @@ async fn get_with(gw: &Running, header: &str, value: &str) -> reqwest::Response 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_from_the_keys_file_reach_the_upstream_as_identity() {
     let upstream = Upstream::start().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     std::fs::write(
         dir.0.join("api_keys.toml"),
         key_entry(CI_KEY, "ci-bot", r#""deployer", "reader""#),
@@ -1879,7 +1849,7 @@ async fn api_keys_from_the_keys_file_reach_the_upstream_as_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_api_keys_file_is_picked_up_without_restart() {
     let upstream = Upstream::start().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let keys = dir.0.join("api_keys.toml");
     std::fs::write(&keys, key_entry(CI_KEY, "ci-bot", r#""deployer""#)).unwrap();
     let path = dir.write_config(&credentials_toml(
@@ -1925,7 +1895,7 @@ async fn rotated_api_keys_file_is_picked_up_without_restart() {
 async fn revoked_tokens_are_401_through_the_gateway() {
     use tower_gatekeeper::revocation::{Revocation, RevocationStore};
     let upstream = Upstream::start().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let path = dir.write_config(&credentials_toml(upstream.addr, "[revocation]\n"));
     let config = gateway::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
     let store = config.revocations().expect("[revocation] gives a store");
@@ -1985,7 +1955,7 @@ async fn introspection_section_checks_opaque_tokens_at_the_idp() {
     })
     .await;
     let upstream = Upstream::start().await;
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     std::fs::write(dir.0.join("introspection.secret"), "s3cret\n").unwrap();
     let path = dir.write_config(&credentials_toml(
         upstream.addr,
@@ -2048,7 +2018,7 @@ fn credential_sections_are_checked() {
     }
 
     // The keys file: unknown keys name the key and the keys file.
-    let dir = TempDir::new();
+    let dir = gateway_dir();
     let keys = dir.0.join("api_keys.toml");
     std::fs::write(
         &keys,
@@ -2141,7 +2111,7 @@ async fn two_gateway_replicas_share_revocations_through_redis() {
         "[revocation]\nredis_url = \"redis://{}/\"\nprefix = \"gw-test\"\nfail_mode = \"open\"\n",
         redis.1
     );
-    let (dir_a, dir_b) = (TempDir::new(), TempDir::new());
+    let (dir_a, dir_b) = (gateway_dir(), gateway_dir());
     let mut replicas = Vec::new();
     for dir in [&dir_a, &dir_b] {
         let path = dir.write_config(&credentials_toml(upstream.addr, &section));

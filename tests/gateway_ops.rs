@@ -9,12 +9,17 @@ mod gateway;
 #[path = "support/http_server.rs"]
 mod http_server;
 
+#[allow(dead_code)]
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+
+use temp_dir::TempDir;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -50,31 +55,15 @@ fn token(name: &str) -> String {
         .clone()
 }
 
-/// A unique directory with the fixture keys, removed on drop.
-struct TempDir(PathBuf);
+/// A temp dir with the fixture JWKS under `keys/`.
+fn ops_dir() -> TempDir {
+    TempDir::new("ops").with_fixture_keys(&["jwks.json"])
+}
 
-impl TempDir {
-    fn new() -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tower-gatekeeper-ops-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("keys")).unwrap();
-        std::fs::copy(
-            fixtures().join("keys/jwks.json"),
-            dir.join("keys/jwks.json"),
-        )
-        .unwrap();
-        TempDir(dir)
-    }
-
-    fn write_config(&self, extra: &str, upstream: &str) -> PathBuf {
-        let path = self.0.join("gateway.toml");
-        let text = format!(
-            r#"
+/// Writes the gateway configuration of these tests, with `extra` top-level keys.
+fn ops_config(dir: &TempDir, extra: &str, upstream: &str) -> PathBuf {
+    dir.write_config(&format!(
+        r#"
 listen = "127.0.0.1:0"
 {extra}
 
@@ -89,16 +78,7 @@ path = "/orders/{{*rest}}"
 upstream = "http://{upstream}"
 roles_any = ["clerk", "admin"]
 "#
-        );
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    ))
 }
 
 fn client() -> reqwest::Client {
@@ -174,9 +154,9 @@ async fn admin_listener_serves_health_readiness_and_metrics() {
     #[cfg(feature = "metrics")]
     {
         // A rejected request through the gateway shows up in /metrics.
-        let dir = TempDir::new();
+        let dir = ops_dir();
         let up = upstream().await;
-        let config = gateway::load_config(dir.write_config("", &up.to_string())).unwrap();
+        let config = gateway::load_config(ops_config(&dir, "", &up.to_string())).unwrap();
         let (gw, _stop) = start_gateway(config).await;
         let (status, _) = get(format!("http://{gw}/orders/1"), Some(&token("expired"))).await;
         assert_eq!(status, 401);
@@ -205,9 +185,10 @@ async fn admin_listener_serves_health_readiness_and_metrics() {
 
 #[tokio::test]
 async fn audit_log_writes_one_json_line_per_decision_without_tokens() {
-    let dir = TempDir::new();
+    let dir = ops_dir();
     let up = upstream().await;
-    let path = dir.write_config(
+    let path = ops_config(
+        &dir,
         "audit_log = \"audit.jsonl\"\nadmin_listen = \"127.0.0.1:0\"",
         &up.to_string(),
     );
@@ -263,7 +244,7 @@ async fn audit_log_writes_one_json_line_per_decision_without_tokens() {
 
 #[tokio::test]
 async fn config_mistakes_in_ops_keys_name_the_key() {
-    let dir = TempDir::new();
+    let dir = ops_dir();
     for (extra, expected) in [
         ("admin_listen = \"localhost\"", "`admin_listen`"),
         ("audit_log = \"\"", "`audit_log`"),
@@ -271,12 +252,13 @@ async fn config_mistakes_in_ops_keys_name_the_key() {
         ("[limits]\nmax_roles = 0", "max_roles"),
         ("[limits]\nmax_rolez = 3", "max_rolez"),
     ] {
-        let path = dir.write_config(extra, "127.0.0.1:9");
+        let path = ops_config(&dir, extra, "127.0.0.1:9");
         let error = gateway::load_config(&path).unwrap_err().to_string();
         assert!(error.contains(expected), "{extra}: {error}");
     }
     // Limits from the file are applied: one role kept is still enough for `clerk`.
-    let path = dir.write_config(
+    let path = ops_config(
+        &dir,
         "[limits]\nmax_roles = 1\nmax_claims_bytes = 64",
         "127.0.0.1:9",
     );
@@ -296,8 +278,8 @@ fn args(list: &[&str]) -> impl Iterator<Item = OsString> {
 
 #[tokio::test]
 async fn explain_reports_each_step_and_the_verdict() {
-    let dir = TempDir::new();
-    let config = dir.write_config("", "127.0.0.1:9");
+    let dir = ops_dir();
+    let config = ops_config(&dir, "", "127.0.0.1:9");
     let config = config.to_str().unwrap();
 
     let valid = token("rs256_valid");

@@ -24,43 +24,15 @@ mod redis_server;
 #[path = "support/http_server.rs"]
 mod http_server;
 
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(std::path::PathBuf);
+#[allow(dead_code)]
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
 
-impl TempDir {
-    fn new() -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "tower-gatekeeper-introspection-redis-{}-{}-{nanos}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    /// Writes `gateway.toml` and returns its path.
-    fn write_config(&self, toml: &str) -> std::path::PathBuf {
-        let path = self.0.join("gateway.toml");
-        std::fs::write(&path, toml).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use temp_dir::TempDir;
 
 /// The gateway's error for `toml`, which must be rejected.
 fn config_error(toml: &str) -> String {
-    let dir = TempDir::new();
+    let dir = TempDir::new("introspection-redis");
     let path = dir.write_config(toml);
     gateway::load_config(&path)
         .map(|_| ())
@@ -754,7 +726,10 @@ mod shared {
              redis_url = \"{}\"\nredis_prefix = \"gw-test:introspection:\"\n",
             redis.url()
         );
-        let (dir_a, dir_b) = (TempDir::new(), TempDir::new());
+        let (dir_a, dir_b) = (
+            TempDir::new("introspection-redis"),
+            TempDir::new("introspection-redis"),
+        );
         let mut replicas = Vec::new();
         for dir in [&dir_a, &dir_b] {
             let config =
