@@ -1,0 +1,206 @@
+pub(crate) mod credentials;
+pub(crate) mod file;
+pub(crate) mod issuer;
+pub(crate) mod ops;
+pub(crate) mod route;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::Revocations;
+use crate::config::credentials::compile_credentials;
+use crate::config::file::FileConfig;
+use crate::config::issuer::compile_issuer;
+use crate::config::ops::Ops;
+use crate::config::ops::compile_cache;
+use crate::config::ops::compile_ops;
+use crate::config::route::RouteSpec;
+use crate::config::route::compile_route;
+use crate::config::route::compile_table;
+use crate::credentials::Credentials;
+use tower_gatekeeper::JwtAuthenticator;
+use tower_gatekeeper::authenticate::TokenCache;
+use tower_gatekeeper::authorize::RouteTable;
+use tower_gatekeeper::keys::IssuerKeys;
+use tower_gatekeeper::reject::DefaultRejection;
+
+/// The address the gateway listens on when neither the file nor `--listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// How long the gateway waits for an upstream's response head by default.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// The key sources an `[[issuer]]` may name; exactly one must be set.
+pub(crate) const KEY_SOURCES: &str = "jwks_file, hmac_secret_file, jwks_url, discovery_url";
+
+/// A configuration that failed to load; the message names the file and the key, route or
+/// issuer at fault.
+#[derive(Debug)]
+pub struct ConfigFileError {
+    pub(crate) file: PathBuf,
+    pub(crate) message: String,
+}
+
+impl ConfigFileError {
+    pub(crate) fn new(file: &Path, message: impl Into<String>) -> Self {
+        ConfigFileError {
+            file: file.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.message)
+    }
+}
+
+impl StdError for ConfigFileError {}
+
+/// A checked configuration: keys loaded, authenticator built, routes compiled. Serve it with
+/// [`run`].
+#[derive(Debug)]
+pub struct Config {
+    pub(crate) listen: SocketAddr,
+    pub(crate) realm: DefaultRejection,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) authenticator: Option<JwtAuthenticator<IssuerKeys>>,
+    pub(crate) token_cache: Option<TokenCache>,
+    pub(crate) routes: Vec<RouteSpec>,
+    /// (method, path pattern) → index into `routes`.
+    pub(crate) table: RouteTable<usize>,
+    pub(crate) ops: Ops,
+    pub(crate) credentials: Credentials,
+}
+
+impl Config {
+    /// The address from the file's `listen` (default [`DEFAULT_LISTEN`]).
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// Readiness: resolves once every issuer has usable keys (at once for key files; after
+    /// the first successful fetch for `jwks_url` and `discovery_url`, which keep retrying
+    /// with backoff while the provider is down). Fails fast, naming the issuer, when a
+    /// configuration cannot work: an allowed algorithm no key can verify, a JWKS without
+    /// usable keys, a discovery document naming another issuer.
+    ///
+    /// # Errors
+    ///
+    /// The message of the failed check.
+    pub fn keys_ready(&self) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        let authenticator = self.authenticator.clone();
+        let revocations = self.credentials.revocations.clone();
+        async move {
+            if let Some(auth) = authenticator {
+                auth.ready().await.map_err(|e| e.to_string())?;
+            }
+            if let Some(store) = revocations {
+                store.ready().await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Reads and checks the gateway configuration at `path`. Relative paths inside it (key files)
+/// are resolved against the file's directory.
+///
+/// # Errors
+///
+/// [`ConfigFileError`] naming the file and what is wrong: unreadable file, TOML syntax,
+/// unknown or missing keys, unusable keys or values, conflicting routes.
+pub fn load_config(path: impl AsRef<Path>) -> Result<Config, ConfigFileError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigFileError::new(path, format!("cannot read the config file: {e}")))?;
+    let file: FileConfig =
+        toml::from_str(&text).map_err(|e| ConfigFileError::new(path, e.to_string()))?;
+    let base = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    compile(file, base).map_err(|message| ConfigFileError::new(path, message))
+}
+
+/// Checks a parsed file and builds the [`Config`]; errors are messages without the file name.
+pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
+    let listen_text = file.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse().map_err(|_| {
+        format!("`listen` {listen_text:?} is not an IP address and port, e.g. \"127.0.0.1:8080\"")
+    })?;
+    let realm = match file.realm {
+        Some(realm) if realm.trim().is_empty() => {
+            return Err("`realm` must not be empty".to_owned());
+        }
+        Some(realm) => DefaultRejection::new(&realm),
+        None => DefaultRejection::default(),
+    };
+    let upstream_timeout = match file.upstream_timeout_seconds {
+        None => DEFAULT_UPSTREAM_TIMEOUT,
+        Some(secs) => Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!("`upstream_timeout_seconds` = {secs} must be a positive number of seconds")
+            })?,
+    };
+
+    let mut authenticator: Option<JwtAuthenticator<IssuerKeys>> = None;
+    for (i, issuer) in file.issuers.into_iter().enumerate() {
+        let n = i + 1;
+        let (keys, validation) = compile_issuer(n, issuer, base)?;
+        let built = match authenticator {
+            None => JwtAuthenticator::new(keys, validation),
+            Some(auth) => auth.with_issuer(keys, validation),
+        };
+        authenticator = Some(built.map_err(|e| format!("[[issuer]] #{n}: {e}"))?);
+    }
+    let credentials =
+        compile_credentials(file.api_keys, file.introspection, file.revocation, base)?;
+    let can_authenticate = authenticator.is_some() || credentials.authenticates();
+
+    if file.routes.is_empty() {
+        return Err(
+            "no [[route]] is configured: every request would get 404; add at least one".to_owned(),
+        );
+    }
+    let routes = file
+        .routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, route)| compile_route(i + 1, route, can_authenticate, file.rego.as_ref(), base))
+        .collect::<Result<Vec<_>, _>>()?;
+    let table = compile_table(&routes)?;
+    let token_cache = compile_cache(file.cache)?;
+    let ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
+
+    Ok(Config {
+        listen,
+        realm,
+        upstream_timeout,
+        authenticator,
+        token_cache,
+        routes,
+        table,
+        ops,
+        credentials,
+    })
+}
+
+impl Config {
+    /// The admin listener's address (`admin_listen`), when configured.
+    pub fn admin_listen(&self) -> Option<SocketAddr> {
+        self.ops.admin_listen
+    }
+}
+
+impl Config {
+    /// The revocation store (`[revocation]`), when configured.
+    pub fn revocations(&self) -> Option<Revocations> {
+        self.credentials.revocations.clone()
+    }
+}

@@ -1,0 +1,106 @@
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::admin::AuditLog;
+use crate::config::file::FileCache;
+use crate::config::file::FileLimits;
+use tower_gatekeeper::authenticate::{CacheConfig, TokenCache};
+use tower_gatekeeper::limits::Limits;
+use tower_gatekeeper::{AuthenticateLayer, AuthorizeLayer};
+
+/// The cache the `[cache]` section asks for (default: on, library defaults), or `None`.
+pub(crate) fn compile_cache(section: Option<FileCache>) -> Result<Option<TokenCache>, String> {
+    let section = section.unwrap_or_default();
+    if section.enabled == Some(false) {
+        return Ok(None);
+    }
+    let mut config = CacheConfig::default();
+    if let Some(n) = section.max_entries {
+        config = config.max_entries(n);
+    }
+    if let Some(n) = section.max_bytes {
+        config = config.max_bytes(n);
+    }
+    if let Some(secs) = section.max_ttl_seconds {
+        config = config.max_ttl(Duration::from_secs(secs));
+    }
+    TokenCache::new(config)
+        .map(Some)
+        .map_err(|e| format!("[cache]: {e}"))
+}
+
+/// The checked operations settings.
+#[derive(Debug, Default)]
+pub(crate) struct Ops {
+    pub(crate) admin_listen: Option<SocketAddr>,
+    pub(crate) audit: Option<AuditLog>,
+    pub(crate) limits: Limits,
+}
+
+pub(crate) fn compile_ops(
+    admin_listen: Option<String>,
+    audit_log: Option<String>,
+    limits: Option<FileLimits>,
+    base: &Path,
+) -> Result<Ops, String> {
+    let admin_listen = admin_listen
+        .map(|text| {
+            text.parse().map_err(|_| {
+                format!(
+                    "`admin_listen` {text:?} is not an IP address and port, e.g. \"127.0.0.1:9091\""
+                )
+            })
+        })
+        .transpose()?;
+    let audit = audit_log
+        .map(|target| AuditLog::open(&target, base))
+        .transpose()?;
+    let mut checked = Limits::default();
+    if let Some(raw) = limits {
+        if let Some(n) = raw.max_credential_header_bytes {
+            checked = checked.max_credential_header_bytes(n);
+        }
+        if let Some(n) = raw.max_claims_bytes {
+            checked = checked.max_claims_bytes(n);
+        }
+        if let Some(n) = raw.max_roles {
+            checked = checked.max_roles(n);
+        }
+        if let Some(n) = raw.max_scopes {
+            checked = checked.max_scopes(n);
+        }
+        checked.check().map_err(|e| format!("[limits]: {e}"))?;
+    }
+    Ok(Ops {
+        admin_listen,
+        audit,
+        limits: checked,
+    })
+}
+
+impl Ops {
+    pub(crate) fn authenticate_layer<A, R>(
+        &self,
+        layer: AuthenticateLayer<A, R>,
+    ) -> AuthenticateLayer<A, R> {
+        let layer = match layer.limits(self.limits) {
+            Ok(layer) => layer,
+            Err(_) => unreachable!("limits are checked when the configuration is loaded"),
+        };
+        match &self.audit {
+            Some(audit) => layer.on_decision(audit.hook()),
+            None => layer,
+        }
+    }
+
+    pub(crate) fn authorize_layer<P, R>(
+        &self,
+        layer: AuthorizeLayer<P, R>,
+    ) -> AuthorizeLayer<P, R> {
+        match &self.audit {
+            Some(audit) => layer.on_decision(audit.hook()),
+            None => layer,
+        }
+    }
+}

@@ -1,0 +1,193 @@
+use std::path::Path;
+
+use crate::config::file::FileRoute;
+use crate::config::file::RouteAuth;
+use crate::config::file::UpstreamProtocol;
+use http::Method;
+use http::uri::{Authority, Uri};
+use tower_gatekeeper::PolicyEvaluator;
+use tower_gatekeeper::authorize::{AllowAll, BoxPolicy, RegoConfig, RouteTable, RouteTableError};
+
+/// A checked `[[route]]`.
+#[derive(Debug)]
+pub(crate) struct RouteSpec {
+    /// How messages and logs name this route: `[[route]] #2 (path "/orders/{*rest}")`.
+    pub(crate) label: String,
+    pub(crate) path: String,
+    /// `None`: every method.
+    pub(crate) methods: Option<Vec<Method>>,
+    pub(crate) upstream: Authority,
+    pub(crate) upstream_protocol: UpstreamProtocol,
+    pub(crate) auth: RouteAuth,
+    /// The query parameter that may carry the access token (RFC 6750 §2.3), if any.
+    pub(crate) query_token: Option<String>,
+    pub(crate) policy: BoxPolicy,
+}
+
+pub(crate) fn compile_route(
+    n: usize,
+    raw: FileRoute,
+    can_authenticate: bool,
+    global_rego: Option<&RegoConfig>,
+    base: &Path,
+) -> Result<RouteSpec, String> {
+    let label = format!("[[route]] #{n} (path {:?})", raw.path);
+    if !raw.path.starts_with('/') {
+        return Err(format!("{label}: `path` must start with \"/\""));
+    }
+    let methods = match raw.methods {
+        None => None,
+        Some(names) if names.is_empty() => {
+            return Err(format!(
+                "{label}: `methods` is empty; list methods or remove the key to allow all"
+            ));
+        }
+        Some(names) => {
+            let mut methods = Vec::with_capacity(names.len());
+            for name in &names {
+                let method = Method::from_bytes(name.as_bytes())
+                    .ok()
+                    .filter(|_| !name.bytes().any(|b| b.is_ascii_lowercase()))
+                    .ok_or_else(|| {
+                        format!(
+                            "{label}: `methods`: {name:?} is not an HTTP method (methods are upper case, e.g. \"GET\")"
+                        )
+                    })?;
+                if !methods.contains(&method) {
+                    methods.push(method);
+                }
+            }
+            Some(methods)
+        }
+    };
+    let upstream = parse_upstream(&raw.upstream)
+        .map_err(|why| format!("{label}: `upstream` {:?}: {why}", raw.upstream))?;
+    match &raw.query_token {
+        Some(name) if name.is_empty() || name.contains(['&', '=', '#', '?', ' ']) => {
+            return Err(format!(
+                "{label}: `query_token` {name:?} is not a query parameter name (e.g. \"access_token\")"
+            ));
+        }
+        Some(_) if raw.auth == RouteAuth::Public => {
+            return Err(format!(
+                "{label}: `query_token` needs a route that authenticates; it cannot be used with auth = \"public\""
+            ));
+        }
+        _ => {}
+    }
+
+    let rules = raw.rules;
+    let policy = match raw.auth {
+        RouteAuth::Public if !rules.is_empty() => {
+            return Err(format!(
+                "{label}: {} need an authenticated caller; they cannot be used with auth = \"public\"",
+                rules
+                    .keys()
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        RouteAuth::Public => AllowAll.boxed(),
+        auth if !can_authenticate => {
+            return Err(format!(
+                "{label}: auth = \"{auth}\" needs at least one [[issuer]] to verify tokens (or [introspection] or [api_keys])"
+            ));
+        }
+        auth => {
+            let mut rules = rules;
+            // The global policy applies where the route has no Rego policy of its own.
+            if rules.rego.is_none() {
+                rules.rego = global_rego.cloned();
+            }
+            if let Some(rego) = &mut rules.rego {
+                rego.policy = base.join(&rego.policy);
+                rego.data = rego.data.as_ref().map(|data| base.join(data));
+            }
+            if rules.is_empty() && auth == RouteAuth::Optional {
+                AllowAll.boxed()
+            } else {
+                // With no rule keys this is "any authenticated caller".
+                rules.compile().map_err(|e| format!("{label}: {e}"))?
+            }
+        }
+    };
+    Ok(RouteSpec {
+        label,
+        path: raw.path,
+        methods,
+        upstream,
+        upstream_protocol: raw.upstream_protocol,
+        auth: raw.auth,
+        query_token: raw.query_token,
+        policy,
+    })
+}
+
+/// `http://host[:port]` with no path, query or user info.
+pub(crate) fn parse_upstream(text: &str) -> Result<Authority, &'static str> {
+    const SHAPE: &str = "must be http://host:port";
+    let uri: Uri = text.parse().map_err(|_| SHAPE)?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err("https upstreams are not supported yet; use http://host:port");
+        }
+        _ => return Err(SHAPE),
+    }
+    let authority = uri.authority().ok_or(SHAPE)?;
+    if authority.as_str().contains('@') {
+        return Err("must not contain user info");
+    }
+    if authority.host().is_empty() {
+        return Err(SHAPE);
+    }
+    if uri
+        .path_and_query()
+        .is_some_and(|pq| !matches!(pq.as_str(), "" | "/"))
+    {
+        return Err(
+            "must not have a path or query: the request's path and query are appended as they are",
+        );
+    }
+    Ok(authority.clone())
+}
+
+/// Builds the routing table; two routes that could both serve a request are a conflict.
+pub(crate) fn compile_table(routes: &[RouteSpec]) -> Result<RouteTable<usize>, String> {
+    let mut builder = RouteTable::builder();
+    for (i, route) in routes.iter().enumerate() {
+        builder = match &route.methods {
+            None => builder.any_method(route.path.clone(), i),
+            Some(methods) => builder.route(methods.iter().cloned(), route.path.clone(), i),
+        };
+    }
+    builder.build().map_err(|error| match error {
+        RouteTableError::Conflict {
+            index,
+            other,
+            methods,
+            ..
+        } if routes[index].path == routes[other].path => format!(
+            "{} conflicts with {}: both handle {methods}",
+            routes[index].label, routes[other].label
+        ),
+        RouteTableError::Conflict { index, other, .. } => format!(
+            "{} conflicts with {}: the two path patterns overlap ambiguously",
+            routes[index].label, routes[other].label
+        ),
+        RouteTableError::InvalidPattern { index, reason, .. } => {
+            format!("{}: invalid path pattern: {reason}", routes[index].label)
+        }
+        other => other.to_string(),
+    })
+}
+
+pub(crate) fn method_list(methods: &[Method]) -> String {
+    methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

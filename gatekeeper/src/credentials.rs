@@ -1,0 +1,196 @@
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::credentials::parse_api_keys;
+use tower_gatekeeper::authenticate::{ApiKeyAuthenticator, CredentialChain};
+use tower_gatekeeper::credential::RequestHead;
+use tower_gatekeeper::revocation::{
+    MemoryRevocations, Revocation, RevocationError, RevocationStatus, RevocationStore, TokenFacts,
+};
+use tower_gatekeeper::{AuthContext, Authenticator, Rejection};
+use tracing::{info, warn};
+
+#[cfg(feature = "introspection")]
+pub(crate) type OpaqueAuth = tower_gatekeeper::authenticate::IntrospectionAuthenticator;
+#[cfg(not(feature = "introspection"))]
+pub(crate) type OpaqueAuth = tower_gatekeeper::authenticate::Unconfigured;
+
+/// The checked `[api_keys]`, `[introspection]` and `[revocation]` sections.
+#[derive(Debug, Default)]
+pub(crate) struct Credentials {
+    pub(crate) api_keys: Option<ApiKeySource>,
+    pub(crate) introspection: Option<OpaqueAuth>,
+    pub(crate) revocations: Option<Revocations>,
+}
+
+impl Credentials {
+    /// Whether anything besides `[[issuer]]` authenticates callers.
+    pub(crate) fn authenticates(&self) -> bool {
+        self.api_keys.is_some() || self.introspection.is_some()
+    }
+
+    /// The credential chain of `jwt` (an empty slot without `[[issuer]]`), introspection and
+    /// API keys, as configured.
+    // Without the feature the opaque slot is `Unconfigured`, which is `Copy`.
+    #[cfg_attr(not(feature = "introspection"), allow(clippy::clone_on_copy))]
+    pub(crate) fn chain<J: Authenticator>(
+        &self,
+        jwt: Option<J>,
+    ) -> Option<CredentialChain<Slot<J>, Slot<OpaqueAuth>>> {
+        let chain = CredentialChain::new()
+            .jwt(Slot(jwt))
+            .opaque(Slot(self.introspection.clone()));
+        Some(match &self.api_keys {
+            Some(source) => chain.api_keys(source.keys.clone()),
+            None => chain,
+        })
+    }
+}
+
+/// A slot of the credential chain that may be empty (its credentials are then refused).
+#[derive(Clone, Debug)]
+pub(crate) struct Slot<A>(Option<A>);
+
+impl<A: Authenticator> Authenticator for Slot<A> {
+    type Future = A::Future;
+
+    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        match &self.0 {
+            Some(auth) => auth.authenticate(head),
+            None => Err(Rejection::invalid_token(
+                "this kind of credential is not accepted",
+            )),
+        }
+    }
+
+    fn still_trusted(&self, ctx: &AuthContext) -> bool {
+        self.0.as_ref().is_some_and(|auth| auth.still_trusted(ctx))
+    }
+}
+
+/// The API keys and the file they are reloaded from.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiKeySource {
+    pub(crate) keys: ApiKeyAuthenticator,
+    pub(crate) file: PathBuf,
+    pub(crate) interval: Duration,
+    /// The file's contents when the keys were loaded (hashes only, no secrets).
+    pub(crate) loaded: Arc<Vec<u8>>,
+}
+
+/// The gateway's revocation store (`[revocation]`). Revoke through it (an admin tool, a
+/// test): the gateway enforces the revocation for every authenticated request.
+#[derive(Debug, Clone)]
+pub enum Revocations {
+    /// In memory: this process only.
+    Memory(MemoryRevocations),
+    /// Shared by every replica configured with the same Redis and prefix.
+    #[cfg(feature = "redis")]
+    Redis(tower_gatekeeper::revocation::RedisRevocations),
+}
+
+impl Revocations {
+    /// Resolves once the store holds the shared set (at once in memory).
+    pub(crate) fn ready(&self) -> impl Future<Output = ()> + Send + 'static {
+        let store = self.clone();
+        async move {
+            match store {
+                Revocations::Memory(_) => {}
+                #[cfg(feature = "redis")]
+                Revocations::Redis(store) => store.ready().await,
+            }
+        }
+    }
+}
+
+impl RevocationStore for Revocations {
+    fn check(&self, token: &TokenFacts<'_>) -> RevocationStatus {
+        match self {
+            Revocations::Memory(store) => store.check(token),
+            #[cfg(feature = "redis")]
+            Revocations::Redis(store) => store.check(token),
+        }
+    }
+
+    fn revoke(
+        &self,
+        revocation: Revocation,
+    ) -> impl Future<Output = Result<(), RevocationError>> + Send {
+        let store = self.clone();
+        async move {
+            match store {
+                Revocations::Memory(store) => store.revoke(revocation).await,
+                #[cfg(feature = "redis")]
+                Revocations::Redis(store) => store.revoke(revocation).await,
+            }
+        }
+    }
+}
+
+/// Aborts a background task when dropped.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reloads the keys file when its contents change (checked every `interval`) and on SIGHUP.
+/// A file that does not parse is logged and the current keys stay.
+pub(crate) async fn watch_api_keys(source: ApiKeySource) {
+    let hangup = Arc::new(tokio::sync::Notify::new());
+    #[cfg(unix)]
+    let _hangup_task = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangup = Arc::clone(&hangup);
+        match signal(SignalKind::hangup()) {
+            Ok(mut signals) => Some(AbortOnDrop(tokio::spawn(async move {
+                while signals.recv().await.is_some() {
+                    hangup.notify_one();
+                }
+            }))),
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGHUP; API keys reload on file changes only");
+                None
+            }
+        }
+    };
+    let mut loaded = source.loaded;
+    let mut ticks = tokio::time::interval(source.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        let signalled = tokio::select! {
+            _ = ticks.tick() => false,
+            () = hangup.notified() => true,
+        };
+        let file = source.file.clone();
+        let read = tokio::task::spawn_blocking(move || std::fs::read(file)).await;
+        let bytes = match read {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(error)) => {
+                warn!(file = %source.file.display(), %error, "cannot read the API keys file; keeping the current keys");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if !signalled && bytes == *loaded {
+            continue;
+        }
+        match parse_api_keys(&bytes, &source.file).and_then(|entries| {
+            let n = entries.len();
+            source
+                .keys
+                .replace(entries)
+                .map(|()| n)
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(n) => info!(file = %source.file.display(), keys = n, "API keys reloaded"),
+            Err(error) => warn!(%error, "API keys file not reloaded; keeping the current keys"),
+        }
+        loaded = Arc::new(bytes);
+    }
+}

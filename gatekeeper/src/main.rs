@@ -1,0 +1,178 @@
+//! `gatekeeper`: arguments, tracing and signals; everything else is the `gatekeeper` library.
+
+use std::ffi::OsString;
+use std::future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use gatekeeper::{
+    BoxError, demo_instructions, explain_command, load_config, run, start_admin, start_demo,
+};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+const USAGE: &str = "\
+usage: gateway [--config FILE] [--listen ADDR]
+       gateway explain --config FILE [TOKEN | -]
+
+  (no arguments)    run the embedded demo on 127.0.0.1:8080
+  --config FILE     run the gateway described by FILE (TOML; see gateway.example.toml)
+  --listen ADDR     listen on ADDR (e.g. 127.0.0.1:8080), overriding the file's `listen`
+  explain           explain why a token is accepted or rejected (gateway explain --help)
+  -h, --help        print this help
+
+Logs go to stderr; set RUST_LOG (default \"info\", \"debug\" logs one line per request).";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "explain") {
+        return explain_main(std::env::args_os().skip(2)).await;
+    }
+    let args = match Args::parse(std::env::args_os().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing();
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), BoxError> {
+    let (config, demo) = match &args.config {
+        Some(path) => (load_config(path)?, None),
+        None => {
+            let demo = start_demo().await?;
+            (demo.config, Some((demo.token, demo.upstream)))
+        }
+    };
+    let listen = args.listen.unwrap_or(config.listen());
+    start_admin(&config).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e} (--listen ADDR picks another)"))?;
+    if let Some((token, upstream)) = demo {
+        println!(
+            "{}",
+            demo_instructions(listener.local_addr()?, upstream, &token)
+        );
+    }
+    // Serve at once (requests get 503 with Retry-After until keys are in), but stop with a
+    // clear message when an issuer's keys can never work.
+    let ready = config.keys_ready();
+    let server = run(config, listener, shutdown_signal());
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => return Ok(served?),
+        checked = ready => match checked {
+            Ok(()) => info!("every issuer has usable keys"),
+            Err(error) => return Err(format!("issuer keys: {error}").into()),
+        },
+    }
+    server.await?;
+    Ok(())
+}
+
+/// Command-line arguments.
+#[derive(Debug, Default)]
+struct Args {
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+}
+
+impl Args {
+    /// `Ok(None)` for `--help`.
+    fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Option<Args>, String> {
+        let mut parsed = Args::default();
+        while let Some(arg) = args.next() {
+            let text = arg.to_string_lossy();
+            let (name, inline) = match text.split_once('=') {
+                Some((name, value)) if name.starts_with("--") => (name, Some(value)),
+                _ => (&*text, None),
+            };
+            let mut value = |name: &str| -> Result<OsString, String> {
+                match inline {
+                    Some(v) => Ok(OsString::from(v)),
+                    None => args.next().ok_or_else(|| format!("{name} needs a value")),
+                }
+            };
+            match name {
+                "-h" | "--help" => return Ok(None),
+                "--config" => parsed.config = Some(PathBuf::from(value(name)?)),
+                "--listen" => {
+                    let addr = value(name)?;
+                    let addr = addr.to_string_lossy();
+                    parsed.listen = Some(addr.parse().map_err(|_| {
+                        format!(
+                            "--listen {addr:?} is not an IP address and port, e.g. 127.0.0.1:8080"
+                        )
+                    })?);
+                }
+                _ => return Err(format!("unknown argument {text:?}")),
+            }
+        }
+        Ok(Some(parsed))
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .init();
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            warn!(%error, "cannot listen for SIGINT");
+            future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM");
+                future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = future::pending::<()>();
+    tokio::select! {
+        () = interrupt => info!("SIGINT received"),
+        () = terminate => info!("SIGTERM received"),
+    }
+}
+
+async fn explain_main(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let (code, text) = explain_command(args, io::stdin()).await;
+    if code == 2 {
+        eprintln!("{text}");
+    } else {
+        print!("{text}");
+    }
+    ExitCode::from(code)
+}

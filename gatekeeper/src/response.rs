@@ -1,0 +1,69 @@
+use std::error::Error as StdError;
+
+use crate::serve::GatewayBody;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use tower_gatekeeper::reject::Protocol;
+
+/// A gateway-made error response, shaped like the library's rejections: JSON for HTTP, and
+/// for gRPC a Trailers-Only response whose `grpc-status` follows gRPC's HTTP status mapping
+/// (404 → 12 UNIMPLEMENTED, 502/503/504 → 14 UNAVAILABLE; a malformed request → 3
+/// INVALID_ARGUMENT), so gRPC clients see a status rather than a body they cannot decode.
+pub(crate) fn gateway_error(
+    protocol: Protocol,
+    status: StatusCode,
+    error: &str,
+    description: &str,
+) -> Response<GatewayBody> {
+    if protocol == Protocol::Grpc {
+        let code: u16 = match status {
+            StatusCode::BAD_REQUEST => 3,
+            StatusCode::NOT_FOUND => 12,
+            _ => 14,
+        };
+        let mut response = Response::new(GatewayBody::default());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(code));
+        // The descriptions are fixed ASCII sentences: no percent-encoding needed beyond spaces.
+        if let Ok(message) = HeaderValue::from_str(&description.replace(' ', "%20")) {
+            headers.insert("grpc-message", message);
+        }
+        return response;
+    }
+    json_error(status, error, description)
+}
+
+/// A gateway-made error response with the same JSON shape as the library's rejections.
+pub(crate) fn json_error(
+    status: StatusCode,
+    error: &str,
+    description: &str,
+) -> Response<GatewayBody> {
+    let body = json!({ "error": error, "error_description": description }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An error and its sources, for logs.
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
