@@ -1,10 +1,6 @@
 //! The gateway's configuration loader (TOML → checked `Config`) on arbitrary files.
 #![no_main]
 
-#[allow(dead_code, unreachable_pub, unused_imports)]
-#[path = "../../examples/gateway.rs"]
-mod gateway;
-
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -36,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         std::thread::current().name().unwrap_or("t")
     ));
     std::fs::write(&path, text).unwrap();
-    match gateway::load_config(&path) {
+    match gatekeeper::load_config(&path) {
         Ok(_) => {}
         Err(error) => {
             // Every error names the file.
