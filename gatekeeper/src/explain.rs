@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::load_config;
 
 pub(crate) const EXPLAIN_USAGE: &str = "\
-usage: gateway explain --config FILE [TOKEN | -]
+usage: gatekeeper explain --config FILE [TOKEN | -]
 
   Prints, step by step, what the gateway checks for TOKEN (header, alg, issuer, each claim,
   key, signature) and whether it would be accepted. No upstream is called; remote key
@@ -14,7 +14,7 @@ usage: gateway explain --config FILE [TOKEN | -]
   of shell history). A leading \"Bearer \" is ignored. Exit status: 0 accepted, 1 rejected,
   2 usage or configuration error.";
 
-/// `gateway explain ...`: returns the exit status and the report.
+/// `gatekeeper explain ...`: returns the exit status and the report.
 pub async fn explain_command(
     mut args: impl Iterator<Item = OsString>,
     stdin: impl io::Read,

@@ -14,13 +14,13 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 const USAGE: &str = "\
-usage: gateway [--config FILE] [--listen ADDR]
-       gateway explain --config FILE [TOKEN | -]
+usage: gatekeeper [--config FILE] [--listen ADDR]
+       gatekeeper explain --config FILE [TOKEN | -]
 
   (no arguments)    run the embedded demo on 127.0.0.1:8080
   --config FILE     run the gateway described by FILE (TOML; see gateway.example.toml)
   --listen ADDR     listen on ADDR (e.g. 127.0.0.1:8080), overriding the file's `listen`
-  explain           explain why a token is accepted or rejected (gateway explain --help)
+  explain           explain why a token is accepted or rejected (gatekeeper explain --help)
   -h, --help        print this help
 
 Logs go to stderr; set RUST_LOG (default \"info\", \"debug\" logs one line per request).";
