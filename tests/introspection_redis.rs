@@ -4,84 +4,18 @@
 //! inactive results (the IdP is asked once), Redis keys expire no later than the local cache
 //! would (`cache_ttl`, `negative_ttl`, the token's `exp`), each replica re-checks what it reads
 //! with its own configuration, unusable entries are ignored, and Redis killed, restarted or
-//! silent never fails a request nor stalls it. Then the same through two gateway replicas
-//! (`examples/gateway.rs`, `[introspection] redis_url`).
+//! silent never fails a request nor stalls it.
 //!
 //! When `redis-server` is not installed these tests skip with a loud message, except under
-//! `CI=true`, where that is a failure. Without the `redis` feature only the gateway's
-//! "`redis_url` needs the `redis` feature" check runs.
-#![cfg(feature = "introspection")]
+//! `CI=true`, where that is a failure.
+#![cfg(all(feature = "introspection", feature = "redis"))]
 
-#[allow(dead_code, unreachable_pub)]
-#[path = "../examples/gateway.rs"]
-mod gateway;
-
-#[cfg(feature = "redis")]
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-#[cfg(feature = "redis")]
 #[path = "support/http_server.rs"]
 mod http_server;
 
-#[allow(dead_code)]
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-
-use temp_dir::TempDir;
-
-/// The gateway's error for `toml`, which must be rejected.
-fn config_error(toml: &str) -> String {
-    let dir = TempDir::new("introspection-redis");
-    let path = dir.write_config(toml);
-    gateway::load_config(&path)
-        .map(|_| ())
-        .expect_err("the config is rejected")
-        .to_string()
-}
-
-const ROUTE: &str = r#"
-[[route]]
-path = "/orders/{*rest}"
-upstream = "http://127.0.0.1:9"
-"#;
-
-#[test]
-fn gateway_redis_keys_of_the_introspection_section_are_checked() {
-    let section = "[introspection]\nendpoint = \"http://127.0.0.1:9/i\"\nauth_method = \"none\"\n";
-    let error = config_error(&format!(
-        "{ROUTE}{section}redis_prefix = \"gw:introspection:\"\n"
-    ));
-    assert!(
-        error.contains("[introspection]")
-            && error.contains("redis_prefix")
-            && error.contains("redis_url"),
-        "{error}"
-    );
-    let error = config_error(&format!(
-        "{ROUTE}{section}redis_url = \"redis://127.0.0.1:9/\"\nredis_prefix = \"\"\n"
-    ));
-    if cfg!(feature = "redis") {
-        assert!(
-            error.contains("[introspection]") && error.contains("`redis_prefix` must not be empty"),
-            "{error}"
-        );
-        let error = config_error(&format!("{ROUTE}{section}redis_url = \"nope\"\n"));
-        assert!(
-            error.contains("[introspection]") && error.contains("redis_url"),
-            "{error}"
-        );
-    } else {
-        assert!(
-            error.contains("[introspection]")
-                && error.contains("redis_url")
-                && error.contains("`redis` feature"),
-            "{error}"
-        );
-    }
-}
-
-#[cfg(feature = "redis")]
 mod shared {
     use std::collections::HashMap;
     use std::net::SocketAddr;
@@ -90,7 +24,7 @@ mod shared {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use bytes::Bytes;
-    use http::{Request, Response, StatusCode};
+    use http::{Request, Response};
     use http_body_util::{BodyExt, Full};
     use hyper::body::Incoming;
     use redis::aio::MultiplexedConnection;
@@ -106,7 +40,6 @@ mod shared {
 
     use super::http_server::serve;
     use super::redis_server::RedisServer;
-    use super::{ROUTE, TempDir, gateway};
 
     /// Generous bound for what takes milliseconds; only reached when a test fails.
     const BOUND: Duration = Duration::from_secs(30);
@@ -691,93 +624,5 @@ mod shared {
                 .key("ab"),
             "gatekeeper:introspection:ab"
         );
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Through the gateway example
-    // -----------------------------------------------------------------------------------------
-
-    /// An upstream that answers 200 with the `x-user-id` it received.
-    async fn start_upstream() -> SocketAddr {
-        serve(|req: Request<Incoming>| async move {
-            let user = req
-                .headers()
-                .get("x-user-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
-            Response::new(Full::new(Bytes::from(user)))
-        })
-        .await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_gateway_replicas_share_introspection_results_through_redis() {
-        let Some(redis) = RedisServer::start() else {
-            return;
-        };
-        let mut conn = connect(&redis).await;
-        let (idp_addr, idp) = start_idp().await;
-        let upstream = start_upstream().await;
-        let route = ROUTE.replace("127.0.0.1:9", &upstream.to_string());
-        let toml = format!(
-            "{route}[introspection]\nendpoint = \"http://{idp_addr}/introspect\"\n\
-             auth_method = \"none\"\naudiences = [\"api://orders\"]\ncache_ttl_seconds = 30\n\
-             redis_url = \"{}\"\nredis_prefix = \"gw-test:introspection:\"\n",
-            redis.url()
-        );
-        let (dir_a, dir_b) = (
-            TempDir::new("introspection-redis"),
-            TempDir::new("introspection-redis"),
-        );
-        let mut replicas = Vec::new();
-        for dir in [&dir_a, &dir_b] {
-            let config =
-                gateway::load_config(dir.write_config(&toml)).unwrap_or_else(|e| panic!("{e}"));
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(gateway::run(config, listener, async {
-                let _ = rx.await;
-            }));
-            replicas.push((addr, tx, task));
-        }
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let call = |addr: SocketAddr, token: &'static str| {
-            let client = client.clone();
-            async move {
-                client
-                    .get(format!("http://{addr}/orders/1"))
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap()
-            }
-        };
-
-        let response = call(replicas[0].0, "gw-opaque").await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.text().await.unwrap(), "user-of-gw-opaque");
-        stored(&mut conn, &key("gw-test:introspection:", "gw-opaque")).await;
-        let response = call(replicas[1].0, "gw-opaque").await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.text().await.unwrap(), "user-of-gw-opaque");
-        assert_eq!(
-            idp.count("gw-opaque"),
-            1,
-            "replica B used replica A's result"
-        );
-
-        let response = call(replicas[0].0, "inactive").await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        stored(&mut conn, &key("gw-test:introspection:", "inactive")).await;
-        let response = call(replicas[1].0, "inactive").await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(idp.count("inactive"), 1);
-
-        for (_, tx, task) in replicas {
-            tx.send(()).unwrap();
-            timeout(BOUND, task).await.unwrap().unwrap().unwrap();
-        }
     }
 }
