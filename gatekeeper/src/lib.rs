@@ -3,12 +3,14 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod admin;
+pub(crate) mod body;
 pub(crate) mod config;
 pub(crate) mod credentials;
 pub(crate) mod demo;
 pub(crate) mod explain;
 pub(crate) mod proxy;
 pub(crate) mod response;
+pub(crate) mod routes;
 pub(crate) mod serve;
 
 pub use admin::{run_admin, start_admin};

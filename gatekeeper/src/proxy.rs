@@ -1,40 +1,85 @@
+//! The reverse proxy to one upstream: the request as the upstream gets it (hop-by-hop and
+//! spoofable headers removed, our own `X-Forwarded-*`), the upstream clients, and the
+//! gateway's answers when the exchange fails.
+
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::file::UpstreamProtocol;
-use crate::response::error_chain;
-use crate::response::gateway_error;
-use crate::serve::GatewayBody;
-use crate::serve::HttpClient;
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
 use tower_gatekeeper::authorize::ClientAddr;
 use tower_gatekeeper::reject::Protocol;
-use tracing::warn;
+use tracing::{debug, warn};
+
+use crate::body::{BodyFailure, BodyOutcome, Held, UpstreamBody};
+use crate::config::file::UpstreamProtocol;
+use crate::config::server::Server;
+use crate::response::{error_chain, gateway_error, retry_later};
+use crate::serve::GatewayBody;
+
+/// The upstream client: pooled connections, bodies streamed.
+pub(crate) type HttpClient = Client<HttpConnector, UpstreamBody>;
+
+/// The two upstream clients every route shares: HTTP/1.1 and h2c.
+#[derive(Clone)]
+pub(crate) struct Clients {
+    pub(crate) http1: HttpClient,
+    pub(crate) h2c: HttpClient,
+}
+
+impl Clients {
+    pub(crate) fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector.clone());
+        // h2c: one multiplexed connection per upstream, pinged while idle so a dead one is
+        // noticed before a request is sent on it.
+        let h2c = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .timer(TokioTimer::new())
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .build(connector);
+        Clients { http1, h2c }
+    }
+}
 
 /// The reverse proxy to one upstream.
 #[derive(Clone)]
 pub(crate) struct Proxy {
+    pub(crate) clients: Clients,
     /// A request header never forwarded (the API key header).
     pub(crate) strip: Option<HeaderName>,
-    pub(crate) http1: HttpClient,
-    pub(crate) h2c: HttpClient,
     pub(crate) protocol: UpstreamProtocol,
     pub(crate) upstream: Authority,
+    /// From sending the request to the response head, body included.
     pub(crate) timeout: Duration,
+    /// The longest pause between two pieces of the request body.
+    pub(crate) body_timeout: Duration,
+    /// Requests in flight upstream for this route (`max_concurrency`).
+    pub(crate) slots: Option<Arc<Semaphore>>,
+    /// Which peers may send us an `X-Forwarded-*` chain.
+    pub(crate) server: Arc<Server>,
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-pub(crate) const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -43,13 +88,37 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Request headers a client could use to make the upstream see another method, path or
+/// client than the one the gateway checked, or to pass credentials of its own; never
+/// forwarded. Compared with `_` read as `-`, since many frameworks (CGI, WSGI, PHP) read
+/// `X_Original_URL` as `X-Original-URL`.
+const SPOOFABLE: [&str; 8] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "proxy-authorization",
+];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl Proxy {
     pub(crate) async fn forward(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
         let protocol = Protocol::of(&req);
+        let slot = match &self.slots {
+            None => None,
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    debug!(upstream = %self.upstream, "max_concurrency reached; 503");
+                    return retry_later(protocol);
+                }
+            },
+        };
         let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
@@ -86,6 +155,7 @@ impl Proxy {
         } else {
             Version::HTTP_11
         };
+        let has_body = !req.body().is_end_stream();
 
         let headers = req.headers_mut();
         // `TE: trailers` is the one TE HTTP/2 allows (RFC 9113 §8.2.2); gRPC peers send it
@@ -102,9 +172,19 @@ impl Proxy {
         if te_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
+        // A body of unknown length goes upstream chunked, whatever the method (hyper sends
+        // no body for a GET without a length or `Transfer-Encoding`).
+        if !h2c && has_body && !headers.contains_key(header::CONTENT_LENGTH) {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         if let Some(name) = &self.strip {
             headers.remove(name);
         }
+        let trusted = client.is_some_and(|ip| self.server.trusts(ip));
+        remove_spoofable(headers, trusted);
         if h2c {
             // The upstream's authority travels as `:authority`, from the URI.
             headers.remove(header::HOST);
@@ -114,40 +194,60 @@ impl Proxy {
         if let Some(ip) = client {
             append_forwarded_for(headers, ip);
         }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        match original_host {
-            Some(host) => headers.insert(X_FORWARDED_HOST, host),
-            None => headers.remove(X_FORWARDED_HOST),
-        };
+        if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
+        if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
+            match original_host {
+                Some(host) => headers.insert(X_FORWARDED_HOST, host),
+                None => headers.remove(X_FORWARDED_HOST),
+            };
+        }
 
-        // The timeout runs from the moment the request is sent in full: a large upload may
-        // take longer than the upstream has to answer.
-        let (sent_tx, sent_rx) = oneshot::channel();
-        let client = if h2c { &self.h2c } else { &self.http1 };
-        let response = client.request(req.map(|body| SentBody::new(body, sent_tx)));
-        let deadline = async {
-            let _ = sent_rx.await;
-            tokio::time::sleep(self.timeout).await;
+        let outcome = BodyOutcome::default();
+        let client = if h2c {
+            &self.clients.h2c
+        } else {
+            &self.clients.http1
         };
-        let outcome = tokio::select! {
-            response = response => Some(response),
-            () = deadline => None,
-        };
-        match outcome {
-            Some(Ok(mut response)) => {
+        let body_timeout = self.body_timeout;
+        let sent =
+            client.request(req.map(|body| UpstreamBody::new(body, body_timeout, outcome.clone())));
+        match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(mut response)) => {
                 remove_hop_by_hop(response.headers_mut());
-                response.map(|body| body.map_err(Into::into).boxed())
+                response.map(|body| Held::new(body, slot).map_err(Into::into).boxed())
             }
-            Some(Err(error)) => {
-                warn!(upstream = %self.upstream, error = %error_chain(&error), "upstream request failed");
-                gateway_error(
-                    protocol,
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "the upstream service is unreachable",
-                )
-            }
-            None => {
+            Ok(Err(error)) => match outcome.failure() {
+                Some(BodyFailure::Stalled) => {
+                    debug!(upstream = %self.upstream, "request body stalled past the body timeout");
+                    gateway_error(
+                        protocol,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the request body was not sent in time",
+                    )
+                }
+                Some(BodyFailure::Malformed) => {
+                    debug!(upstream = %self.upstream, error = %error_chain(&error), "malformed request body");
+                    gateway_error(
+                        protocol,
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "the request body is malformed",
+                    )
+                }
+                None => {
+                    warn!(upstream = %self.upstream, error = %error_chain(&error), "upstream request failed");
+                    gateway_error(
+                        protocol,
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "the upstream service is unreachable",
+                    )
+                }
+            },
+            Err(_) => {
                 warn!(upstream = %self.upstream, timeout_s = self.timeout.as_secs_f64(), "upstream timed out");
                 gateway_error(
                     protocol,
@@ -160,58 +260,8 @@ impl Proxy {
     }
 }
 
-/// A request body on its way upstream that reports when it has been sent in full (or
-/// dropped unsent).
-pub(crate) struct SentBody {
-    pub(crate) inner: Incoming,
-    pub(crate) sent: Option<oneshot::Sender<()>>,
-}
-
-impl SentBody {
-    pub(crate) fn new(inner: Incoming, sent: oneshot::Sender<()>) -> Self {
-        let mut body = SentBody {
-            inner,
-            sent: Some(sent),
-        };
-        if body.inner.is_end_stream() {
-            body.finish();
-        }
-        body
-    }
-
-    pub(crate) fn finish(&mut self) {
-        if let Some(sent) = self.sent.take() {
-            let _ = sent.send(());
-        }
-    }
-}
-
-impl http_body::Body for SentBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) || self.inner.is_end_stream() {
-            self.finish();
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 /// Removes the hop-by-hop headers and every header `Connection` names.
-pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -224,8 +274,30 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes [`SPOOFABLE`] headers and, unless the peer is a trusted proxy, every
+/// `X-Forwarded-*` header (in any spelling with `_`).
+fn remove_spoofable(headers: &mut HeaderMap, trusted: bool) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            let dashed: Cow<'_, str> = if name.contains('_') {
+                Cow::Owned(name.replace('_', "-"))
+            } else {
+                Cow::Borrowed(name)
+            };
+            SPOOFABLE.contains(&&*dashed)
+                || (dashed.starts_with("x-forwarded-") && (!trusted || dashed != name))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
 /// Appends the client's address to `x-forwarded-for` (joining any values it already has).
-pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     let mut value = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()

@@ -1,6 +1,8 @@
+//! Responses the gateway makes itself (no route, bad request, upstream down), shaped like the
+//! library's rejections.
+
 use std::error::Error as StdError;
 
-use crate::serve::GatewayBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -8,10 +10,13 @@ use http_body_util::{BodyExt, Full};
 use serde_json::json;
 use tower_gatekeeper::reject::Protocol;
 
+use crate::serve::GatewayBody;
+
 /// A gateway-made error response, shaped like the library's rejections: JSON for HTTP, and
 /// for gRPC a Trailers-Only response whose `grpc-status` follows gRPC's HTTP status mapping
-/// (404 → 12 UNIMPLEMENTED, 502/503/504 → 14 UNAVAILABLE; a malformed request → 3
-/// INVALID_ARGUMENT), so gRPC clients see a status rather than a body they cannot decode.
+/// (404 and 405 → 12 UNIMPLEMENTED, 502/503/504 → 14 UNAVAILABLE; a malformed request → 3
+/// INVALID_ARGUMENT, a request too slow → 4 DEADLINE_EXCEEDED), so gRPC clients see a
+/// status rather than a body they cannot decode.
 pub(crate) fn gateway_error(
     protocol: Protocol,
     status: StatusCode,
@@ -21,7 +26,8 @@ pub(crate) fn gateway_error(
     if protocol == Protocol::Grpc {
         let code: u16 = match status {
             StatusCode::BAD_REQUEST => 3,
-            StatusCode::NOT_FOUND => 12,
+            StatusCode::REQUEST_TIMEOUT => 4,
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12,
             _ => 14,
         };
         let mut response = Response::new(GatewayBody::default());
@@ -38,6 +44,20 @@ pub(crate) fn gateway_error(
         return response;
     }
     json_error(status, error, description)
+}
+
+/// 503 with `Retry-After: 1` (gRPC: 14 UNAVAILABLE): the route's upstream is busy.
+pub(crate) fn retry_later(protocol: Protocol) -> Response<GatewayBody> {
+    let mut response = gateway_error(
+        protocol,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "the upstream service is busy; retry later",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// A gateway-made error response with the same JSON shape as the library's rejections.

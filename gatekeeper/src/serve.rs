@@ -1,57 +1,49 @@
-use std::borrow::Cow;
+//! The listener: accepting client connections within `max_connections`, backing off when
+//! accepting fails, and serving each connection (HTTP/1.1 and HTTP/2) under the `[server]`
+//! timeouts until it ends or the gateway shuts down.
+
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use crate::Config;
-use crate::Revocations;
-use crate::config::file::RouteAuth;
-use crate::config::ops::Ops;
-use crate::config::route::RouteSpec;
-use crate::config::route::method_list;
-use crate::credentials::AbortOnDrop;
-use crate::credentials::watch_api_keys;
-use crate::proxy::Proxy;
-use crate::proxy::SentBody;
-use crate::proxy::normalize_path;
-use crate::proxy::with_path;
-use crate::response::error_chain;
-use crate::response::gateway_error;
 use bytes::Bytes;
-use http::header::HeaderName;
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::Request;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_gatekeeper::authenticate::{CachedAuthenticator, TokenCache};
-use tower_gatekeeper::authorize::{ClientAddr, RouteTable};
-use tower_gatekeeper::reject::{DefaultRejection, Protocol};
-use tower_gatekeeper::revocation::Revocable;
-use tower_gatekeeper::{
-    AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, ContextPropagationLayer,
-};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tower_gatekeeper::authorize::ClientAddr;
 use tracing::{debug, info, warn};
+
+use crate::Config;
+use crate::body::Held;
+use crate::config::server::Server;
+use crate::credentials::{AbortOnDrop, watch_api_keys};
+use crate::response::error_chain;
+use crate::routes::Gateway;
 
 /// How long a shutdown waits for in-flight requests before giving up on them.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pings on an idle HTTP/2 connection, and how long the peer has to answer one.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Accept errors (usually: out of file descriptors) back off from this pause, doubling up to
+/// the maximum, and are logged at most once per `ACCEPT_LOG_INTERVAL`.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The error type of the program's fallible steps (start-up, listeners).
 pub type BoxError = Box<dyn StdError + Send + Sync>;
+/// A response body: the upstream's, streamed, or one the gateway made.
 pub(crate) type GatewayBody = BoxBody<Bytes, BoxError>;
-pub(crate) type RouteService =
-    BoxCloneSyncService<Request<Incoming>, Response<GatewayBody>, Infallible>;
-pub(crate) type HttpClient = Client<HttpConnector, SentBody>;
 
 /// Serves `config` on `listener` until `shutdown` resolves, then stops accepting, lets
 /// in-flight requests finish (at most 30 s) and returns.
@@ -71,52 +63,59 @@ pub async fn run(
         .api_keys
         .clone()
         .map(|source| AbortOnDrop(tokio::spawn(watch_api_keys(source))));
+    let server = Arc::new(config.server.clone());
     let gateway = Gateway::new(config);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(http_builder(&server));
+    // One permit per connection; shutting down takes them all back.
+    let slots = Arc::new(Semaphore::new(server.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
-    info!(address = %local, "gateway listening (HTTP/1.1 and HTTP/2)");
+    let mut backoff = AcceptBackoff::default();
+    info!(
+        address = %local,
+        max_connections = server.max_connections,
+        "gateway listening (HTTP/1.1 and HTTP/2)"
+    );
 
     loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    backoff.failed(&error).await;
                     continue;
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle_logged(req).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%peer, error = %error_chain(&*error), "connection closed with an error");
-            }
-        });
+        backoff.succeeded();
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            Connection {
+                gateway: gateway.clone(),
+                builder: Arc::clone(&builder),
+                server: Arc::clone(&server),
+                stop: stop_rx.clone(),
+                _slot: slot,
+            },
+        ));
     }
 
     drop(listener);
     info!("shutting down: no new connections, waiting for in-flight requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(server.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
         .await
         .is_err()
     {
@@ -129,284 +128,204 @@ pub async fn run(
     Ok(())
 }
 
-/// The routing table with one service stack per route.
-#[derive(Clone)]
-pub(crate) struct Gateway {
-    pub(crate) inner: Arc<Table>,
+/// The HTTP/1.1 + HTTP/2 server settings shared by every connection.
+fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper counts the wait for each request head, including the next one on a keep-alive
+    // connection, as header reading: an idle HTTP/1.1 connection is closed after the
+    // shorter of this and the idle timeout (as HAProxy's `timeout http-keep-alive` falls
+    // back to `timeout http-request`).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+    builder
 }
 
-pub(crate) struct Table {
-    /// (method, path pattern) → index into `entries`.
-    pub(crate) table: RouteTable<usize>,
-    pub(crate) entries: Vec<RouteEntry>,
+/// What one connection's task holds.
+struct Connection {
+    gateway: Gateway,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    server: Arc<Server>,
+    /// Becomes `true` when the gateway shuts down.
+    stop: watch::Receiver<bool>,
+    /// Returned to the listener when the connection ends.
+    _slot: OwnedSemaphorePermit,
 }
 
-pub(crate) struct RouteEntry {
-    pub(crate) path: Arc<str>,
-    pub(crate) service: RouteService,
-}
-
-impl Gateway {
-    pub(crate) fn new(config: Config) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream_timeout));
-        let http1: HttpClient = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector.clone());
-        // h2c: one multiplexed connection per upstream, pinged while idle so a dead one is
-        // noticed before a request is sent on it.
-        let h2c: HttpClient = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(10))
-            .build(connector);
-        let Config {
-            realm,
-            upstream_timeout,
-            authenticator,
-            token_cache,
-            routes,
-            table,
-            ops,
-            credentials,
-            ..
-        } = config;
-        let parts = RouteParts {
-            http1,
-            h2c,
-            realm,
-            upstream_timeout,
-            ops,
-            // The API key is a secret for the gateway: never forwarded.
-            strip: credentials
-                .api_keys
-                .as_ref()
-                .map(|source| source.keys.header().clone()),
-        };
-        // Revocable(Cached(jwt)) as before, or, with [introspection] or [api_keys],
-        // Revocable(chain(Cached(jwt), introspection, API keys)): the verified-token cache
-        // holds JWTs only, so introspection results keep their own TTLs (`cache_ttl_seconds`,
-        // `negative_ttl_seconds`) instead of living as long as `[cache] max_ttl_seconds`. Each
-        // layer only when configured; revocation is checked outermost, for every request.
-        let revocations = credentials.revocations.clone();
-        let entries = if !credentials.authenticates() {
-            layered(authenticator, token_cache, revocations, routes, &parts)
-        } else if let Some(cache) = token_cache {
-            let jwt = authenticator.map(|a| CachedAuthenticator::with_cache(a, cache));
-            layered(credentials.chain(jwt), None, revocations, routes, &parts)
-        } else {
-            layered(
-                credentials.chain(authenticator),
-                None,
-                revocations,
-                routes,
-                &parts,
-            )
-        };
-        Gateway {
-            inner: Arc::new(Table { table, entries }),
+/// Serves one connection until it ends, the gateway shuts down (then gracefully), it stays
+/// silent past the header-read timeout (then at once) or idle past the idle timeout (then
+/// gracefully).
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, mut conn: Connection) {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let gateway = conn.gateway.clone();
+    let tracked = Arc::clone(&activity);
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let guard = tracked.begin();
+        req.extensions_mut().insert(ClientAddr(peer));
+        let gateway = gateway.clone();
+        async move {
+            let response = gateway.handle_logged(req).await;
+            Ok::<_, Infallible>(response.map(|body| Held::new(body, guard)))
         }
+    });
+    let connection = conn.builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let started = Instant::now();
+    let mut closing = *conn.stop.borrow();
+    if closing {
+        connection.as_mut().graceful_shutdown();
     }
-
-    pub(crate) async fn handle_logged(&self, req: Request<Incoming>) -> Response<GatewayBody> {
-        let started = Instant::now();
-        let method = req.method().clone();
-        // The path only: query strings may carry secrets.
-        let path = req.uri().path().to_owned();
-        let response = self.handle(req).await;
-        debug!(
-            %method,
-            path,
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request"
-        );
-        response
-    }
-
-    pub(crate) async fn handle(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
-        let protocol = Protocol::of(&req);
-        let (service, rewritten, params) = {
-            let Some(path) = normalize_path(req.uri().path()) else {
-                return gateway_error(
-                    protocol,
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "the request path has dot segments or malformed escapes",
-                );
-            };
-            let Some(matched) = self.inner.table.at(req.method(), &path) else {
-                return gateway_error(
-                    protocol,
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    "no route matches this request",
-                );
-            };
-            let entry = &self.inner.entries[*matched.value()];
-            debug!(route = %entry.path, "matched");
-            // Path parameters for the route's attribute rules (`owner_param`, ...).
-            let params = matched.path_params();
-            let rewritten = match path {
-                Cow::Owned(path) => Some(path),
-                Cow::Borrowed(_) => None,
-            };
-            (entry.service.clone(), rewritten, params)
-        };
-        req.extensions_mut().insert(params);
-        if let Some(path) = rewritten {
-            match with_path(req.uri(), &path) {
-                Some(uri) => *req.uri_mut() = uri,
-                None => {
-                    return gateway_error(
-                        protocol,
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "the request path is malformed",
-                    );
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            changed = conn.stop.changed(), if !closing => {
+                if changed.is_err() || *conn.stop.borrow() {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
                 }
             }
+            expiry = activity.expired(started, &conn.server), if !closing => match expiry {
+                Expiry::Silent => {
+                    debug!(%peer, "no request within the header-read timeout; closing");
+                    return;
+                }
+                Expiry::Idle => {
+                    debug!(%peer, "idle past the idle timeout; closing");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            },
         }
-        match service.oneshot(req).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
-    }
-}
-
-/// What every route's stack is built from, besides the authenticator.
-pub(crate) struct RouteParts {
-    pub(crate) http1: HttpClient,
-    pub(crate) h2c: HttpClient,
-    pub(crate) realm: DefaultRejection,
-    pub(crate) upstream_timeout: Duration,
-    pub(crate) ops: Ops,
-    /// A header removed before proxying (the API key header).
-    pub(crate) strip: Option<HeaderName>,
-}
-
-/// Wraps `auth` in the token cache and then in the revocation check, when given, and builds
-/// the routes with the result: `Revocable(Cached(auth))`.
-pub(crate) fn layered<A: Authenticator>(
-    auth: Option<A>,
-    cache: Option<TokenCache>,
-    store: Option<Revocations>,
-    routes: Vec<RouteSpec>,
-    parts: &RouteParts,
-) -> Vec<RouteEntry> {
-    match (cache, store) {
-        (Some(cache), Some(store)) => route_entries(
-            auth.map(|a| Revocable::new(CachedAuthenticator::with_cache(a, cache), store)),
-            routes,
-            parts,
-        ),
-        (Some(cache), None) => route_entries(
-            auth.map(|a| CachedAuthenticator::with_cache(a, cache)),
-            routes,
-            parts,
-        ),
-        (None, Some(store)) => route_entries(auth.map(|a| Revocable::new(a, store)), routes, parts),
-        (None, None) => route_entries(auth, routes, parts),
-    }
-}
-
-pub(crate) fn route_entries<A: Authenticator>(
-    authenticator: Option<A>,
-    routes: Vec<RouteSpec>,
-    parts: &RouteParts,
-) -> Vec<RouteEntry> {
-    routes
-        .into_iter()
-        .map(|route| {
-            info!(
-                route = %route.path,
-                methods = %route.methods.as_deref().map_or_else(|| "all".to_owned(), method_list),
-                upstream = %route.upstream,
-                upstream_protocol = %route.upstream_protocol,
-                auth = %route.auth,
-                "route",
-            );
-            let proxy = Proxy {
-                http1: parts.http1.clone(),
-                h2c: parts.h2c.clone(),
-                protocol: route.upstream_protocol,
-                upstream: route.upstream.clone(),
-                timeout: parts.upstream_timeout,
-                strip: parts.strip.clone(),
-            };
-            let service = route_service(
-                &route,
-                authenticator.as_ref(),
-                &parts.realm,
-                proxy,
-                &parts.ops,
-            );
-            RouteEntry {
-                path: Arc::from(route.path),
-                service,
-            }
-        })
-        .collect()
-}
-
-/// The service stack of one route.
-pub(crate) fn route_service<A: Authenticator>(
-    route: &RouteSpec,
-    authenticator: Option<&A>,
-    realm: &DefaultRejection,
-    proxy: Proxy,
-    ops: &Ops,
-) -> RouteService {
-    let proxy = tower::service_fn(move |req: Request<Incoming>| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.forward(req).await) }
-    });
-    let mode = match route.auth {
-        RouteAuth::Public => {
-            return boxed(
-                ServiceBuilder::new()
-                    .layer(ContextPropagationLayer::new())
-                    .service(proxy),
-            );
-        }
-        RouteAuth::Required => AuthMode::Required,
-        RouteAuth::Optional => AuthMode::Optional,
     };
-    let authenticator = authenticator
-        .expect("routes that authenticate are only accepted with an authenticator")
-        .clone();
-    let mut authenticate = AuthenticateLayer::new(authenticator).mode(mode);
-    if let Some(name) = &route.query_token {
-        authenticate = authenticate.query_token(name.as_str());
+    if let Err(error) = result {
+        debug!(%peer, error = %error_chain(&*error), "connection closed with an error");
     }
-    boxed(
-        ServiceBuilder::new()
-            .layer(ops.authenticate_layer(authenticate.rejection_response(realm.clone())))
-            .layer(ops.authorize_layer(
-                AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()),
-            ))
-            .layer(ContextPropagationLayer::new())
-            .service(proxy),
-    )
 }
 
-pub(crate) fn boxed<S, B>(service: S) -> RouteService
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<BoxError>,
-{
-    BoxCloneSyncService::new(service.map_response(|response: Response<B>| {
-        response.map(|body| body.map_err(Into::into).boxed())
-    }))
+/// What a connection is doing, for its timeouts: requests in flight (a request counts until
+/// its response body is sent), whether any request arrived, and since when it is idle.
+struct Activity {
+    state: Mutex<ActivityState>,
+}
+
+struct ActivityState {
+    in_flight: usize,
+    seen: bool,
+    idle_since: Instant,
+}
+
+/// Why a connection's timer ran out.
+enum Expiry {
+    /// No request head arrived within the header-read timeout.
+    Silent,
+    /// No request was in flight for the idle timeout.
+    Idle,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                seen: false,
+                idle_since: Instant::now(),
+            }),
+        }
+    }
+
+    /// A request arrived; it counts as in flight until the guard is dropped.
+    fn begin(self: &Arc<Self>) -> ActivityGuard {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.in_flight += 1;
+        state.seen = true;
+        ActivityGuard(Arc::clone(self))
+    }
+
+    /// Resolves when the connection has been silent or idle for too long.
+    async fn expired(&self, started: Instant, server: &Server) -> Expiry {
+        loop {
+            let (in_flight, seen, idle_since) = {
+                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                (state.in_flight, state.seen, state.idle_since)
+            };
+            let now = Instant::now();
+            let deadline = if !seen {
+                let deadline = started + server.header_read_timeout;
+                if now >= deadline {
+                    return Expiry::Silent;
+                }
+                deadline
+            } else if in_flight > 0 {
+                now + server.idle_timeout
+            } else {
+                let deadline = idle_since + server.idle_timeout;
+                if now >= deadline {
+                    return Expiry::Idle;
+                }
+                deadline
+            };
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// Marks the end of a request (its response sent or abandoned).
+struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.in_flight -= 1;
+        if state.in_flight == 0 {
+            state.idle_since = Instant::now();
+        }
+    }
+}
+
+/// Backs off after accept errors and keeps their logging to one line per interval, however
+/// fast they come.
+#[derive(Default)]
+struct AcceptBackoff {
+    pause: Option<Duration>,
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptBackoff {
+    async fn failed(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|at| now.duration_since(at) >= ACCEPT_LOG_INTERVAL)
+        {
+            warn!(
+                %error,
+                suppressed = self.suppressed,
+                "cannot accept connections (out of file descriptors?); backing off"
+            );
+            self.last_log = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        let pause = self
+            .pause
+            .map_or(ACCEPT_BACKOFF_MIN, |p| (p * 2).min(ACCEPT_BACKOFF_MAX));
+        self.pause = Some(pause);
+        tokio::time::sleep(pause).await;
+    }
+
+    fn succeeded(&mut self) {
+        if self.pause.take().is_some() && self.suppressed > 0 {
+            info!(suppressed = self.suppressed, "accepting connections again");
+            self.suppressed = 0;
+        }
+    }
 }

@@ -9,6 +9,7 @@ use crate::config::file::FileIntrospection;
 use crate::config::file::FileKeys;
 use crate::config::file::FileRevocation;
 use crate::config::file::Secret;
+use crate::config::seconds;
 use crate::credentials::ApiKeySource;
 use crate::credentials::Credentials;
 use crate::credentials::OpaqueAuth;
@@ -34,17 +35,11 @@ pub(crate) fn compile_credentials(
 
 pub(crate) fn compile_api_keys(raw: FileApiKeys, base: &Path) -> Result<ApiKeySource, String> {
     let file = base.join(&raw.file);
-    let interval = match raw.reload_interval_seconds {
-        None => Duration::from_secs(5),
-        Some(secs) => Duration::try_from_secs_f64(secs)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                format!(
-                    "[api_keys]: `reload_interval_seconds` = {secs} must be a positive number of seconds"
-                )
-            })?,
-    };
+    let interval = seconds(
+        "[api_keys]: `reload_interval_seconds`",
+        raw.reload_interval_seconds,
+        Duration::from_secs(5),
+    )?;
     let bytes =
         std::fs::read(&file).map_err(|e| format!("[api_keys]: `file` {}: {e}", file.display()))?;
     let entries = parse_api_keys(&bytes, &file).map_err(|e| format!("[api_keys]: {e}"))?;
@@ -161,14 +156,11 @@ pub(crate) fn compile_introspection(
         config = config.tenant_claim(claim);
     }
     if let Some(secs) = raw.timeout_seconds {
-        let timeout = Duration::try_from_secs_f64(secs)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                format!(
-                    "[introspection]: `timeout_seconds` = {secs} must be a positive number of seconds"
-                )
-            })?;
+        let timeout = seconds(
+            "[introspection]: `timeout_seconds`",
+            Some(secs),
+            Duration::ZERO,
+        )?;
         config = config.timeout(timeout);
     }
     if let Some(secs) = raw.cache_ttl_seconds {

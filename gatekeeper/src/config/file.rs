@@ -13,6 +13,8 @@ pub(crate) struct FileConfig {
     pub(crate) listen: Option<String>,
     pub(crate) realm: Option<String>,
     pub(crate) upstream_timeout_seconds: Option<f64>,
+    /// Client connections: timeouts, limits, trusted proxies.
+    pub(crate) server: Option<FileServer>,
     #[serde(default, rename = "issuer")]
     pub(crate) issuers: Vec<FileIssuer>,
     #[serde(default, rename = "route")]
@@ -29,6 +31,17 @@ pub(crate) struct FileConfig {
     pub(crate) api_keys: Option<FileApiKeys>,
     pub(crate) introspection: Option<FileIntrospection>,
     pub(crate) revocation: Option<FileRevocation>,
+}
+
+/// `[server]`: how client connections are served (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileServer {
+    pub(crate) header_read_timeout_seconds: Option<f64>,
+    pub(crate) idle_timeout_seconds: Option<f64>,
+    pub(crate) body_timeout_seconds: Option<f64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) trusted_proxies: Option<Vec<String>>,
 }
 
 /// One `[[issuer]]`.
@@ -63,6 +76,7 @@ pub(crate) struct FileRoute {
     pub(crate) upstream_protocol: UpstreamProtocol,
     pub(crate) auth: RouteAuth,
     pub(crate) query_token: Option<String>,
+    pub(crate) max_concurrency: Option<usize>,
     pub(crate) rules: RuleConfig,
 }
 
@@ -78,6 +92,7 @@ struct RawRoute {
     #[serde(default)]
     auth: RouteAuth,
     query_token: Option<String>,
+    max_concurrency: Option<usize>,
     #[serde(flatten)]
     rules: toml::Table,
 }
@@ -90,7 +105,7 @@ impl TryFrom<RawRoute> for FileRoute {
             .try_into::<RuleConfig>()
             .map_err(|e| {
                 format!(
-                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth and query_token)",
+                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token and max_concurrency)",
                     e.message().trim_end()
                 )
             })?;
@@ -101,6 +116,7 @@ impl TryFrom<RawRoute> for FileRoute {
             upstream_protocol: raw.upstream_protocol,
             auth: raw.auth,
             query_token: raw.query_token,
+            max_concurrency: raw.max_concurrency,
             rules,
         })
     }

@@ -3,6 +3,7 @@ pub(crate) mod file;
 pub(crate) mod issuer;
 pub(crate) mod ops;
 pub(crate) mod route;
+pub(crate) mod server;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::config::ops::compile_ops;
 use crate::config::route::RouteSpec;
 use crate::config::route::compile_route;
 use crate::config::route::compile_table;
+use crate::config::server::Server;
 use crate::credentials::Credentials;
 use tower_gatekeeper::JwtAuthenticator;
 use tower_gatekeeper::authenticate::TokenCache;
@@ -73,6 +75,7 @@ pub struct Config {
     /// (method, path pattern) → index into `routes`.
     pub(crate) table: RouteTable<usize>,
     pub(crate) ops: Ops,
+    pub(crate) server: Server,
     pub(crate) credentials: Credentials,
 }
 
@@ -139,15 +142,12 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         Some(realm) => DefaultRejection::new(&realm),
         None => DefaultRejection::default(),
     };
-    let upstream_timeout = match file.upstream_timeout_seconds {
-        None => DEFAULT_UPSTREAM_TIMEOUT,
-        Some(secs) => Duration::try_from_secs_f64(secs)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                format!("`upstream_timeout_seconds` = {secs} must be a positive number of seconds")
-            })?,
-    };
+    let upstream_timeout = seconds(
+        "`upstream_timeout_seconds`",
+        file.upstream_timeout_seconds,
+        DEFAULT_UPSTREAM_TIMEOUT,
+    )?;
+    let server = server::compile(file.server.unwrap_or_default())?;
 
     let mut authenticator: Option<JwtAuthenticator<IssuerKeys>> = None;
     for (i, issuer) in file.issuers.into_iter().enumerate() {
@@ -187,6 +187,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         routes,
         table,
         ops,
+        server,
         credentials,
     })
 }
@@ -202,5 +203,21 @@ impl Config {
     /// The revocation store (`[revocation]`), when configured.
     pub fn revocations(&self) -> Option<Revocations> {
         self.credentials.revocations.clone()
+    }
+}
+
+/// A duration key in seconds (`default` when absent); zero, negative, NaN or out-of-range
+/// values are refused with a message naming `key` (e.g. "[server]: `idle_timeout_seconds`").
+pub(crate) fn seconds(
+    key: &str,
+    value: Option<f64>,
+    default: Duration,
+) -> Result<Duration, String> {
+    match value {
+        None => Ok(default),
+        Some(secs) => Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("{key} = {secs} must be a positive number of seconds")),
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct RouteSpec {
     pub(crate) auth: RouteAuth,
     /// The query parameter that may carry the access token (RFC 6750 §2.3), if any.
     pub(crate) query_token: Option<String>,
+    /// At most this many requests of this route in flight upstream (`None`: no limit).
+    pub(crate) max_concurrency: Option<usize>,
     pub(crate) policy: BoxPolicy,
 }
 
@@ -62,6 +64,9 @@ pub(crate) fn compile_route(
     };
     let upstream = parse_upstream(&raw.upstream)
         .map_err(|why| format!("{label}: `upstream` {:?}: {why}", raw.upstream))?;
+    if raw.max_concurrency == Some(0) {
+        return Err(format!("{label}: `max_concurrency` must be at least 1"));
+    }
     match &raw.query_token {
         Some(name) if name.is_empty() || name.contains(['&', '=', '#', '?', ' ']) => {
             return Err(format!(
@@ -121,6 +126,7 @@ pub(crate) fn compile_route(
         upstream_protocol: raw.upstream_protocol,
         auth: raw.auth,
         query_token: raw.query_token,
+        max_concurrency: raw.max_concurrency,
         policy,
     })
 }

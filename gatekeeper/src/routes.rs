@@ -1,0 +1,330 @@
+//! Routing: the route table, one service stack per route (authenticate, authorize,
+//! propagate, proxy), and the checks made before a route is chosen.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::Semaphore;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_gatekeeper::authenticate::{CachedAuthenticator, TokenCache};
+use tower_gatekeeper::authorize::RouteTable;
+use tower_gatekeeper::reject::{DefaultRejection, Protocol};
+use tower_gatekeeper::revocation::Revocable;
+use tower_gatekeeper::{
+    AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, ContextPropagationLayer,
+};
+use tracing::{debug, info};
+
+use crate::Config;
+use crate::Revocations;
+use crate::config::file::RouteAuth;
+use crate::config::ops::Ops;
+use crate::config::route::{RouteSpec, method_list};
+use crate::config::server::Server;
+use crate::proxy::{Clients, Proxy, normalize_path, with_path};
+use crate::response::gateway_error;
+use crate::serve::{BoxError, GatewayBody};
+
+pub(crate) type RouteService =
+    BoxCloneSyncService<Request<Incoming>, Response<GatewayBody>, Infallible>;
+
+/// The routing table with one service stack per route.
+#[derive(Clone)]
+pub(crate) struct Gateway {
+    pub(crate) inner: Arc<Table>,
+}
+
+pub(crate) struct Table {
+    /// (method, path pattern) → index into `entries`.
+    pub(crate) table: RouteTable<usize>,
+    pub(crate) entries: Vec<RouteEntry>,
+}
+
+pub(crate) struct RouteEntry {
+    pub(crate) path: Arc<str>,
+    pub(crate) service: RouteService,
+}
+
+impl Gateway {
+    pub(crate) fn new(config: Config) -> Self {
+        let clients = Clients::new(config.upstream_timeout);
+        let Config {
+            realm,
+            upstream_timeout,
+            authenticator,
+            token_cache,
+            routes,
+            table,
+            ops,
+            credentials,
+            server,
+            ..
+        } = config;
+        let parts = RouteParts {
+            clients,
+            server: Arc::new(server),
+            realm,
+            upstream_timeout,
+            ops,
+            // The API key is a secret for the gateway: never forwarded.
+            strip: credentials
+                .api_keys
+                .as_ref()
+                .map(|source| source.keys.header().clone()),
+        };
+        // Revocable(Cached(jwt)), or, with [introspection] or [api_keys],
+        // Revocable(chain(Cached(jwt), introspection, API keys)): the verified-token cache
+        // holds JWTs only, so introspection results keep their own TTLs (`cache_ttl_seconds`,
+        // `negative_ttl_seconds`) instead of living as long as `[cache] max_ttl_seconds`. Each
+        // layer only when configured; revocation is checked outermost, for every request.
+        let revocations = credentials.revocations.clone();
+        let entries = if !credentials.authenticates() {
+            layered(authenticator, token_cache, revocations, routes, &parts)
+        } else if let Some(cache) = token_cache {
+            let jwt = authenticator.map(|a| CachedAuthenticator::with_cache(a, cache));
+            layered(credentials.chain(jwt), None, revocations, routes, &parts)
+        } else {
+            layered(
+                credentials.chain(authenticator),
+                None,
+                revocations,
+                routes,
+                &parts,
+            )
+        };
+        Gateway {
+            inner: Arc::new(Table { table, entries }),
+        }
+    }
+
+    pub(crate) async fn handle_logged(&self, req: Request<Incoming>) -> Response<GatewayBody> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        // The path only: query strings may carry secrets.
+        let path = req.uri().path().to_owned();
+        let response = self.handle(req).await;
+        debug!(
+            %method,
+            path,
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        response
+    }
+
+    pub(crate) async fn handle(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
+        let protocol = Protocol::of(&req);
+        if let Some(problem) = host_problem(&req) {
+            return gateway_error(
+                protocol,
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                problem,
+            );
+        }
+        let (service, rewritten, params) = {
+            let Some(path) = normalize_path(req.uri().path()) else {
+                return gateway_error(
+                    protocol,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the request path has dot segments or malformed escapes",
+                );
+            };
+            let Some(matched) = self.inner.table.at(req.method(), &path) else {
+                return gateway_error(
+                    protocol,
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no route matches this request",
+                );
+            };
+            let entry = &self.inner.entries[*matched.value()];
+            debug!(route = %entry.path, "matched");
+            // Path parameters for the route's attribute rules (`owner_param`, ...).
+            let params = matched.path_params();
+            let rewritten = match path {
+                Cow::Owned(path) => Some(path),
+                Cow::Borrowed(_) => None,
+            };
+            (entry.service.clone(), rewritten, params)
+        };
+        req.extensions_mut().insert(params);
+        if let Some(path) = rewritten {
+            match with_path(req.uri(), &path) {
+                Some(uri) => *req.uri_mut() = uri,
+                None => {
+                    return gateway_error(
+                        protocol,
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "the request path is malformed",
+                    );
+                }
+            }
+        }
+        match service.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// What every route's stack is built from, besides the authenticator.
+pub(crate) struct RouteParts {
+    pub(crate) clients: Clients,
+    pub(crate) server: Arc<Server>,
+    pub(crate) realm: DefaultRejection,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) ops: Ops,
+    /// A header removed before proxying (the API key header).
+    pub(crate) strip: Option<HeaderName>,
+}
+
+/// Wraps `auth` in the token cache and then in the revocation check, when given, and builds
+/// the routes with the result: `Revocable(Cached(auth))`.
+pub(crate) fn layered<A: Authenticator>(
+    auth: Option<A>,
+    cache: Option<TokenCache>,
+    store: Option<Revocations>,
+    routes: Vec<RouteSpec>,
+    parts: &RouteParts,
+) -> Vec<RouteEntry> {
+    match (cache, store) {
+        (Some(cache), Some(store)) => route_entries(
+            auth.map(|a| Revocable::new(CachedAuthenticator::with_cache(a, cache), store)),
+            routes,
+            parts,
+        ),
+        (Some(cache), None) => route_entries(
+            auth.map(|a| CachedAuthenticator::with_cache(a, cache)),
+            routes,
+            parts,
+        ),
+        (None, Some(store)) => route_entries(auth.map(|a| Revocable::new(a, store)), routes, parts),
+        (None, None) => route_entries(auth, routes, parts),
+    }
+}
+
+pub(crate) fn route_entries<A: Authenticator>(
+    authenticator: Option<A>,
+    routes: Vec<RouteSpec>,
+    parts: &RouteParts,
+) -> Vec<RouteEntry> {
+    routes
+        .into_iter()
+        .map(|route| {
+            info!(
+                route = %route.path,
+                methods = %route.methods.as_deref().map_or_else(|| "all".to_owned(), method_list),
+                upstream = %route.upstream,
+                upstream_protocol = %route.upstream_protocol,
+                auth = %route.auth,
+                "route",
+            );
+            let proxy = Proxy {
+                clients: parts.clients.clone(),
+                strip: parts.strip.clone(),
+                protocol: route.upstream_protocol,
+                upstream: route.upstream.clone(),
+                timeout: parts.upstream_timeout,
+                body_timeout: parts.server.body_timeout,
+                slots: route.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
+                server: Arc::clone(&parts.server),
+            };
+            let service = route_service(
+                &route,
+                authenticator.as_ref(),
+                &parts.realm,
+                proxy,
+                &parts.ops,
+            );
+            RouteEntry {
+                path: Arc::from(route.path),
+                service,
+            }
+        })
+        .collect()
+}
+
+/// The service stack of one route.
+pub(crate) fn route_service<A: Authenticator>(
+    route: &RouteSpec,
+    authenticator: Option<&A>,
+    realm: &DefaultRejection,
+    proxy: Proxy,
+    ops: &Ops,
+) -> RouteService {
+    let proxy = tower::service_fn(move |req: Request<Incoming>| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.forward(req).await) }
+    });
+    let mode = match route.auth {
+        RouteAuth::Public => {
+            return boxed(
+                ServiceBuilder::new()
+                    .layer(ContextPropagationLayer::new())
+                    .service(proxy),
+            );
+        }
+        RouteAuth::Required => AuthMode::Required,
+        RouteAuth::Optional => AuthMode::Optional,
+    };
+    let authenticator = authenticator
+        .expect("routes that authenticate are only accepted with an authenticator")
+        .clone();
+    let mut authenticate = AuthenticateLayer::new(authenticator).mode(mode);
+    if let Some(name) = &route.query_token {
+        authenticate = authenticate.query_token(name.as_str());
+    }
+    boxed(
+        ServiceBuilder::new()
+            .layer(ops.authenticate_layer(authenticate.rejection_response(realm.clone())))
+            .layer(ops.authorize_layer(
+                AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()),
+            ))
+            .layer(ContextPropagationLayer::new())
+            .service(proxy),
+    )
+}
+
+pub(crate) fn boxed<S, B>(service: S) -> RouteService
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(service.map_response(|response: Response<B>| {
+        response.map(|body| body.map_err(Into::into).boxed())
+    }))
+}
+
+/// What is wrong with the request's `Host`: HTTP/1.1 needs exactly one (RFC 9112 §3.2),
+/// HTTP/1.0 at most one; two could route differently in the gateway and the upstream.
+fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    match req.version() {
+        Version::HTTP_11 if hosts == 0 => Some("the request has no Host header"),
+        Version::HTTP_10 | Version::HTTP_11 if hosts > 1 => {
+            Some("the request has more than one Host header")
+        }
+        Version::HTTP_2 | Version::HTTP_3 if hosts > 1 => {
+            Some("the request has more than one Host header")
+        }
+        _ => None,
+    }
+}
