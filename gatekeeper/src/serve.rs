@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower_gatekeeper::authorize::ClientAddr;
 use tracing::{debug, info, warn};
@@ -213,6 +213,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, mut conn: Connect
 /// its response body is sent), whether any request arrived, and since when it is idle.
 struct Activity {
     state: Mutex<ActivityState>,
+    /// Wakes the timer when a request begins or ends, so it recomputes its deadline.
+    changed: Notify,
 }
 
 struct ActivityState {
@@ -237,6 +239,7 @@ impl Activity {
                 seen: false,
                 idle_since: Instant::now(),
             }),
+            changed: Notify::new(),
         }
     }
 
@@ -245,6 +248,8 @@ impl Activity {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.in_flight += 1;
         state.seen = true;
+        drop(state);
+        self.changed.notify_one();
         ActivityGuard(Arc::clone(self))
     }
 
@@ -263,7 +268,8 @@ impl Activity {
                 }
                 deadline
             } else if in_flight > 0 {
-                now + server.idle_timeout
+                // Busy: nothing expires until the last request ends (and says so).
+                now + server.idle_timeout.max(server.header_read_timeout)
             } else {
                 let deadline = idle_since + server.idle_timeout;
                 if now >= deadline {
@@ -271,7 +277,10 @@ impl Activity {
                 }
                 deadline
             };
-            tokio::time::sleep_until(deadline).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.changed.notified() => {}
+            }
         }
     }
 }
@@ -286,6 +295,8 @@ impl Drop for ActivityGuard {
         if state.in_flight == 0 {
             state.idle_since = Instant::now();
         }
+        drop(state);
+        self.0.changed.notify_one();
     }
 }
 

@@ -165,7 +165,7 @@ auth = "public"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_upstream_timeout_starts_once_the_request_is_sent() {
+async fn the_upstream_timeout_covers_sending_the_request_body() {
     let upstream = Upstream::start().await;
     let dir = gateway_dir();
     let path = dir.write_config(&format!(
@@ -180,15 +180,16 @@ auth = "public"
         upstream.addr
     ));
     let gw = Running::start(gatekeeper::load_config(&path).unwrap()).await;
-    // An upload that takes longer than the timeout still gets its answer: the sleep only
-    // makes sure the upload outlasts the timeout.
+    // The timeout runs from the moment the request is sent: an upload that outlasts it is
+    // answered 504 (a client that stalls between pieces is cut off earlier, by the body
+    // timeout of `[server]`).
     let (tx, rx) = mpsc::channel::<Bytes>(1);
     let state = Arc::clone(&upstream.state);
     let sender = tokio::spawn(async move {
         tx.send(Bytes::from_static(b"first")).await.unwrap();
         state.first_chunk.notified().await;
         tokio::time::sleep(Duration::from_millis(600)).await;
-        tx.send(Bytes::from_static(b", last")).await.unwrap();
+        let _ = tx.send(Bytes::from_static(b", last")).await;
     });
     let hyper_client = Client::builder(TokioExecutor::new()).build_http::<ChannelBody>();
     let request = Request::post(gw.url("/slow-upload"))
@@ -198,11 +199,9 @@ auth = "public"
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let echo: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(echo["body_length"], 11);
-    sender.await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    // The client may still push its last chunk into a closed body; only the answer matters.
+    let _ = sender.await;
     gw.stop().await;
 }
 
