@@ -348,3 +348,24 @@ fn gateway_redis_keys_of_the_introspection_section_are_checked() {
         );
     }
 }
+
+#[test]
+fn server_keys_are_checked() {
+    let server = |body: &str| format!("[server]\n{body}\n{ISSUER}{ROUTE}");
+    for (body, key) in [
+        ("header_read_timeout_seconds = 0", "header_read_timeout_seconds"),
+        ("idle_timeout_seconds = -1", "idle_timeout_seconds"),
+        ("body_timeout_seconds = nan", "body_timeout_seconds"),
+        ("max_connections = 0", "max_connections"),
+        ("trusted_proxies = [\"10.0.0.0/33\"]", "trusted_proxies"),
+        ("trusted_proxies = [\"proxy.internal\"]", "trusted_proxies"),
+    ] {
+        let error = config_error(&server(body));
+        assert_mentions(&error, &["[server]", key]);
+    }
+    let error = config_error(&server("header_timeout = 3"));
+    assert_mentions(&error, &["header_timeout", "unknown field"]);
+
+    let error = config_error(&format!("{ISSUER}{ROUTE}max_concurrency = 0\n"));
+    assert_mentions(&error, &["[[route]] #1", "max_concurrency"]);
+}

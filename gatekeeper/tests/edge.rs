@@ -601,3 +601,100 @@ async fn max_concurrency_answers_503_until_a_slot_frees() {
     assert_eq!(status_of(&next), 200, "{next}");
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Out of file descriptors: the real program under a low RLIMIT_NOFILE
+// ---------------------------------------------------------------------------------------------
+
+/// Kills the child process when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_errors_back_off_log_boundedly_and_recover() {
+    let upstream = RawUpstream::start().await;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = gateway_dir();
+    let config = dir.write_config(&format!(
+        "listen = \"127.0.0.1:{port}\"\n[[route]]\npath = \"/pub/{{*rest}}\"\nupstream = \"http://{}\"\nauth = \"public\"\n",
+        upstream.addr
+    ));
+    let log = dir.0.join("stderr.log");
+    // The program itself, with at most 64 open files: a few hundred connections exhaust it.
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" --config \"$1\" 2>\"$2\"")
+        .arg(env!("CARGO_BIN_EXE_gatekeeper"))
+        .arg(&config)
+        .arg(&log)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let _child = Child(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let get = || {
+        raw(
+            addr,
+            b"GET /pub/a HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n",
+        )
+    };
+    tokio::time::timeout(BOUND, async {
+        while TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the gateway starts");
+    assert_eq!(status_of(&get().await), 200);
+
+    // 120 idle connections: the gateway runs out of descriptors and backs off (connections
+    // it cannot accept wait in the listen backlog).
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        let connect = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr));
+        if let Ok(Ok(stream)) = connect.await {
+            held.push(stream);
+        }
+    }
+    assert!(
+        held.len() > 64,
+        "only {} connections could be opened",
+        held.len()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(held);
+
+    // Once they are gone it serves again.
+    let served = tokio::time::timeout(BOUND, async {
+        loop {
+            let response = get().await;
+            if !response.is_empty() && status_of(&response) == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "the gateway did not recover");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines = text.lines().filter(|l| l.contains("cannot accept")).count();
+    assert!(
+        lines >= 1,
+        "the accept errors were not logged at all: {text}"
+    );
+    assert!(
+        lines <= 3,
+        "accept errors flooded the log ({lines} lines): {text}"
+    );
+}
