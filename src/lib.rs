@@ -110,7 +110,9 @@ pub mod axum;
 pub use crate::algorithm::{Algorithm, AlgorithmSet, UnknownAlgorithm};
 pub use crate::authenticate::{AuthMode, AuthenticateLayer, Authenticator, JwtAuthenticator};
 pub use crate::authorize::{AuthorizeLayer, Decision, PolicyEvaluator};
-pub use crate::context::{AuthContext, AuthContextBuilder, ClaimsError, CredentialKind};
+pub use crate::context::{
+    AuthContext, AuthContextBuilder, ClaimsError, CredentialKind, IdentityError,
+};
 pub use crate::crypto::BACKEND as CRYPTO_BACKEND;
 pub use crate::jwt::ConfigError;
 pub use crate::propagate::{ContextPropagationLayer, TrustedContextLayer};
