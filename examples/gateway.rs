@@ -735,6 +735,7 @@ fn compile_route(
     }
 
     let rules = RuleConfig {
+        issuers: None,
         roles_any: raw.roles_any,
         roles_all: raw.roles_all,
         scopes_any: raw.scopes_any,
