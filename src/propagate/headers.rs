@@ -307,9 +307,16 @@ fn plain_values(ctx: &AuthContext) -> PlainValues {
             Some(_) => HeaderSlot::Unsafe,
         }
     }
-    fn encoded(items: &[String], sep: u8) -> HeaderSlot {
-        let mut out = String::new();
-        for item in items.iter().filter(|i| !i.is_empty()) {
+    fn encoded<'a, I>(items: I, sep: u8) -> HeaderSlot
+    where
+        I: IntoIterator<Item = &'a str>,
+        I::IntoIter: Clone,
+    {
+        let items = items.into_iter();
+        // Sized once: values are usually kept as they are.
+        let len = items.clone().map(|i| i.len() + 1).sum();
+        let mut out = String::with_capacity(len);
+        for item in items.filter(|i| !i.is_empty()) {
             if item.chars().any(char::is_control) {
                 return HeaderSlot::Unsafe;
             }
@@ -326,13 +333,10 @@ fn plain_values(ctx: &AuthContext) -> PlainValues {
     PlainValues {
         subject: exact(ctx.subject()),
         issuer: exact(ctx.issuer()),
-        roles: encoded(ctx.roles(), b','),
-        scopes: encoded(ctx.scopes(), b' '),
-        tenant: match ctx.tenant() {
-            None => HeaderSlot::Absent,
-            // One value, no separator: `%` (encoded anyway) stands in for none.
-            Some(tenant) => encoded(std::slice::from_ref(&tenant.to_owned()), b'%'),
-        },
+        roles: encoded(ctx.roles().iter().map(String::as_str), b','),
+        scopes: encoded(ctx.scopes().iter().map(String::as_str), b' '),
+        // One value, no separator: `%` (encoded anyway) stands in for none.
+        tenant: encoded(ctx.tenant(), b'%'),
     }
 }
 
