@@ -33,6 +33,9 @@
 mod any;
 mod der;
 mod fetch;
+#[cfg(feature = "remote")]
+mod http;
+mod jwks;
 #[cfg(feature = "jwks-client-rs")]
 mod jwks_client;
 #[cfg(feature = "remote")]
@@ -669,12 +672,12 @@ impl KeySet {
     /// [`KeyError::InvalidKey`] naming the first unusable key (by index and `kid`), or when
     /// the set is empty.
     pub fn from_jwks_str(jwks: &str) -> Result<Self, KeyError> {
-        let doc: serde_json::Value = serde_json::from_str(jwks)
-            .map_err(|e| KeyError::invalid(format!("JWKS is not valid JSON: {e}")))?;
-        let keys = doc
-            .get("keys")
-            .and_then(|k| k.as_array())
-            .ok_or_else(|| KeyError::invalid("JWKS has no \"keys\" array"))?;
+        let keys = jwks::keys_array(jwks.as_bytes()).map_err(|e| match e {
+            jwks::DocumentError::NotJson(reason) => {
+                KeyError::invalid(format!("JWKS is not valid JSON: {reason}"))
+            }
+            jwks::DocumentError::NotAJwks(reason) => KeyError::invalid(format!("JWKS: {reason}")),
+        })?;
         let mut set = Vec::with_capacity(keys.len());
         for (i, jwk) in keys.iter().enumerate() {
             let kid = jwk.get("kid").and_then(|k| k.as_str()).unwrap_or("<none>");
