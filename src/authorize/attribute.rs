@@ -12,9 +12,9 @@ use http::HeaderName;
 use serde_json::Value;
 
 use super::{Decision, PolicyEvaluator};
+use crate::clock::Clock;
 use crate::context::AuthContext;
 use crate::credential::RequestHead;
-use crate::jwt::Clock;
 
 /// The address of the client that opened the connection. Hosts insert it into the request
 /// extensions (the gateway example does); [`client_ip`] rules and the Rego input read it.

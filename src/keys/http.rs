@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::fetch::{FetchError, FetchFuture, JwksDocument, JwksFetcher};
-use crate::jwt::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Checks that `url` (named `what` in the error) is an `http://` URL, or an `https://` one
 /// when the `rustls` feature is on.

@@ -18,7 +18,7 @@ use super::jwks;
 use super::oidc::{Discovery, well_known_url};
 use super::{KeyError, KeyFuture, KeyQuery, KeySet, KeySource, ReadyFuture};
 use crate::algorithm::{Algorithm, AlgorithmSet};
-use crate::jwt::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Default refresh interval when the response has no `Cache-Control: max-age`.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5 * 60);
