@@ -27,8 +27,7 @@
 //! - a token without `kid` that several keys could verify is rejected, not guessed.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +35,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::algorithm::{Algorithm, AlgorithmSet};
+pub use crate::clock::Clock;
+pub use crate::config_error::ConfigError;
 use crate::context::{AuthContext, CredentialKind, IdentityError, map_identity};
 use crate::credential::DEFAULT_MAX_TOKEN_BYTES;
 use crate::keys::{KeyError, VerifyingKey};
@@ -137,67 +138,6 @@ impl VerifyError {
             }
             _ => Rejection::invalid_token(self.description()).with_source(self),
         }
-    }
-}
-
-/// A source of the current time, injectable for tests.
-#[derive(Clone)]
-pub struct Clock(Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>);
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Self {
-        Clock(None)
-    }
-
-    /// A clock that asks `now`.
-    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
-        Clock(Some(Arc::new(now)))
-    }
-
-    /// The current time.
-    pub fn now(&self) -> SystemTime {
-        match &self.0 {
-            None => SystemTime::now(),
-            Some(f) => f(),
-        }
-    }
-
-    fn now_unix(&self) -> f64 {
-        self.now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64())
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::system()
-    }
-}
-
-impl fmt::Debug for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Clock(custom)"
-        } else {
-            "Clock(system)"
-        })
-    }
-}
-
-/// Errors in verification configuration, found when the authenticator is built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A configuration value is unusable; the text names it and says what to fix.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(text: impl Into<String>) -> Self {
-        ConfigError::Invalid(text.into())
     }
 }
 

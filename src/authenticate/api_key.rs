@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{Authenticator, Started};
+use crate::config_error::ConfigError;
 use crate::context::{AuthContext, CredentialKind};
 use crate::credential::RequestHead;
-use crate::jwt::ConfigError;
 use crate::reject::Rejection;
 
 /// The longest API key accepted (longer values are rejected before hashing).

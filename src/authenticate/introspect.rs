@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::{Authenticator, Started};
+use crate::config_error::ConfigError;
 use crate::context::{AuthContext, CredentialKind, map_identity};
 use crate::credential::{DEFAULT_MAX_TOKEN_BYTES, RequestHead, bearer_token};
-use crate::jwt::ConfigError;
 use crate::reject::Rejection;
 
 /// The largest introspection response read (64 KiB); also the largest shared cache entry

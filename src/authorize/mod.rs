@@ -108,7 +108,7 @@ mod service;
 mod shadow;
 
 pub use self::attribute::{
-    Attribute, AttributeRule, ClientAddr, InvalidNetwork, Operand, PathParams, TimeWindow, claim,
+    Attribute, AttributeRule, ClientAddr, InvalidNetwork, Operand, TimeWindow, claim,
     claim_contains, claim_equals, claim_one_of, client_ip, header, issuer, method, path,
     path_param, subject, tenant, time_window,
 };
@@ -129,3 +129,4 @@ pub use self::route_table::{
 };
 pub use self::service::Authorize;
 pub use self::shadow::{Shadow, ShadowFuture, ShadowStats, shadow};
+pub use crate::credential::PathParams;

@@ -7,6 +7,8 @@ use crate::keys::{SigningKey, StaticKeys};
 use crate::reject::RejectionKind;
 use jsonwebtoken::EncodingKey;
 use serde_json::json;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 const ISS: &str = "https://idp.example.test";
 const AUD: &str = "api://orders";

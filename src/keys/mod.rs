@@ -33,6 +33,9 @@
 mod any;
 mod der;
 mod fetch;
+#[cfg(feature = "remote")]
+mod http;
+mod jwks;
 #[cfg(feature = "jwks-client-rs")]
 mod jwks_client;
 #[cfg(feature = "remote")]
@@ -662,30 +665,46 @@ impl KeySet {
         }
     }
 
-    /// Parses a JWKS document (`{"keys": [...]}`) strictly: every key must be usable.
+    /// Parses a JWKS document (`{"keys": [...]}`) tolerantly, by the rules every key set
+    /// follows (JWKS file, URL, discovery): a key that cannot be used (`use` other than
+    /// `sig`, unsupported `kty` or curve, RSA under [`MIN_RSA_BITS`], bad parameters, private
+    /// parts, no `kid` beside keys with one) is skipped with a `tracing` warning naming its
+    /// `kid` and the reason. Symmetric (`oct`) keys are taken: this is for documents the
+    /// operator wrote, while a set fetched from a URL never serves HMAC secrets.
+    ///
+    /// A single key given on its own ([`VerifyingKey::from_jwk_str`]) stays strict.
+    ///
+    /// ```
+    /// use tower_gatekeeper::keys::KeySet;
+    ///
+    /// let set = KeySet::from_jwks_str(r#"{"keys":[
+    ///     {"kty":"oct","kid":"hs","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"},
+    ///     {"kty":"RSA","kid":"enc","use":"enc","n":"AQAB","e":"AQAB"}
+    /// ]}"#).unwrap();
+    /// assert_eq!(set.keys().len(), 1);
+    /// assert!(KeySet::from_jwks_str(r#"{"keys":[]}"#).is_err());
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`KeyError::InvalidKey`] naming the first unusable key (by index and `kid`), or when
-    /// the set is empty.
+    /// [`KeyError::InvalidKey`] when the text is not a JWKS, or when no key is usable (the
+    /// text then names every key and why it was skipped).
     pub fn from_jwks_str(jwks: &str) -> Result<Self, KeyError> {
-        let doc: serde_json::Value = serde_json::from_str(jwks)
-            .map_err(|e| KeyError::invalid(format!("JWKS is not valid JSON: {e}")))?;
-        let keys = doc
-            .get("keys")
-            .and_then(|k| k.as_array())
-            .ok_or_else(|| KeyError::invalid("JWKS has no \"keys\" array"))?;
-        let mut set = Vec::with_capacity(keys.len());
-        for (i, jwk) in keys.iter().enumerate() {
-            let kid = jwk.get("kid").and_then(|k| k.as_str()).unwrap_or("<none>");
-            let key = VerifyingKey::from_jwk_value(jwk)
-                .map_err(|e| KeyError::invalid(format!("JWKS key #{i} (kid {kid:?}): {e}")))?;
-            set.push(key);
-        }
-        if set.is_empty() {
-            return Err(KeyError::invalid("JWKS contains no keys"));
-        }
-        Ok(KeySet { keys: set })
+        Self::parse_jwks(jwks, "JWKS")
+    }
+
+    /// [`from_jwks_str`](Self::from_jwks_str), naming `source` in the warnings.
+    pub(crate) fn parse_jwks(jwks: &str, source: &str) -> Result<Self, KeyError> {
+        let keys = jwks::keys_array(jwks.as_bytes()).map_err(|e| match e {
+            jwks::DocumentError::NotJson(reason) => {
+                KeyError::invalid(format!("JWKS is not valid JSON: {reason}"))
+            }
+            jwks::DocumentError::NotAJwks(reason) => KeyError::invalid(format!("JWKS: {reason}")),
+        })?;
+        let parsed = jwks::parse_keys(&keys, jwks::Symmetric::Allow)
+            .map_err(|report| KeyError::invalid(format!("JWKS has no usable key: {report}")))?;
+        jwks::warn_skipped(source, &parsed.skipped);
+        Ok(parsed.keys)
     }
 
     /// The keys.

@@ -559,37 +559,64 @@ fn jwk_types_and_algs_must_fit() {
 }
 
 #[test]
-fn jwks_documents_are_strict() {
+fn jwks_documents_skip_unusable_keys_and_need_one_usable() {
     let good = rsa1_jwk();
-    let bad = with(rsa1_jwk(), "use", json!("enc"));
+    let enc = with(rsa1_jwk(), "use", json!("enc"));
+    let weak = json!({"kty": "RSA", "kid": "weak", "n": "AQAB".repeat(40), "e": "AQAB"});
+    let mut no_kid = ec256_jwk();
+    no_kid.as_object_mut().unwrap().remove("kid");
     let cases = [
-        ("one good key", json!({ "keys": [good.clone()] }), None),
+        ("one good key", json!({ "keys": [good.clone()] }), Ok(1)),
         (
-            "one bad key",
-            json!({ "keys": [good.clone(), bad] }),
-            Some("#1 (kid \"rsa-1\")"),
+            "good beside unusable",
+            json!({ "keys": [enc.clone(), good.clone(), weak.clone(), no_kid] }),
+            Ok(1),
         ),
-        ("empty", json!({ "keys": [] }), Some("no keys")),
+        (
+            "symmetric keys of a local set",
+            json!({ "keys": [oct_jwk(32)] }),
+            Ok(1),
+        ),
+        (
+            "only unusable",
+            json!({ "keys": [enc, weak] }),
+            Err("no usable key: key #0 (kid \"rsa-1\"): \"use\" is \"enc\""),
+        ),
+        (
+            "empty",
+            json!({ "keys": [] }),
+            Err("\"keys\" array is empty"),
+        ),
         (
             "no keys member",
             json!({ "kids": [good.clone()] }),
-            Some("\"keys\""),
+            Err("\"keys\""),
         ),
         (
             "keys not an array",
             json!({ "keys": good }),
-            Some("\"keys\""),
+            Err("\"keys\""),
         ),
     ];
-    for (name, doc, error) in cases {
-        match (KeySet::from_jwks_str(&doc.to_string()), error) {
-            (Ok(_), None) => {}
-            (Err(KeyError::InvalidKey(text)), Some(expected)) => {
+    for (name, doc, expected) in cases {
+        match (KeySet::from_jwks_str(&doc.to_string()), expected) {
+            (Ok(set), Ok(count)) => assert_eq!(set.keys().len(), count, "{name}"),
+            (Err(KeyError::InvalidKey(text)), Err(expected)) => {
                 assert!(text.contains(expected), "{name}: {text}")
             }
             (result, _) => panic!("{name}: {result:?}"),
         }
     }
+    let text = KeySet::from_jwks_str(
+        &json!({"keys": [{"kty": "RSA", "kid": "weak", "n": "AQAB".repeat(40), "e": "AQAB"}]})
+            .to_string(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        text.contains("kid \"weak\"") && text.contains("2048"),
+        "{text}"
+    );
     assert!(KeySet::from_jwks_str("[]").is_err());
     assert!(KeySet::from_jwks_str("").is_err());
 }

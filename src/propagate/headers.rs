@@ -6,8 +6,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use super::signed::ContextSigner;
+use crate::config_error::ConfigError;
 use crate::context::{AuthContext, HeaderSlot, PlainValues};
-use crate::jwt::ConfigError;
 
 #[derive(Debug, Clone)]
 pub(crate) struct HeaderNames {

@@ -7,7 +7,8 @@ use tower_layer::Layer;
 use super::ContextPropagation;
 use super::headers::{HeaderNames, Options, Propagator};
 use super::signed::{ContextSigner, DEFAULT_CONTEXT_ISSUER, DEFAULT_CONTEXT_LIFETIME};
-use crate::jwt::{Clock, ConfigError};
+use crate::clock::Clock;
+use crate::config_error::ConfigError;
 use crate::keys::SigningKey;
 
 /// Applies [`ContextPropagation`]: see the [module docs](crate::propagate).

@@ -20,9 +20,11 @@ use super::headers::{HeaderNames, percent_decode};
 use super::signed::{CONTEXT_TYP, DEFAULT_CONTEXT_ISSUER, claim, rebuild};
 use crate::JwtAuthenticator;
 use crate::authenticate::{AuthMode, Authenticate, AuthenticateLayer, Authenticator, JwtFuture};
+use crate::clock::Clock;
+use crate::config_error::ConfigError;
 use crate::context::{AuthContext, CredentialKind};
 use crate::credential::RequestHead;
-use crate::jwt::{Clock, ConfigError, Validation};
+use crate::jwt::Validation;
 use crate::keys::{KeySource, StaticKeys};
 use crate::reject::{DefaultRejection, Rejection};
 
