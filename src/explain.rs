@@ -520,6 +520,96 @@ fn utc(secs: f64) -> String {
 mod tests {
     use super::*;
 
+    /// Each check added for explicit typing, `iat`, the subject and forwardable identities
+    /// is a named step that fails alone, the earlier ones passed.
+    #[tokio::test]
+    async fn the_new_checks_are_named() {
+        use serde_json::{Map, json};
+
+        use crate::keys::{SigningKey, StaticKeys};
+        use crate::{Algorithm, JwtAuthenticator, jwt::Validation};
+
+        let signer = SigningKey::hmac(Algorithm::HS256, &[7; 32]).unwrap();
+        let auth = JwtAuthenticator::new(
+            StaticKeys::new([signer.verifying_key().clone()]),
+            Validation::new("https://idp").audiences(["api"]),
+        )
+        .unwrap();
+        let token = |typ: &str, over: serde_json::Value| {
+            let mut claims = json!({"iss": "https://idp", "aud": "api", "sub": "alice",
+                "iat": 1_700_000_000u64, "exp": 4_102_444_800u64});
+            for (k, v) in over.as_object().unwrap() {
+                if v.is_null() {
+                    claims.as_object_mut().unwrap().remove(k);
+                } else {
+                    claims[k] = v.clone();
+                }
+            }
+            let mut header = Map::new();
+            header.insert("typ".into(), typ.into());
+            signer.sign_with_header(header, &claims).unwrap()
+        };
+        let cases = [
+            ("typ", token("logout+jwt", json!({})), "explicit typing"),
+            (
+                "iat",
+                token("JWT", json!({"iat": 4_000_000_000u64})),
+                "issued in the future",
+            ),
+            (
+                "iat",
+                token("JWT", json!({"iat": "1700000000"})),
+                "invalid iat",
+            ),
+            (
+                "sub",
+                token("JWT", json!({"sub": null})),
+                "missing required claim sub",
+            ),
+            (
+                "sub",
+                token("JWT", json!({"sub": ""})),
+                "missing required claim sub",
+            ),
+            (
+                "identity",
+                token("JWT", json!({"sub": "alice\r\nx: y"})),
+                "cannot be forwarded",
+            ),
+            (
+                "identity",
+                token("JWT", json!({"tenant_id": "a\u{0}"})),
+                "tenant",
+            ),
+        ];
+        for (step, token, says) in cases {
+            let report = explain(&auth, &token).await;
+            assert!(!report.accepted(), "{step}: {report}");
+            let failed: Vec<_> = report
+                .steps()
+                .iter()
+                .filter(|s| s.status() == StepStatus::Failed)
+                .collect();
+            assert_eq!(failed.len(), 1, "{report}");
+            assert_eq!(failed[0].name(), step, "{report}");
+            assert!(failed[0].detail().contains(says), "{report}");
+            if step == "identity" {
+                let signature = report.steps().iter().find(|s| s.name() == "signature");
+                assert_eq!(signature.unwrap().status(), StepStatus::Passed, "{report}");
+            }
+        }
+        let report = explain(&auth, &token("at+jwt", json!({"tenant_id": "acmé"}))).await;
+        assert!(report.accepted(), "{report}");
+        let typ = report.steps().iter().find(|s| s.name() == "typ").unwrap();
+        assert!(typ.detail().contains("none, JWT or at+jwt"), "{report}");
+        let identity = report
+            .steps()
+            .iter()
+            .find(|s| s.name() == "identity")
+            .unwrap();
+        assert_eq!(identity.status(), StepStatus::Passed);
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(utc(0.0), "1970-01-01T00:00:00Z");

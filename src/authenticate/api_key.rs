@@ -318,15 +318,14 @@ impl ApiKeyAuthenticator {
     ///
     /// [`ConfigError`] when `name` is empty or not visible ASCII (it is forwarded in a
     /// header).
-    pub fn with_issuer(self, name: &str) -> Result<Self, ConfigError> {
+    pub fn with_issuer(mut self, name: &str) -> Result<Self, ConfigError> {
         if !crate::context::is_exact_header_text(name) {
             return Err(ConfigError::invalid(format!(
                 "API key authenticator name {name:?} must be non-empty visible ASCII"
             )));
         }
-        {
-            let mut guard = self.table.write().unwrap_or_else(|e| e.into_inner());
-            let current = &**guard;
+        let renamed = {
+            let current = Arc::clone(&self.table.read().unwrap_or_else(|e| e.into_inner()));
             let by_index = current
                 .by_index
                 .iter()
@@ -338,12 +337,14 @@ impl ApiKeyAuthenticator {
                     (*index, bucket)
                 })
                 .collect();
-            *guard = Arc::new(KeyTable {
+            KeyTable {
                 by_index,
                 len: current.len,
                 issuer: name.to_owned(),
-            });
-        }
+            }
+        };
+        // A table of its own: clones made before keep their name.
+        self.table = Arc::new(RwLock::new(Arc::new(renamed)));
         Ok(self)
     }
 
@@ -480,6 +481,44 @@ mod tests {
             ApiKeyEntry::new(ApiKeyHash::of("key-two"), "two"),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn contexts_name_the_authenticator_as_issuer() {
+        let auth = auth();
+        assert_eq!(
+            auth.verify("key-one").unwrap().issuer(),
+            Some(ApiKeyAuthenticator::DEFAULT_ISSUER)
+        );
+        let named = auth.clone().with_issuer("ci-keys").unwrap();
+        assert_eq!(named.verify("key-two").unwrap().issuer(), Some("ci-keys"));
+        assert_eq!(auth.verify("key-two").unwrap().issuer(), Some("api-key"));
+        // Rotation keeps the name.
+        named
+            .replace([ApiKeyEntry::new(ApiKeyHash::of("key-new"), "new")])
+            .unwrap();
+        assert_eq!(named.verify("key-new").unwrap().issuer(), Some("ci-keys"));
+        for bad in ["", " ci", "ci\n", "clé"] {
+            assert!(auth.clone().with_issuer(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn identities_that_cannot_be_forwarded_are_configuration_errors() {
+        for entry in [
+            ApiKeyEntry::new(ApiKeyHash::of("k"), "bot\r\nx-admin: 1"),
+            ApiKeyEntry::new(ApiKeyHash::of("k"), "bøt"),
+            ApiKeyEntry::new(ApiKeyHash::of("k"), "bot").roles(["a\u{0}"]),
+            ApiKeyEntry::new(ApiKeyHash::of("k"), "bot").tenant("t\n"),
+        ] {
+            let err = ApiKeyAuthenticator::new([entry]).unwrap_err();
+            assert!(err.to_string().contains("forwarded exactly"), "{err}");
+        }
+        // Non-ASCII tenants are forwarded percent-encoded.
+        assert!(
+            ApiKeyAuthenticator::new([ApiKeyEntry::new(ApiKeyHash::of("k"), "bot").tenant("acmé")])
+                .is_ok()
+        );
     }
 
     fn run(auth: &ApiKeyAuthenticator, values: &[&str]) -> Result<AuthContext, RejectionKind> {

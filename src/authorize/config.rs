@@ -559,6 +559,74 @@ mod tests {
         assert!(e.contains("\"get\"") && e.contains("route 0"), "{e}");
     }
 
+    #[test]
+    fn issuers_limit_the_whole_rule_bypass_included() {
+        let rule = rules(json!({
+            "issuers": ["https://a"],
+            "owner_param": "user_id",
+            "bypass_roles": ["admin"],
+        }));
+        assert_eq!(rule.keys(), ["issuers", "owner_param", "bypass_roles"]);
+        let policy = rule.compile().unwrap();
+        let mut req = http::Request::new(());
+        req.extensions_mut()
+            .insert(crate::authorize::PathParams::from_iter([(
+                "user_id", "alice",
+            )]));
+        let head = RequestHead::of(&req);
+        let who = |iss: &str, sub: &str, roles: &[&str]| {
+            AuthContext::builder(CredentialKind::Jwt)
+                .issuer(iss)
+                .subject(sub)
+                .roles(roles.iter().copied())
+                .build()
+        };
+        let ok = |c: AuthContext| policy.decide_now(Some(&c), &head).unwrap().is_allow();
+        assert!(ok(who("https://a", "alice", &[])));
+        assert!(ok(who("https://a", "bob", &["admin"])));
+        assert!(!ok(who("https://b", "alice", &[])));
+        assert!(!ok(who("https://b", "alice", &["admin"])));
+        assert!(!ok(AuthContext::builder(CredentialKind::Jwt)
+            .subject("alice")
+            .build()));
+        let err = rules(json!({"issuers": []})).compile().unwrap_err();
+        assert!(err.to_string().contains("`issuers`"), "{err}");
+    }
+
+    #[test]
+    fn identity_rules_need_one_issuer_when_several_are_configured() {
+        let known = ["https://a".to_owned(), "https://b".to_owned()];
+        let check = |v: Value, known: &[String]| rules(v).check_issuers(known);
+        for (rule, needs) in [
+            (json!({"owner_param": "u"}), Some("owner_param")),
+            (json!({"tenant_param": "t"}), Some("tenant_param")),
+            (
+                json!({"owner_param": "u", "issuers": ["https://a", "https://b"]}),
+                Some("owner_param"),
+            ),
+            (json!({"owner_param": "u", "issuers": ["https://a"]}), None),
+            (json!({"roles_any": ["r"]}), None),
+        ] {
+            match (check(rule.clone(), &known), needs) {
+                (Ok(()), None) => {}
+                (Err(PolicyConfigError::IdentityNeedsIssuer { key, issuers: 2 }), Some(k)) => {
+                    assert_eq!(key, k);
+                }
+                (other, _) => panic!("{rule}: {other:?}"),
+            }
+            // One issuer (or none known): no ambiguity to refuse.
+            assert!(check(rule.clone(), &known[..1]).is_ok() || rule.get("issuers").is_some());
+            assert!(check(rule, &[]).is_ok());
+        }
+        let err = check(json!({"issuers": ["https://c"]}), &known).unwrap_err();
+        assert!(matches!(err, PolicyConfigError::UnknownIssuer(ref i) if i == "https://c"));
+        let routes: Vec<RouteConfig> =
+            serde_json::from_value(json!([{"path": "/u/{u}", "owner_param": "u"}])).unwrap();
+        let err = RouteTable::from_config_for_issuers(&routes, &known).unwrap_err();
+        assert!(err.to_string().contains("route 0"), "{err}");
+        assert!(RouteTable::from_config(&routes).is_ok());
+    }
+
     #[cfg(not(feature = "rego"))]
     #[test]
     fn rego_needs_its_feature() {

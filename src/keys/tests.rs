@@ -1197,7 +1197,10 @@ fn es512_keys_from_pem() {
     ))
     .unwrap();
     assert_eq!(set.key_set().keys().len(), 1);
-    assert_eq!(set.key_set().keys()[0].algorithms(), algs(&[Algorithm::ES512]));
+    assert_eq!(
+        set.key_set().keys()[0].algorithms(),
+        algs(&[Algorithm::ES512])
+    );
     // Signing stays with the algorithms jsonwebtoken signs.
     let err = SigningKey::from_pem(Algorithm::ES512, fixture!("ec521-1.key.pem")).unwrap_err();
     assert!(err.to_string().contains("ES512"), "{err}");
