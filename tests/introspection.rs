@@ -112,11 +112,6 @@ async fn answer(idp: Arc<Idp>, req: Request<Incoming>) -> Response<Full<Bytes>> 
                 "no-sub" => {
                     body.as_object_mut().unwrap().remove("sub");
                 }
-                .as_object_mut()
-                .unwrap()
-                .remove("sub")
-                .map(drop)
-                .unwrap(),
                 "empty-sub" => body["sub"] = json!(""),
                 "crlf-sub" => body["sub"] = json!("u\r\nx-user-roles: admin"),
                 _ => body["tenant_id"] = json!("acme\u{0}"),
