@@ -43,11 +43,13 @@ pub enum Algorithm {
     ES384,
     /// EdDSA with the Ed25519 curve (RFC 8037).
     EdDSA,
+    /// ECDSA using P-521 and SHA-512.
+    ES512,
 }
 
 impl Algorithm {
     /// Every algorithm, in a fixed order.
-    pub const ALL: [Algorithm; 12] = [
+    pub const ALL: [Algorithm; 13] = [
         Algorithm::HS256,
         Algorithm::HS384,
         Algorithm::HS512,
@@ -59,6 +61,7 @@ impl Algorithm {
         Algorithm::PS512,
         Algorithm::ES256,
         Algorithm::ES384,
+        Algorithm::ES512,
         Algorithm::EdDSA,
     ];
 
@@ -76,6 +79,7 @@ impl Algorithm {
             Algorithm::PS512 => "PS512",
             Algorithm::ES256 => "ES256",
             Algorithm::ES384 => "ES384",
+            Algorithm::ES512 => "ES512",
             Algorithm::EdDSA => "EdDSA",
         }
     }
@@ -100,9 +104,9 @@ impl Algorithm {
         1 << (self as u16)
     }
 
-    pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+    pub(crate) fn to_jsonwebtoken(self) -> Option<jsonwebtoken::Algorithm> {
         use jsonwebtoken::Algorithm as J;
-        match self {
+        Some(match self {
             Algorithm::HS256 => J::HS256,
             Algorithm::HS384 => J::HS384,
             Algorithm::HS512 => J::HS512,
@@ -115,7 +119,9 @@ impl Algorithm {
             Algorithm::ES256 => J::ES256,
             Algorithm::ES384 => J::ES384,
             Algorithm::EdDSA => J::EdDSA,
-        }
+            // jsonwebtoken has no ES512: this crate verifies it itself (src/crypto.rs).
+            Algorithm::ES512 => return None,
+        })
     }
 }
 
@@ -236,7 +242,7 @@ mod tests {
             assert_eq!(alg.as_str().parse::<Algorithm>(), Ok(alg));
         }
         for bad in [
-            "none", "None", "NONE", "nOnE", "rs256", "RS256 ", "", "ES512", "HS256\0",
+            "none", "None", "NONE", "nOnE", "rs256", "RS256 ", "", "es512", "ES521", "HS256\0",
         ] {
             assert!(bad.parse::<Algorithm>().is_err(), "{bad:?} must not parse");
         }

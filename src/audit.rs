@@ -66,6 +66,7 @@ use serde_json::{Value, json};
 use tracing::field::Empty;
 
 use crate::context::AuthContext;
+pub use crate::outcome::{Outcome, Stage};
 use crate::reject::{Protocol, Rejection};
 
 /// Receives every allow/deny decision of the layer it is installed on, with its context.
@@ -88,46 +89,6 @@ where
 {
     fn on_decision(&self, event: &DecisionEvent<'_>) {
         self(event)
-    }
-}
-
-/// Which layer decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Stage {
-    /// [`AuthenticateLayer`](crate::AuthenticateLayer): is the credential good?
-    Authenticate,
-    /// [`AuthorizeLayer`](crate::AuthorizeLayer): may this caller do this?
-    Authorize,
-}
-
-impl Stage {
-    /// `authenticate` or `authorize`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Stage::Authenticate => "authenticate",
-            Stage::Authorize => "authorize",
-        }
-    }
-}
-
-/// What was decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// The request goes on to the inner service.
-    Allow,
-    /// The request was answered with a rejection.
-    Deny,
-}
-
-impl Outcome {
-    /// `allow` or `deny`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Allow => "allow",
-            Outcome::Deny => "deny",
-        }
     }
 }
 

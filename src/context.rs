@@ -161,6 +161,25 @@ impl AuthContext {
         true
     }
 
+    /// The same context with `issuer` as its issuer.
+    pub(crate) fn with_issuer(&self, issuer: &str) -> AuthContext {
+        let i = &*self.inner;
+        AuthContext {
+            inner: Arc::new(Inner {
+                kind: i.kind,
+                subject: i.subject.clone(),
+                issuer: Some(issuer.to_owned()),
+                roles: i.roles.clone(),
+                scopes: i.scopes.clone(),
+                tenant: i.tenant.clone(),
+                expires_at: i.expires_at,
+                key_id: i.key_id.clone(),
+                claims: i.claims.clone(),
+                header_values: OnceLock::new(),
+            }),
+        }
+    }
+
     /// The plain propagation header values of this context, built by `init` on first use.
     pub(crate) fn header_values(
         &self,
@@ -174,6 +193,54 @@ impl AuthContext {
     /// derived values, never what they are.
     pub(crate) fn is_shared(&self) -> bool {
         Arc::strong_count(&self.inner) > 1
+    }
+
+    /// Checks that this identity can be forwarded exactly by
+    /// [`ContextPropagationLayer`](crate::ContextPropagationLayer): the rules every
+    /// authenticator of this crate applies before it admits a caller (a custom
+    /// [`Authenticator`](crate::Authenticator) should apply them too).
+    ///
+    /// - the subject and the issuer, when present, are non-empty visible ASCII (spaces
+    ///   inside, none at either end): their headers carry them verbatim;
+    /// - the tenant, roles and scopes contain no control characters (non-ASCII text and
+    ///   separators are carried percent-encoded, see [`crate::propagate`]).
+    ///
+    /// ```
+    /// use tower_gatekeeper::{AuthContext, CredentialKind};
+    ///
+    /// let ok = AuthContext::builder(CredentialKind::Jwt).subject("alice").tenant("acmé").build();
+    /// assert!(ok.check_forwardable().is_ok());
+    /// let bad = AuthContext::builder(CredentialKind::Jwt).subject("alice\r\nx-admin: 1").build();
+    /// assert!(bad.check_forwardable().is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`IdentityError`] naming the value that cannot be forwarded.
+    pub fn check_forwardable(&self) -> Result<(), IdentityError> {
+        let i = &*self.inner;
+        if i.subject
+            .as_deref()
+            .is_some_and(|s| !is_exact_header_text(s))
+        {
+            return Err(IdentityError::Unrepresentable("sub"));
+        }
+        if i.issuer
+            .as_deref()
+            .is_some_and(|s| !is_exact_header_text(s))
+        {
+            return Err(IdentityError::Unrepresentable("iss"));
+        }
+        if i.tenant.as_deref().is_some_and(has_control) {
+            return Err(IdentityError::Unrepresentable("tenant"));
+        }
+        if i.roles.iter().any(|r| has_control(r)) {
+            return Err(IdentityError::Unrepresentable("roles"));
+        }
+        if i.scopes.iter().any(|s| has_control(s)) {
+            return Err(IdentityError::Unrepresentable("scopes"));
+        }
+        Ok(())
     }
 
     /// Whether the caller has `role`.
@@ -213,15 +280,56 @@ impl AuthContext {
     }
 }
 
+/// Why an identity cannot be forwarded exactly; see [`AuthContext::check_forwardable`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The value (`sub`, `iss`, `tenant`, `roles` or `scopes`) contains characters its
+    /// header cannot carry exactly.
+    #[error(
+        "the {0} value cannot be forwarded exactly (control characters, or for sub and iss non-ASCII or spaces at either end)"
+    )]
+    Unrepresentable(&'static str),
+    /// The credential names no subject (a missing or empty `sub`).
+    #[error("the credential names no subject")]
+    MissingSubject,
+}
+
+impl IdentityError {
+    /// The fixed, client-safe description used in `error_description`.
+    pub fn description(&self) -> &'static str {
+        match self {
+            IdentityError::Unrepresentable(_) => "identity cannot be forwarded exactly",
+            IdentityError::MissingSubject => "token has no subject",
+        }
+    }
+}
+
+/// Non-empty visible ASCII with spaces only inside: what a header value carries verbatim
+/// (HTTP strips spaces at either end of a field value, RFC 9110 §5.5).
+pub(crate) fn is_exact_header_text(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.iter().all(|b| (0x20..0x7f).contains(b))
+        && bytes[0] != b' '
+        && bytes[bytes.len() - 1] != b' '
+}
+
+/// Whether `value` contains a control character (C0, DEL or C1).
+fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
+}
+
 /// Reads the caller's identity from a claims object, with one rule for every authenticator
 /// that maps claims (JWTs, introspection responses), so roles, scopes and tenant read the same
 /// whatever credential carried them:
 ///
-/// - subject: `sub`, when a string;
+/// - subject: `sub`, when a non-empty string;
 /// - roles: the claim at the dotted path `roles_claim`: a string is one role, an array gives
 ///   its string items (other items are ignored: fewer roles, never more);
 /// - scopes: `scope` (space-separated), else `scp` (a space-separated string or an array);
-/// - tenant: the claim at `tenant_claim`, a string or a number.
+/// - tenant: the claim at `tenant_claim`, a non-empty string or a number (an empty string is
+///   no tenant).
 pub(crate) fn map_identity(
     mut builder: AuthContextBuilder,
     claims: &Map<String, Value>,
@@ -243,13 +351,15 @@ pub(crate) fn map_identity(
         _ => Vec::new(),
     };
     builder = builder.roles(roles).scopes(scopes);
-    if let Some(Value::String(sub)) = claims.get("sub") {
+    if let Some(Value::String(sub)) = claims.get("sub")
+        && !sub.is_empty()
+    {
         builder = builder.subject(sub.clone());
     }
     let tenant = tenant_claim
         .and_then(|path| claim_at_path(claims, path))
         .and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         });
@@ -306,6 +416,7 @@ impl fmt::Debug for AuthContext {
 #[derive(Debug)]
 pub(crate) struct PlainValues {
     pub(crate) subject: HeaderSlot,
+    pub(crate) issuer: HeaderSlot,
     pub(crate) roles: HeaderSlot,
     pub(crate) scopes: HeaderSlot,
     pub(crate) tenant: HeaderSlot,
@@ -316,7 +427,7 @@ pub(crate) struct PlainValues {
 pub(crate) enum HeaderSlot {
     /// Nothing to send (the context has no such value).
     Absent,
-    /// A value that is not header-safe (or empty): left out, with a debug event.
+    /// A value that cannot be carried exactly: no plain identity header is sent.
     Unsafe,
     /// The value to send.
     Value(http::HeaderValue),

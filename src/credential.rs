@@ -64,14 +64,11 @@ impl<'a> RequestHead<'a> {
     /// A path parameter (`{name}` or `{*name}` in the matched pattern), as it appears in the
     /// path (not percent-decoded): captured by the [`RouteTable`](crate::authorize::RouteTable)
     /// that is deciding this request, else read from a
-    /// [`PathParams`](crate::authorize::PathParams) extension that the host inserted.
+    /// [`PathParams`] extension that the host inserted.
     pub fn path_param(&self, name: &str) -> Option<&'a str> {
         match self.route_params {
             Some(params) => params.get(name),
-            None => self
-                .extensions
-                .get::<crate::authorize::PathParams>()?
-                .get(name),
+            None => self.extensions.get::<PathParams>()?.get(name),
         }
     }
 
@@ -81,7 +78,7 @@ impl<'a> RequestHead<'a> {
             Some(params) => params.iter().collect(),
             None => self
                 .extensions
-                .get::<crate::authorize::PathParams>()
+                .get::<PathParams>()
                 .map(|p| p.iter().collect())
                 .unwrap_or_default(),
         }
@@ -93,6 +90,51 @@ impl<'a> RequestHead<'a> {
             route_params: Some(params),
             ..self
         }
+    }
+}
+
+/// Path parameters captured by routing, as a request extension. Also exported as
+/// [`authorize::PathParams`](crate::authorize::PathParams).
+///
+/// A [`RouteTable`](crate::authorize::RouteTable) hands the parameters of its own match to
+/// the policies it runs; hosts that route before authorization (axum, the gateway example)
+/// insert a `PathParams` so that [`path_param`](crate::authorize::path_param) rules can read
+/// them. Values are kept as they appear in the path; rules compare them percent-decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathParams(Vec<(String, String)>);
+
+impl PathParams {
+    /// No parameters.
+    pub fn new() -> Self {
+        PathParams::default()
+    }
+
+    /// Adds a parameter.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// A parameter by name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every parameter, in pattern order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for PathParams {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        PathParams(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 

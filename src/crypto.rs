@@ -45,10 +45,17 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), getrandom::Error> {
 /// its curve, an unusable RSA key) fails when it is loaded rather than on every token. With
 /// rust-crypto alone, verification goes through jsonwebtoken's provider as before, and EC
 /// points are checked at load with the `p256` / `p384` crates it uses.
+///
+/// ES512 (P-521) is not in jsonwebtoken's providers: with aws-lc-rs it is a prepared key
+/// like the others (`ECDSA_P521_SHA512_FIXED`); with rust-crypto alone the key keeps a
+/// `p521` verifying key (the point checked on its curve at load) and verifies the fixed
+/// 132-byte `r || s` signature with it.
 #[derive(Clone, Default)]
 pub(crate) struct PreparedKey {
     #[cfg(feature = "aws-lc-rs")]
     verifiers: Vec<(crate::Algorithm, aws::Verifier)>,
+    #[cfg(not(feature = "aws-lc-rs"))]
+    es512: Option<p521::ecdsa::VerifyingKey>,
 }
 
 impl PreparedKey {
@@ -78,6 +85,7 @@ impl PreparedKey {
             // Nothing is kept, but an EC point must still be on its curve (aws-lc-rs checks
             // that when parsing).
             use crate::Algorithm;
+            let mut es512 = None;
             if let jsonwebtoken::DecodingKeyKind::SecretOrDer(point) = key.kind() {
                 let on_curve = (!algorithms.contains(Algorithm::ES256)
                     || p256::PublicKey::from_sec1_bytes(point).is_ok())
@@ -86,8 +94,14 @@ impl PreparedKey {
                 if !on_curve {
                     return Err("the EC public key is not a point on its curve");
                 }
+                if algorithms.contains(Algorithm::ES512) {
+                    es512 = Some(
+                        p521::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                            .map_err(|_| "the EC public key is not a point on its curve")?,
+                    );
+                }
             }
-            Ok(PreparedKey {})
+            Ok(PreparedKey { es512 })
         }
     }
 
@@ -112,7 +126,17 @@ impl PreparedKey {
                 .map(|(_, v)| v.verify(message, signature))
         }
         #[cfg(not(feature = "aws-lc-rs"))]
-        None
+        {
+            if alg != crate::Algorithm::ES512 {
+                return None;
+            }
+            // An ES512 signature is the fixed-size r || s of RFC 7518 §3.4 (66 + 66 bytes).
+            let key = self.es512.as_ref()?;
+            let valid = p521::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| {
+                p521::ecdsa::signature::Verifier::verify(key, message, &sig).is_ok()
+            });
+            Some(valid)
+        }
     }
 }
 
@@ -167,6 +191,7 @@ mod aws {
                     let params: &'static dyn signature::VerificationAlgorithm = match alg {
                         Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
                         Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+                        Algorithm::ES512 => &signature::ECDSA_P521_SHA512_FIXED,
                         Algorithm::EdDSA => &signature::ED25519,
                         _ => return Err("no verification algorithm for this key"),
                     };

@@ -3,7 +3,11 @@
 //!
 //! [`explain`] runs the same checks as [`JwtAuthenticator`], in the same order, and reports
 //! each one: the token's size and shape, its header (`alg`, `kid`, `typ`, `crit`), the issuer,
-//! each checked claim (`aud`, `exp`, `nbf`, `iat`, `sub`), the key lookup and the signature.
+//! each checked claim (`aud`, `exp`, `nbf`, `iat`, `sub`), the key lookup, the signature and
+//! whether the identity can be forwarded exactly. The `typ` step names explicit typing (RFC
+//! 8725 §3.11: without a configured `typ`, only none, `JWT` or `at+jwt`), the `iat` step a
+//! token issued in the future, the `sub` step a missing or empty subject, and the `identity`
+//! step a subject, issuer, tenant, role or scope that no header can carry exactly.
 //! Like the authenticator it stops at the first failure; later steps are reported as not
 //! reached. The verdict is the authenticator's own, so it cannot drift from what a request
 //! would get. Nothing is sent anywhere except key fetches of remote key sources. The report
@@ -78,7 +82,7 @@ pub struct Step {
 
 impl Step {
     /// What was checked: `size`, `header`, `alg`, `crit`, `typ`, `iss`, `aud`, `exp`, `nbf`,
-    /// `iat`, `sub`, `key`, `signature`.
+    /// `iat`, `sub`, `key`, `signature`, `identity`.
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -196,7 +200,7 @@ pub async fn explain<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str) -> E
 }
 
 async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mut Explanation) {
-    const LATER: [&str; 12] = [
+    const LATER: [&str; 13] = [
         "header",
         "iss",
         "alg",
@@ -209,6 +213,7 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
         "sub",
         "key",
         "signature",
+        "identity",
     ];
     let not_reached = |report: &mut Explanation, from: &str| {
         let start = LATER.iter().position(|s| *s == from).unwrap_or(0);
@@ -307,12 +312,32 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
             ),
         ),
         ("crit", header_field(header.as_ref(), "crit")),
-        ("typ", header_field(header.as_ref(), "typ")),
+        (
+            "typ",
+            format!(
+                "{} (accepted: {})",
+                header_field(header.as_ref(), "typ"),
+                validation
+                    .required_type()
+                    .map_or_else(|| "none, JWT or at+jwt".to_owned(), |t| format!("{t:?}"))
+            ),
+        ),
         ("aud", claim_text(claims.get("aud"))),
         ("exp", time_claim(claims.get("exp"))),
         ("nbf", time_claim(claims.get("nbf"))),
         ("iat", time_claim(claims.get("iat"))),
-        ("sub", claim_text(claims.get("sub"))),
+        (
+            "sub",
+            format!(
+                "{} ({})",
+                claim_text(claims.get("sub")),
+                if validation.subject_required() {
+                    "a non-empty subject is required"
+                } else {
+                    "a subject is optional"
+                }
+            ),
+        ),
     ];
     let failed = validation.check_token(&parsed).err();
     let failed_at = failed.as_ref().map(failing_check);
@@ -361,12 +386,22 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
         ),
     );
     match jwt::finish(validation, parsed, &key) {
-        Ok(_) => report.push(
-            "signature",
-            StepStatus::Passed,
-            "verifies with this key".to_owned(),
-        ),
-        Err(error) => report.push("signature", StepStatus::Failed, error.to_string()),
+        Ok(_) => {
+            report.push("signature", StepStatus::Passed, "verifies with this key");
+            report.push(
+                "identity",
+                StepStatus::Passed,
+                "sub, iss, tenant, roles and scopes can be forwarded exactly",
+            );
+        }
+        Err(VerifyError::Identity(error)) => {
+            report.push("signature", StepStatus::Passed, "verifies with this key");
+            report.push("identity", StepStatus::Failed, error.to_string());
+        }
+        Err(error) => {
+            report.push("signature", StepStatus::Failed, error.to_string());
+            report.push("identity", StepStatus::NotReached, "not checked");
+        }
     }
 }
 
@@ -375,13 +410,13 @@ fn failing_check(error: &VerifyError) -> &'static str {
     match error {
         VerifyError::AlgorithmNotAllowed => "alg",
         VerifyError::UnsupportedCritical => "crit",
-        VerifyError::WrongType => "typ",
+        VerifyError::WrongType | VerifyError::NotAccessTokenType => "typ",
         VerifyError::InvalidAudience | VerifyError::InvalidClaim("aud") => "aud",
         VerifyError::Expired
         | VerifyError::InvalidClaim("exp")
         | VerifyError::MissingClaim("exp") => "exp",
         VerifyError::NotYetValid | VerifyError::InvalidClaim("nbf") => "nbf",
-        VerifyError::InvalidClaim("iat") => "iat",
+        VerifyError::IssuedInFuture | VerifyError::InvalidClaim("iat") => "iat",
         _ => "sub",
     }
 }
@@ -484,6 +519,96 @@ fn utc(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each check added for explicit typing, `iat`, the subject and forwardable identities
+    /// is a named step that fails alone, the earlier ones passed.
+    #[tokio::test]
+    async fn the_new_checks_are_named() {
+        use serde_json::{Map, json};
+
+        use crate::keys::{SigningKey, StaticKeys};
+        use crate::{Algorithm, JwtAuthenticator, jwt::Validation};
+
+        let signer = SigningKey::hmac(Algorithm::HS256, &[7; 32]).unwrap();
+        let auth = JwtAuthenticator::new(
+            StaticKeys::new([signer.verifying_key().clone()]),
+            Validation::new("https://idp").audiences(["api"]),
+        )
+        .unwrap();
+        let token = |typ: &str, over: serde_json::Value| {
+            let mut claims = json!({"iss": "https://idp", "aud": "api", "sub": "alice",
+                "iat": 1_700_000_000u64, "exp": 4_102_444_800u64});
+            for (k, v) in over.as_object().unwrap() {
+                if v.is_null() {
+                    claims.as_object_mut().unwrap().remove(k);
+                } else {
+                    claims[k] = v.clone();
+                }
+            }
+            let mut header = Map::new();
+            header.insert("typ".into(), typ.into());
+            signer.sign_with_header(header, &claims).unwrap()
+        };
+        let cases = [
+            ("typ", token("logout+jwt", json!({})), "explicit typing"),
+            (
+                "iat",
+                token("JWT", json!({"iat": 4_000_000_000u64})),
+                "issued in the future",
+            ),
+            (
+                "iat",
+                token("JWT", json!({"iat": "1700000000"})),
+                "invalid iat",
+            ),
+            (
+                "sub",
+                token("JWT", json!({"sub": null})),
+                "missing required claim sub",
+            ),
+            (
+                "sub",
+                token("JWT", json!({"sub": ""})),
+                "missing required claim sub",
+            ),
+            (
+                "identity",
+                token("JWT", json!({"sub": "alice\r\nx: y"})),
+                "cannot be forwarded",
+            ),
+            (
+                "identity",
+                token("JWT", json!({"tenant_id": "a\u{0}"})),
+                "tenant",
+            ),
+        ];
+        for (step, token, says) in cases {
+            let report = explain(&auth, &token).await;
+            assert!(!report.accepted(), "{step}: {report}");
+            let failed: Vec<_> = report
+                .steps()
+                .iter()
+                .filter(|s| s.status() == StepStatus::Failed)
+                .collect();
+            assert_eq!(failed.len(), 1, "{report}");
+            assert_eq!(failed[0].name(), step, "{report}");
+            assert!(failed[0].detail().contains(says), "{report}");
+            if step == "identity" {
+                let signature = report.steps().iter().find(|s| s.name() == "signature");
+                assert_eq!(signature.unwrap().status(), StepStatus::Passed, "{report}");
+            }
+        }
+        let report = explain(&auth, &token("at+jwt", json!({"tenant_id": "acmé"}))).await;
+        assert!(report.accepted(), "{report}");
+        let typ = report.steps().iter().find(|s| s.name() == "typ").unwrap();
+        assert!(typ.detail().contains("none, JWT or at+jwt"), "{report}");
+        let identity = report
+            .steps()
+            .iter()
+            .find(|s| s.name() == "identity")
+            .unwrap();
+        assert_eq!(identity.status(), StepStatus::Passed);
+    }
 
     #[test]
     fn utc_dates() {

@@ -13,14 +13,21 @@
 //! - `jku`, `x5u`, `jwk` and `x5c` headers are never used to find keys: keys come only from
 //!   the configured [`KeySource`](crate::keys::KeySource);
 //! - `typ` is checked when configured (`at+jwt` for RFC 9068 access tokens; the
-//!   `application/` prefix and case are ignored, RFC 7515 §4.1.9);
+//!   `application/` prefix and case are ignored, RFC 7515 §4.1.9); when it is not, explicit
+//!   typing (RFC 8725 §3.11) still applies: only an absent `typ`, `JWT` or `at+jwt` is an
+//!   access token, so a DPoP proof (`dpop+jwt`), a logout token (`logout+jwt`), a security
+//!   event token (`secevent+jwt`) or any other typed JWT signed by the same key is refused;
 //! - `iss` must equal the configured issuer exactly; `aud` (string or array) must contain a
-//!   configured audience; `exp` is required by default, `nbf` honoured, both with leeway;
+//!   configured audience; `exp` is required by default, `nbf` honoured, `iat` must not be in
+//!   the future, all with leeway, and each must be a number;
+//! - `sub` is required (non-empty) unless [`Validation::require_subject`] turns that off, and
+//!   the identity must be forwardable exactly ([`AuthContext::check_forwardable`]): a `sub`
+//!   with control characters, non-ASCII or spaces at either end, or roles, scopes or a tenant
+//!   with control characters, are refused rather than forwarded half-built;
 //! - a token without `kid` that several keys could verify is rejected, not guessed.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,7 +35,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::algorithm::{Algorithm, AlgorithmSet};
-use crate::context::{AuthContext, CredentialKind, map_identity};
+pub use crate::clock::Clock;
+pub use crate::config_error::ConfigError;
+use crate::context::{AuthContext, CredentialKind, IdentityError, map_identity};
 use crate::credential::DEFAULT_MAX_TOKEN_BYTES;
 use crate::keys::{KeyError, VerifyingKey};
 use crate::reject::Rejection;
@@ -55,6 +64,11 @@ pub enum VerifyError {
     /// `typ` is not the configured token type.
     #[error("wrong token type")]
     WrongType,
+    /// No `typ` is configured and the header's `typ` is not one of an access token (absent,
+    /// `JWT`, `at+jwt`): a DPoP proof, a logout token, a security event token... (RFC 8725
+    /// §3.11 explicit typing).
+    #[error("token type is not an access token type (explicit typing)")]
+    NotAccessTokenType,
     /// `iss` is missing or not a trusted issuer.
     #[error("untrusted issuer")]
     UntrustedIssuer,
@@ -67,6 +81,9 @@ pub enum VerifyError {
     /// `nbf` is in the future (beyond leeway).
     #[error("token not yet valid")]
     NotYetValid,
+    /// `iat` is in the future (beyond leeway).
+    #[error("token issued in the future")]
+    IssuedInFuture,
     /// A required claim is missing.
     #[error("missing required claim {0}")]
     MissingClaim(&'static str),
@@ -79,6 +96,10 @@ pub enum VerifyError {
     /// The signature does not verify.
     #[error("invalid signature")]
     BadSignature,
+    /// The verified token's identity cannot be forwarded exactly (see
+    /// [`AuthContext::check_forwardable`]).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 impl VerifyError {
@@ -91,10 +112,12 @@ impl VerifyError {
             VerifyError::AlgorithmNotAllowed => "algorithm not allowed",
             VerifyError::UnsupportedCritical => "unsupported critical header parameter",
             VerifyError::WrongType => "wrong token type",
+            VerifyError::NotAccessTokenType => "token type is not an access token type",
             VerifyError::UntrustedIssuer => "untrusted issuer",
             VerifyError::InvalidAudience => "invalid audience",
             VerifyError::Expired => "token expired",
             VerifyError::NotYetValid => "token not yet valid",
+            VerifyError::IssuedInFuture => "token issued in the future",
             VerifyError::MissingClaim(_) => "missing required claim",
             VerifyError::InvalidClaim(_) => "invalid claim",
             VerifyError::Key(KeyError::AlgorithmMismatch) => "algorithm not allowed for key",
@@ -102,6 +125,7 @@ impl VerifyError {
             VerifyError::Key(KeyError::UnknownIssuer) => "untrusted issuer",
             VerifyError::Key(_) => "no matching key",
             VerifyError::BadSignature => "invalid signature",
+            VerifyError::Identity(error) => error.description(),
         }
     }
 
@@ -114,67 +138,6 @@ impl VerifyError {
             }
             _ => Rejection::invalid_token(self.description()).with_source(self),
         }
-    }
-}
-
-/// A source of the current time, injectable for tests.
-#[derive(Clone)]
-pub struct Clock(Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>);
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Self {
-        Clock(None)
-    }
-
-    /// A clock that asks `now`.
-    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
-        Clock(Some(Arc::new(now)))
-    }
-
-    /// The current time.
-    pub fn now(&self) -> SystemTime {
-        match &self.0 {
-            None => SystemTime::now(),
-            Some(f) => f(),
-        }
-    }
-
-    fn now_unix(&self) -> f64 {
-        self.now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64())
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::system()
-    }
-}
-
-impl fmt::Debug for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Clock(custom)"
-        } else {
-            "Clock(system)"
-        })
-    }
-}
-
-/// Errors in verification configuration, found when the authenticator is built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A configuration value is unusable; the text names it and says what to fix.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(text: impl Into<String>) -> Self {
-        ConfigError::Invalid(text.into())
     }
 }
 
@@ -203,7 +166,7 @@ pub struct Validation {
     leeway: Duration,
     required_typ: Option<String>,
     require_exp: bool,
-    required_claims: Vec<&'static str>,
+    require_subject: bool,
     roles_claim: String,
     tenant_claim: Option<String>,
     understood_crit: Vec<String>,
@@ -218,8 +181,9 @@ impl Validation {
     /// Rules for tokens whose `iss` is exactly `issuer`.
     ///
     /// Defaults: audiences must be set (or [`any_audience`](Self::any_audience) chosen),
-    /// algorithms are those the keys are bound to, leeway 30 s, `exp` required, roles from
-    /// `roles`, tenant from `tenant_id`, no `crit` understood, 16 KiB size limit.
+    /// algorithms are those the keys are bound to, leeway 30 s, `exp` and `sub` required,
+    /// `typ` absent, `JWT` or `at+jwt`, roles from `roles`, tenant from `tenant_id`, no `crit`
+    /// understood, 16 KiB size limit.
     pub fn new(issuer: impl Into<String>) -> Self {
         Validation {
             issuer: issuer.into(),
@@ -229,7 +193,7 @@ impl Validation {
             leeway: DEFAULT_LEEWAY,
             required_typ: None,
             require_exp: true,
-            required_claims: Vec::new(),
+            require_subject: true,
             roles_claim: "roles".to_owned(),
             tenant_claim: Some("tenant_id".to_owned()),
             understood_crit: Vec::new(),
@@ -266,7 +230,8 @@ impl Validation {
         self
     }
 
-    /// Requires the `typ` header to be this media type (e.g. `at+jwt`).
+    /// Requires the `typ` header to be this media type (e.g. `at+jwt`). Without it, explicit
+    /// typing still refuses every `typ` but `JWT` and `at+jwt` (or none).
     pub fn required_typ(mut self, typ: impl Into<String>) -> Self {
         self.required_typ = Some(typ.into());
         self
@@ -279,12 +244,18 @@ impl Validation {
         self
     }
 
-    /// Requires `sub` to be present.
-    pub fn require_sub(mut self) -> Self {
-        if !self.required_claims.contains(&"sub") {
-            self.required_claims.push("sub");
-        }
+    /// Whether a non-empty `sub` is required (default `true`): a token without a subject
+    /// would be forwarded as an authenticated request that names nobody. Turn it off only
+    /// for issuers whose tokens (e.g. client credentials) really have none; their requests
+    /// are then forwarded without the user id header.
+    pub fn require_subject(mut self, require: bool) -> Self {
+        self.require_subject = require;
         self
+    }
+
+    /// Requires a non-empty `sub` (the default); the same as `require_subject(true)`.
+    pub fn require_sub(self) -> Self {
+        self.require_subject(true)
     }
 
     /// The claim holding roles, as a dotted path (`"realm_access.roles"`); a string or an
@@ -339,6 +310,16 @@ impl Validation {
         self.algorithms
     }
 
+    /// The required `typ`, if any.
+    pub fn required_type(&self) -> Option<&str> {
+        self.required_typ.as_deref()
+    }
+
+    /// Whether a non-empty `sub` is required.
+    pub fn subject_required(&self) -> bool {
+        self.require_subject
+    }
+
     /// The size limit.
     pub fn token_limit(&self) -> usize {
         self.max_token_bytes
@@ -352,6 +333,12 @@ impl Validation {
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.issuer.is_empty() {
             return Err(ConfigError::invalid("issuer must not be empty"));
+        }
+        if !crate::context::is_exact_header_text(&self.issuer) {
+            return Err(ConfigError::invalid(format!(
+                "issuer {:?}: an issuer is forwarded in a header and must be visible ASCII",
+                self.issuer
+            )));
         }
         if self.audiences.is_empty() && !self.any_audience {
             return Err(ConfigError::invalid(format!(
@@ -400,13 +387,17 @@ impl Validation {
                 return Err(VerifyError::UnsupportedCritical);
             }
         }
-        if let Some(required) = &self.required_typ {
-            let matches = token
-                .typ
-                .as_deref()
-                .is_some_and(|typ| media_type_eq(typ, required));
-            if !matches {
-                return Err(VerifyError::WrongType);
+        match (&self.required_typ, token.typ.as_deref()) {
+            (Some(required), typ) => {
+                if !typ.is_some_and(|typ| media_type_eq(typ, required)) {
+                    return Err(VerifyError::WrongType);
+                }
+            }
+            (None, None) => {}
+            (None, Some(typ)) => {
+                if !ACCESS_TOKEN_TYPES.iter().any(|t| media_type_eq(typ, t)) {
+                    return Err(VerifyError::NotAccessTokenType);
+                }
             }
         }
         // iss was matched exactly when the issuer was chosen.
@@ -430,15 +421,18 @@ impl Validation {
             }
         }
         if let Some(iat) = token.claims.get("iat") {
-            iat.as_f64().ok_or(VerifyError::InvalidClaim("iat"))?;
+            let iat = iat.as_f64().ok_or(VerifyError::InvalidClaim("iat"))?;
+            if now + leeway < iat {
+                return Err(VerifyError::IssuedInFuture);
+            }
         }
         match token.claims.get("sub") {
-            Some(Value::String(_)) => {}
-            Some(_) => return Err(VerifyError::InvalidClaim("sub")),
-            None if self.required_claims.contains(&"sub") => {
+            Some(Value::String(sub)) if !sub.is_empty() => {}
+            Some(Value::String(_)) | None if self.require_subject => {
                 return Err(VerifyError::MissingClaim("sub"));
             }
-            None => {}
+            Some(Value::String(_)) | None => {}
+            Some(_) => return Err(VerifyError::InvalidClaim("sub")),
         }
         Ok(())
     }
@@ -471,8 +465,13 @@ impl Validation {
         }
     }
 
-    /// Builds the [`AuthContext`] of a verified token.
-    fn context(&self, token: UnverifiedToken<'_>, key: &VerifyingKey) -> AuthContext {
+    /// Builds the [`AuthContext`] of a verified token, refusing an identity that cannot be
+    /// forwarded exactly.
+    fn context(
+        &self,
+        token: UnverifiedToken<'_>,
+        key: &VerifyingKey,
+    ) -> Result<AuthContext, VerifyError> {
         let claims = token.claims;
         let mut builder = map_identity(
             AuthContext::builder(CredentialKind::Jwt).issuer(self.issuer.clone()),
@@ -486,9 +485,15 @@ impl Validation {
         if let Some(kid) = key.kid() {
             builder = builder.key_id(kid);
         }
-        builder.claims(claims).build()
+        let ctx = builder.claims(claims).build();
+        ctx.check_forwardable()?;
+        Ok(ctx)
     }
 }
+
+/// The `typ`s of an access token, accepted when no `typ` is configured (RFC 8725 §3.11):
+/// `JWT` (RFC 7519 §5.1) and `at+jwt` (RFC 9068), compared as media types.
+const ACCESS_TOKEN_TYPES: [&str; 2] = ["JWT", "at+jwt"];
 
 /// Compares media types as RFC 7515 §4.1.9 asks: case-insensitive, `application/` optional.
 fn media_type_eq(a: &str, b: &str) -> bool {
@@ -669,7 +674,7 @@ pub(crate) fn finish(
     if !key.verify_vec(token.alg, token.signing_input.as_bytes(), &token.signature) {
         return Err(VerifyError::BadSignature);
     }
-    Ok(validation.context(token, key))
+    validation.context(token, key)
 }
 
 /// Parses `token` and checks everything but the signature: header rules, issuer (exactly

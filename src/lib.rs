@@ -92,6 +92,8 @@ pub mod audit;
 pub mod authenticate;
 pub mod authorize;
 pub mod body;
+mod clock;
+mod config_error;
 mod context;
 pub mod credential;
 mod crypto;
@@ -100,6 +102,7 @@ pub mod jwt;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+mod outcome;
 pub mod propagate;
 pub mod reject;
 pub mod revocation;
@@ -110,9 +113,11 @@ pub mod axum;
 pub use crate::algorithm::{Algorithm, AlgorithmSet, UnknownAlgorithm};
 pub use crate::authenticate::{AuthMode, AuthenticateLayer, Authenticator, JwtAuthenticator};
 pub use crate::authorize::{AuthorizeLayer, Decision, PolicyEvaluator};
-pub use crate::context::{AuthContext, AuthContextBuilder, ClaimsError, CredentialKind};
+pub use crate::config_error::ConfigError;
+pub use crate::context::{
+    AuthContext, AuthContextBuilder, ClaimsError, CredentialKind, IdentityError,
+};
 pub use crate::crypto::BACKEND as CRYPTO_BACKEND;
-pub use crate::jwt::ConfigError;
 pub use crate::propagate::{ContextPropagationLayer, TrustedContextLayer};
 pub use crate::reject::{Rejection, RejectionKind};
 

@@ -43,7 +43,7 @@
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
-use crate::jwt::ConfigError;
+use crate::config_error::ConfigError;
 use crate::reject::Rejection;
 
 /// Abuse limits with documented defaults; see the [module docs](self).

@@ -20,7 +20,7 @@ use std::time::Duration;
 #[cfg(feature = "metrics")]
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::audit::{Outcome, Stage};
+use crate::outcome::{Outcome, Stage};
 
 /// Name of the decisions counter.
 pub const DECISIONS_TOTAL: &str = "gatekeeper_decisions_total";

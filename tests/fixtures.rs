@@ -30,7 +30,7 @@ use tower_gatekeeper::{
 /// 2025-06-15T14:40:00Z: after the fixtures' `iat`/`nbf` (2023), before their `exp` (2100).
 const NOW: u64 = 1_750_000_000;
 
-const KEYSETS: [&str; 4] = ["jwks", "jwks-noalg", "hmac", "typ"];
+const KEYSETS: [&str; 6] = ["jwks", "jwks-noalg", "hmac", "typ", "es512", "two-issuers"];
 
 fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -41,11 +41,15 @@ struct Fixture {
     token: String,
     expect: String,
     keyset: String,
+    /// Context headers the upstream must receive where they differ from the defaults.
+    forwarded: Vec<(String, String)>,
 }
 
 struct Fixtures {
     asym_issuer: String,
     hmac_issuer: String,
+    /// The second issuer of the `two-issuers` keyset (same audience).
+    b_issuer: String,
     audience: String,
     tokens: Vec<Fixture>,
 }
@@ -57,6 +61,7 @@ fn fixtures() -> Fixtures {
     Fixtures {
         asym_issuer: s(&doc["issuers"]["asym"]),
         hmac_issuer: s(&doc["issuers"]["hmac"]),
+        b_issuer: s(&doc["issuers"]["b"]),
         audience: s(&doc["audience"]),
         tokens: doc["tokens"]
             .as_array()
@@ -67,6 +72,10 @@ fn fixtures() -> Fixtures {
                 token: s(&t["token"]),
                 expect: s(&t["expect"]),
                 keyset: s(&t["keyset"]),
+                forwarded: t["forwarded"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), s(v))).collect())
+                    .unwrap_or_default(),
             })
             .collect(),
     }
@@ -116,9 +125,37 @@ impl Fixtures {
                 StaticKeys::from_jwks_file(keys_dir.join("jwks.json")).unwrap(),
                 asym.required_typ("at+jwt"),
             ),
+            "es512" => (
+                StaticKeys::from_jwks_file(keys_dir.join("jwks-es512.json")).unwrap(),
+                asym,
+            ),
+            "two-issuers" => {
+                let a = JwtAuthenticator::new(
+                    StaticKeys::from_jwks_file(keys_dir.join("jwks.json")).unwrap(),
+                    asym,
+                )
+                .unwrap();
+                return a
+                    .with_issuer(
+                        StaticKeys::from_jwks_file(keys_dir.join("jwks-issuer-b.json")).unwrap(),
+                        Validation::new(&self.b_issuer)
+                            .audiences([&self.audience])
+                            .clock(clock),
+                    )
+                    .unwrap();
+            }
             other => panic!("unknown keyset {other:?} in tokens.json"),
         };
         JwtAuthenticator::new(keys, validation).unwrap()
+    }
+
+    /// The issuer a keyset's tokens name by default.
+    fn default_issuer(&self, keyset: &str) -> &str {
+        if keyset == "hmac" {
+            &self.hmac_issuer
+        } else {
+            &self.asym_issuer
+        }
     }
 }
 
@@ -344,11 +381,41 @@ async fn every_fixture_token_gets_its_expected_outcome() {
             "valid" => {
                 valid += 1;
                 let seen = reply.seen();
-                assert_eq!(seen.all("x-user-id"), ["user-123"], "{name}");
+                let expected = |header: &str, default: &'static str| -> String {
+                    fixture
+                        .forwarded
+                        .iter()
+                        .find(|(h, _)| h == header)
+                        .map_or(default.to_owned(), |(_, v)| v.clone())
+                };
+                // Every identity header the upstream gets is whole: never one left out.
+                assert_eq!(
+                    seen.all("x-user-id"),
+                    [expected("x-user-id", "user-123")],
+                    "{name}"
+                );
+                let issuer = fixture
+                    .forwarded
+                    .iter()
+                    .find(|(h, _)| h == "x-user-issuer")
+                    .map_or(gw.fixtures.default_issuer(&fixture.keyset), |(_, v)| v);
+                assert_eq!(seen.all("x-user-issuer"), [issuer], "{name}");
+                for (header, value) in &fixture.forwarded {
+                    assert_eq!(seen.all(header), [value.as_str()], "{name}: {header}");
+                }
                 assert!(!seen.has("authorization"), "{name}");
                 assert!(!seen.has("x_user_id"), "{name}");
-                assert_eq!(seen.all("x-tenant-id"), ["acme"], "{name}");
-                assert!(!seen.all("x-user-roles").contains(&"admin"), "{name}");
+                assert_eq!(
+                    seen.all("x-tenant-id"),
+                    [expected("x-tenant-id", "acme")],
+                    "{name}"
+                );
+                // The client's spoofed roles never arrive; the token's own roles do.
+                let roles = seen.all("x-user-roles");
+                assert!(roles.len() <= 1, "{name}: {roles:?}");
+                if !fixture.forwarded.iter().any(|(h, _)| h == "x-user-roles") {
+                    assert!(!roles.contains(&"admin"), "{name}");
+                }
                 assert_eq!(seen.all("x-request-id").len(), 1, "{name}");
                 assert_eq!(gw.calls(), before + 1, "{name}");
             }
@@ -361,7 +428,7 @@ async fn every_fixture_token_gets_its_expected_outcome() {
         }
     }
     // The README's count: a fixture file that silently lost cases must not pass.
-    assert_eq!((valid, invalid), (20, 59));
+    assert_eq!((valid, invalid), (28, 83));
 }
 
 #[tokio::test]
@@ -764,4 +831,92 @@ async fn the_rejection_is_in_the_response_extensions() {
 
     // Nothing rejected ever reached the inner service.
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// Two issuers, one audience: issuer B's `alice` (role admin) is another person than issuer
+/// A's `alice`. The upstream tells them apart by `x-user-issuer`, and routes meant for issuer
+/// A's users (`issuers = [A]`, owner rule included) refuse issuer B's `alice`.
+#[tokio::test]
+async fn two_issuers_are_kept_apart() {
+    use tower_gatekeeper::authorize::{RouteConfig, RouteTable};
+    let fixtures = fixtures();
+    let (a, b) = (fixtures.asym_issuer.clone(), fixtures.b_issuer.clone());
+
+    // A table serving two issuers refuses an owner rule that does not name its one issuer.
+    for rule in [
+        serde_json::json!({ "path": "/users/{user_id}", "owner_param": "user_id" }),
+        serde_json::json!({ "path": "/t/{tenant}", "tenant_param": "tenant", "issuers": [a, b] }),
+    ] {
+        let routes: Vec<RouteConfig> = serde_json::from_value(serde_json::json!([rule])).unwrap();
+        let err = RouteTable::from_config_for_issuers(&routes, [&a, &b]).unwrap_err();
+        assert!(err.to_string().contains("issuers"), "{err}");
+    }
+    let typo: Vec<RouteConfig> = serde_json::from_value(
+        serde_json::json!([{ "path": "/x", "issuers": ["https://idp.example.test/"] }]),
+    )
+    .unwrap();
+    let err = RouteTable::from_config_for_issuers(&typo, [&a, &b]).unwrap_err();
+    assert!(err.to_string().contains("not a configured issuer"), "{err}");
+
+    let routes: Vec<RouteConfig> = serde_json::from_value(serde_json::json!([
+        { "path": "/users/{user_id}", "owner_param": "user_id", "bypass_roles": ["admin"],
+          "issuers": [a] },
+        { "path": "/admin/{*rest}", "roles_any": ["admin"], "issuers": [a] },
+        { "path": "/any/{*rest}" },
+    ]))
+    .unwrap();
+    let table = RouteTable::from_config_for_issuers(&routes, [&a, &b]).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = protected(
+        "/{*path}",
+        AuthenticateLayer::new(fixtures.authenticator("two-issuers")),
+        table,
+        &calls,
+    );
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let send = |token: &str, path: &str| {
+        client
+            .get(format!("http://{addr}{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-user-issuer", "spoofed")
+            .header("x_user_issuer", "spoofed")
+            .send()
+    };
+    let alice_a = fixtures.token("issuer_a_alice_valid");
+    let alice_b = fixtures.token("issuer_b_alice_admin_valid");
+
+    let reply = send(alice_a, "/users/alice").await.unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    let seen = Seen::parse(&reply.text().await.unwrap());
+    assert_eq!(seen.all("x-user-id"), ["alice"]);
+    assert_eq!(seen.all("x-user-issuer"), [a.as_str()]);
+    assert!(!seen.has("x_user_issuer"));
+
+    let reply = send(alice_b, "/any/thing").await.unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    let seen = Seen::parse(&reply.text().await.unwrap());
+    assert_eq!(seen.all("x-user-id"), ["alice"]);
+    assert_eq!(seen.all("x-user-issuer"), [b.as_str()]);
+    assert_eq!(seen.all("x-user-roles"), ["admin"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    for (who, token, path) in [
+        ("B's alice on A's alice", alice_b, "/users/alice"),
+        ("B's admin on A's admin route", alice_b, "/admin/users"),
+        ("A's clerk on the admin route", alice_a, "/admin/users"),
+        ("A's alice on bob", alice_a, "/users/bob"),
+    ] {
+        let reply = send(token, path).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::FORBIDDEN, "{who}");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "a denied request reached the upstream"
+    );
 }

@@ -105,6 +105,19 @@ async fn answer(idp: Arc<Idp>, req: Request<Incoming>) -> Response<Full<Bytes>> 
             idp.gate.notified().await;
             json!({"active": true, "sub": "gated", "aud": "api://orders", "exp": far})
         }
+        "no-sub" | "empty-sub" | "crlf-sub" | "nul-tenant" => {
+            let mut body = json!({"active": true, "sub": "u", "iss": "https://idp.example.test",
+                "aud": "api://orders", "exp": far, "tenant_id": "acme"});
+            match token.as_str() {
+                "no-sub" => {
+                    body.as_object_mut().unwrap().remove("sub");
+                }
+                "empty-sub" => body["sub"] = json!(""),
+                "crlf-sub" => body["sub"] = json!("u\r\nx-user-roles: admin"),
+                _ => body["tenant_id"] = json!("acme\u{0}"),
+            }
+            body
+        }
         "short" => {
             let exp = *idp.short_exp.get_or_init(|| now() + 1);
             json!({"active": true, "sub": "u", "aud": "api://orders", "exp": exp})
@@ -179,6 +192,34 @@ async fn inactive_expired_and_foreign_are_401_and_negative_results_are_cached() 
         auth.verify(token).await.unwrap_err();
         assert_eq!(idp.count(token), 1, "{token}: negative result cached");
     }
+}
+
+/// An answer naming no subject, or an identity no header can carry exactly, is 401: never an
+/// authenticated caller forwarded half-built. Without a configured issuer, the context's
+/// issuer is the endpoint (the authenticator's name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_without_a_forwardable_subject_are_401() {
+    let (addr, _idp) = start_idp().await;
+    let auth = IntrospectionAuthenticator::new(config(addr)).unwrap();
+    for token in ["no-sub", "empty-sub", "crlf-sub", "nul-tenant"] {
+        let rejection = auth.verify(token).await.unwrap_err();
+        assert_eq!(rejection.kind(), RejectionKind::InvalidToken, "{token}");
+    }
+    let optional = IntrospectionAuthenticator::new(config(addr).require_subject(false)).unwrap();
+    for token in ["no-sub", "empty-sub"] {
+        let ctx = optional.verify(token).await.unwrap();
+        assert_eq!(ctx.subject(), None, "{token}");
+        assert_eq!(ctx.issuer(), Some("https://idp.example.test"));
+    }
+    assert!(optional.verify("crlf-sub").await.is_err());
+
+    let endpoint = format!("http://{addr}/introspect");
+    let unnamed = IntrospectionAuthenticator::new(
+        IntrospectionConfig::new(endpoint.clone(), ClientAuth::None).audiences(["api://orders"]),
+    )
+    .unwrap();
+    let ctx = unnamed.verify("opaque-2").await.unwrap();
+    assert_eq!(ctx.issuer(), Some(endpoint.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

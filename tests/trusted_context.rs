@@ -241,3 +241,67 @@ async fn plain_headers_mode_trusts_the_network() {
     let (status, _) = get(addr, "/whoami", &[("x-user-id", "a"), ("x-user-id", "b")]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// Plain headers carry the tenant, roles and scopes percent-encoded and the issuer in
+/// `x-user-issuer`; the downstream side decodes them back to the gateway's values, and
+/// refuses a malformed encoding.
+#[tokio::test]
+async fn plain_headers_round_trip_exactly() {
+    let gateway_ctx = AuthContext::builder(CredentialKind::Jwt)
+        .subject("user-1")
+        .issuer("https://idp-b.example.test")
+        .roles(["a,b", "clerk", "100%"])
+        .scopes(["orders:read", "wr\u{ee}te"])
+        .tenant("acmé, inc")
+        .build();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let gateway = ServiceBuilder::new()
+        .layer(ContextPropagationLayer::new())
+        .service_fn(move |req: http::Request<()>| {
+            tx.send(req.headers().clone()).unwrap();
+            async { Ok::<_, Infallible>(http::Response::new(())) }
+        });
+    let mut request = http::Request::new(());
+    request.extensions_mut().insert(gateway_ctx.clone());
+    gateway.oneshot(request).await.unwrap();
+    let headers = rx.recv().unwrap();
+    assert_eq!(headers["x-tenant-id"], "acm%C3%A9,%20inc");
+    assert_eq!(headers["x-user-roles"], "a%2Cb,clerk,100%25");
+    assert_eq!(headers["x-user-issuer"], "https://idp-b.example.test");
+
+    let rebuild = |headers: http::HeaderMap| async move {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let service = ServiceBuilder::new()
+            .layer(TrustedContextLayer::plain_headers())
+            .service_fn(move |req: http::Request<()>| {
+                tx.send(req.extensions().get::<AuthContext>().cloned())
+                    .unwrap();
+                async { Ok::<_, Infallible>(http::Response::new(())) }
+            });
+        let mut request = http::Request::new(());
+        *request.headers_mut() = headers;
+        let status = service.oneshot(request).await.unwrap().status();
+        (status, rx.try_recv().ok().flatten())
+    };
+    let (status, ctx) = rebuild(headers).await;
+    assert_eq!(status, StatusCode::OK);
+    let ctx = ctx.expect("context rebuilt");
+    assert_eq!(ctx.subject(), gateway_ctx.subject());
+    assert_eq!(ctx.issuer(), gateway_ctx.issuer());
+    assert_eq!(ctx.roles(), gateway_ctx.roles());
+    assert_eq!(ctx.scopes(), gateway_ctx.scopes());
+    assert_eq!(ctx.tenant(), gateway_ctx.tenant());
+
+    for (name, value) in [
+        ("x-tenant-id", "100%"),
+        ("x-user-roles", "a,%zz"),
+        ("x-user-scopes", "%C3"),
+    ] {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-user-id", "user-1".parse().unwrap());
+        headers.insert(name, value.parse().unwrap());
+        let (status, ctx) = rebuild(headers).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {value}");
+        assert!(ctx.is_none());
+    }
+}

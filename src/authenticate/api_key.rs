@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{Authenticator, Started};
+use crate::config_error::ConfigError;
 use crate::context::{AuthContext, CredentialKind};
 use crate::credential::RequestHead;
-use crate::jwt::ConfigError;
 use crate::reject::Rejection;
 
 /// The longest API key accepted (longer values are rejected before hashing).
@@ -168,9 +168,10 @@ impl ApiKeyEntry {
         self
     }
 
-    fn context(&self) -> AuthContext {
+    fn context(&self, issuer: &str) -> AuthContext {
         let mut builder = AuthContext::builder(CredentialKind::ApiKey)
             .subject(self.subject.clone())
+            .issuer(issuer)
             .roles(self.roles.clone())
             .scopes(self.scopes.clone())
             .claim("sub", self.subject.clone())
@@ -223,20 +224,35 @@ pub struct ApiKeyAuthenticator {
     table: Arc<RwLock<Arc<KeyTable>>>,
 }
 
-#[derive(Default)]
 struct KeyTable {
     by_index: HashMap<u64, Vec<(ApiKeyHash, AuthContext)>>,
     len: usize,
+    /// The issuer of every context: the authenticator's name.
+    issuer: String,
 }
 
 impl KeyTable {
-    fn build(entries: impl IntoIterator<Item = ApiKeyEntry>) -> Result<Self, ConfigError> {
-        let mut table = KeyTable::default();
+    fn build(
+        entries: impl IntoIterator<Item = ApiKeyEntry>,
+        issuer: &str,
+    ) -> Result<Self, ConfigError> {
+        let mut table = KeyTable {
+            by_index: HashMap::new(),
+            len: 0,
+            issuer: issuer.to_owned(),
+        };
         for entry in entries {
             if entry.subject.is_empty() {
                 return Err(ConfigError::invalid(
                     "an API key entry needs a non-empty id",
                 ));
+            }
+            let ctx = entry.context(issuer);
+            if let Err(error) = ctx.check_forwardable() {
+                return Err(ConfigError::invalid(format!(
+                    "API key {:?}: {error}",
+                    entry.hash
+                )));
             }
             let bucket = table.by_index.entry(entry.hash.index()).or_default();
             if bucket.iter().any(|(h, _)| *h == entry.hash) {
@@ -245,7 +261,7 @@ impl KeyTable {
                     entry.hash, entry.subject
                 )));
             }
-            bucket.push((entry.hash, entry.context()));
+            bucket.push((entry.hash, ctx));
             table.len += 1;
         }
         Ok(table)
@@ -267,6 +283,9 @@ impl ApiKeyAuthenticator {
     /// The default header, `x-api-key`.
     pub const DEFAULT_HEADER: &'static str = "x-api-key";
 
+    /// The default name of the authenticator, the issuer of its contexts: `api-key`.
+    pub const DEFAULT_ISSUER: &'static str = "api-key";
+
     /// An authenticator for `entries`, reading the `x-api-key` header.
     ///
     /// # Errors
@@ -275,8 +294,58 @@ impl ApiKeyAuthenticator {
     pub fn new(entries: impl IntoIterator<Item = ApiKeyEntry>) -> Result<Self, ConfigError> {
         Ok(ApiKeyAuthenticator {
             header: HeaderName::from_static(Self::DEFAULT_HEADER),
-            table: Arc::new(RwLock::new(Arc::new(KeyTable::build(entries)?))),
+            table: Arc::new(RwLock::new(Arc::new(KeyTable::build(
+                entries,
+                Self::DEFAULT_ISSUER,
+            )?))),
         })
+    }
+
+    /// Names this authenticator: the issuer of its contexts ([`AuthContext::issuer`]),
+    /// forwarded as `x-user-issuer` and matched by a route's `issuers` (default `api-key`).
+    ///
+    /// ```
+    /// use tower_gatekeeper::authenticate::{ApiKeyAuthenticator, ApiKeyEntry, ApiKeyHash};
+    ///
+    /// let auth = ApiKeyAuthenticator::new([ApiKeyEntry::new(ApiKeyHash::of("k"), "ci-bot")])
+    ///     .unwrap()
+    ///     .with_issuer("ci-keys")
+    ///     .unwrap();
+    /// assert_eq!(auth.verify("k").unwrap().issuer(), Some("ci-keys"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when `name` is empty or not visible ASCII (it is forwarded in a
+    /// header).
+    pub fn with_issuer(mut self, name: &str) -> Result<Self, ConfigError> {
+        if !crate::context::is_exact_header_text(name) {
+            return Err(ConfigError::invalid(format!(
+                "API key authenticator name {name:?} must be non-empty visible ASCII"
+            )));
+        }
+        let renamed = {
+            let current = Arc::clone(&self.table.read().unwrap_or_else(|e| e.into_inner()));
+            let by_index = current
+                .by_index
+                .iter()
+                .map(|(index, bucket)| {
+                    let bucket = bucket
+                        .iter()
+                        .map(|(hash, ctx)| (*hash, ctx.with_issuer(name)))
+                        .collect();
+                    (*index, bucket)
+                })
+                .collect();
+            KeyTable {
+                by_index,
+                len: current.len,
+                issuer: name.to_owned(),
+            }
+        };
+        // A table of its own: clones made before keep their name.
+        self.table = Arc::new(RwLock::new(Arc::new(renamed)));
+        Ok(self)
     }
 
     /// Reads the key from `header` instead.
@@ -315,7 +384,13 @@ impl ApiKeyAuthenticator {
         &self,
         entries: impl IntoIterator<Item = ApiKeyEntry>,
     ) -> Result<(), ConfigError> {
-        let table = Arc::new(KeyTable::build(entries)?);
+        let issuer = self
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .issuer
+            .clone();
+        let table = Arc::new(KeyTable::build(entries, &issuer)?);
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
         Ok(())
     }
@@ -406,6 +481,44 @@ mod tests {
             ApiKeyEntry::new(ApiKeyHash::of("key-two"), "two"),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn contexts_name_the_authenticator_as_issuer() {
+        let auth = auth();
+        assert_eq!(
+            auth.verify("key-one").unwrap().issuer(),
+            Some(ApiKeyAuthenticator::DEFAULT_ISSUER)
+        );
+        let named = auth.clone().with_issuer("ci-keys").unwrap();
+        assert_eq!(named.verify("key-two").unwrap().issuer(), Some("ci-keys"));
+        assert_eq!(auth.verify("key-two").unwrap().issuer(), Some("api-key"));
+        // Rotation keeps the name.
+        named
+            .replace([ApiKeyEntry::new(ApiKeyHash::of("key-new"), "new")])
+            .unwrap();
+        assert_eq!(named.verify("key-new").unwrap().issuer(), Some("ci-keys"));
+        for bad in ["", " ci", "ci\n", "clé"] {
+            assert!(auth.clone().with_issuer(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn identities_that_cannot_be_forwarded_are_configuration_errors() {
+        for entry in [
+            ApiKeyEntry::new(ApiKeyHash::of("k"), "bot\r\nx-admin: 1"),
+            ApiKeyEntry::new(ApiKeyHash::of("k"), "bøt"),
+            ApiKeyEntry::new(ApiKeyHash::of("k"), "bot").roles(["a\u{0}"]),
+            ApiKeyEntry::new(ApiKeyHash::of("k"), "bot").tenant("t\n"),
+        ] {
+            let err = ApiKeyAuthenticator::new([entry]).unwrap_err();
+            assert!(err.to_string().contains("forwarded exactly"), "{err}");
+        }
+        // Non-ASCII tenants are forwarded percent-encoded.
+        assert!(
+            ApiKeyAuthenticator::new([ApiKeyEntry::new(ApiKeyHash::of("k"), "bot").tenant("acmé")])
+                .is_ok()
+        );
     }
 
     fn run(auth: &ApiKeyAuthenticator, values: &[&str]) -> Result<AuthContext, RejectionKind> {

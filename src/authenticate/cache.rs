@@ -141,9 +141,10 @@ use serde_json::Value;
 use siphasher::sip128::SipHasher13;
 
 use super::{Authenticator, Started};
+use crate::clock::Clock;
+use crate::config_error::ConfigError;
 use crate::context::AuthContext;
 use crate::credential::{DEFAULT_MAX_TOKEN_BYTES, RequestHead, bearer_token};
-use crate::jwt::{Clock, ConfigError};
 use crate::reject::Rejection;
 
 /// The default [`CacheConfig::max_entries`].

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::{Authenticator, Started};
+use crate::config_error::ConfigError;
 use crate::context::{AuthContext, CredentialKind, map_identity};
 use crate::credential::{DEFAULT_MAX_TOKEN_BYTES, RequestHead, bearer_token};
-use crate::jwt::ConfigError;
 use crate::reject::Rejection;
 
 /// The largest introspection response read (64 KiB); also the largest shared cache entry
@@ -83,6 +83,7 @@ pub struct IntrospectionConfig {
     audiences: Vec<String>,
     roles_claim: String,
     tenant_claim: Option<String>,
+    require_subject: bool,
     timeout: Duration,
     cache_ttl: Duration,
     negative_ttl: Duration,
@@ -100,6 +101,7 @@ impl IntrospectionConfig {
             audiences: Vec::new(),
             roles_claim: "roles".into(),
             tenant_claim: None,
+            require_subject: true,
             timeout: Duration::from_secs(2),
             cache_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
@@ -108,8 +110,8 @@ impl IntrospectionConfig {
         }
     }
 
-    /// Requires the response's `iss`, when present, to be `issuer`; sets the context's
-    /// issuer when the response has none.
+    /// Requires the response's `iss`, when present, to be `issuer`. The context's issuer
+    /// (forwarded as `x-user-issuer`) is this name, or the endpoint URL when none is set.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self
@@ -135,6 +137,14 @@ impl IntrospectionConfig {
     /// The member holding the tenant (dotted paths allowed).
     pub fn tenant_claim(mut self, claim: impl Into<String>) -> Self {
         self.tenant_claim = Some(claim.into());
+        self
+    }
+
+    /// Whether an active answer must name a non-empty `sub` (default `true`): without one the
+    /// caller would be forwarded as an authenticated request that names nobody. Turn it off
+    /// only for endpoints whose tokens (e.g. client credentials) really have none.
+    pub fn require_subject(mut self, require: bool) -> Self {
+        self.require_subject = require;
         self
     }
 
@@ -394,6 +404,13 @@ impl IntrospectionAuthenticator {
             return Err(ConfigError::invalid(
                 "the introspection endpoint must be an http:// or https:// URL",
             ));
+        }
+        if let Some(issuer) = &config.issuer
+            && !crate::context::is_exact_header_text(issuer)
+        {
+            return Err(ConfigError::invalid(format!(
+                "introspection issuer {issuer:?}: an issuer is forwarded in a header and must be visible ASCII"
+            )));
         }
         if config.timeout.is_zero() {
             return Err(ConfigError::invalid(
@@ -755,11 +772,16 @@ impl Inner {
             &self.config.roles_claim,
             self.config.tenant_claim.as_deref(),
         );
-        if let Some(iss) = issuer.or(self.config.issuer.as_deref()) {
-            builder = builder.issuer(iss);
-        }
+        // The authenticator's name: an answer's `iss` other than the configured one is
+        // refused above, and without a configured issuer the endpoint vouches for the caller.
+        let name = self.config.issuer.as_ref().unwrap_or(&self.config.endpoint);
+        builder = builder.issuer(name.clone());
         if let Some(exp) = exp {
             builder = builder.expires_at_unix(exp);
+        }
+        let has_subject = matches!(response.get("sub"), Some(Value::String(s)) if !s.is_empty());
+        if self.config.require_subject && !has_subject {
+            return negative("the access token has no subject");
         }
         let ttl = match exp {
             Some(exp) => self
@@ -768,7 +790,11 @@ impl Inner {
                 .min(Duration::from_secs_f64((exp - now).max(0.0))),
             None => self.config.cache_ttl,
         };
-        (Ok(builder.claims(response).build()), ttl)
+        let ctx = builder.claims(response).build();
+        if ctx.check_forwardable().is_err() {
+            return negative("identity cannot be forwarded exactly");
+        }
+        (Ok(ctx), ttl)
     }
 }
 

@@ -15,7 +15,7 @@ use tracing::info;
 use super::introspect::{
     MAX_RESPONSE_BYTES, SharedCacheError, SharedCacheFuture, SharedEntry, SharedIntrospectionCache,
 };
-use crate::jwt::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Introspection results shared by the replicas of a gateway through Redis (features
 /// `introspection` and `redis`): the second level behind each

@@ -8,9 +8,10 @@ use pin_project_lite::pin_project;
 
 use super::Authenticator;
 use crate::algorithm::{Algorithm, AlgorithmSet};
+use crate::config_error::ConfigError;
 use crate::context::AuthContext;
 use crate::credential::{RequestHead, bearer_token};
-use crate::jwt::{self, ConfigError, PendingToken, Validation, VerifyError};
+use crate::jwt::{self, PendingToken, Validation, VerifyError};
 use crate::keys::{KeyQuery, KeySource};
 use crate::reject::Rejection;
 

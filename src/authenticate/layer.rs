@@ -4,7 +4,7 @@ use tower_layer::Layer;
 
 use super::Authenticate;
 use crate::audit::{DecisionHook, HookSlot};
-use crate::jwt::ConfigError;
+use crate::config_error::ConfigError;
 use crate::limits::Limits;
 use crate::reject::DefaultRejection;
 

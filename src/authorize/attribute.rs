@@ -12,58 +12,14 @@ use http::HeaderName;
 use serde_json::Value;
 
 use super::{Decision, PolicyEvaluator};
+use crate::clock::Clock;
 use crate::context::AuthContext;
 use crate::credential::RequestHead;
-use crate::jwt::Clock;
 
 /// The address of the client that opened the connection. Hosts insert it into the request
 /// extensions (the gateway example does); [`client_ip`] rules and the Rego input read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientAddr(pub SocketAddr);
-
-/// Path parameters captured by routing, as a request extension.
-///
-/// A [`RouteTable`](super::RouteTable) hands the parameters of its own match to the policies
-/// it runs; hosts that route before authorization (axum, the gateway example) insert a
-/// `PathParams` so that [`path_param`] rules can read them. Values are kept as they appear
-/// in the path; rules compare them percent-decoded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PathParams(Vec<(String, String)>);
-
-impl PathParams {
-    /// No parameters.
-    pub fn new() -> Self {
-        PathParams::default()
-    }
-
-    /// Adds a parameter.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push((name.into(), value.into()));
-    }
-
-    /// A parameter by name.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every parameter, in pattern order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
-    }
-}
-
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for PathParams {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        PathParams(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
-    }
-}
 
 /// An attribute of the caller, the request or the environment, compared by an
 /// [`AttributeRule`]. Built by [`claim`], [`subject`], [`tenant`], [`issuer`], [`method`],
@@ -591,6 +547,7 @@ mod tests {
 
     use super::*;
     use crate::context::CredentialKind;
+    use crate::credential::PathParams;
 
     fn request() -> http::Request<()> {
         let mut req = http::Request::builder()

@@ -178,3 +178,69 @@ impl PolicyEvaluator for AllowAll {
         Some(Decision::Allow)
     }
 }
+
+/// Allows callers vouched for by one of `issuers` ([`AuthContext::issuer`]: a token's `iss`,
+/// or the name of the API-key or introspection authenticator); the rule key `issuers` of
+/// [`RuleConfig`](super::RuleConfig). An empty list allows nobody.
+///
+/// With several issuers behind one gateway, `alice` of one issuer is not `alice` of another:
+/// a route comparing the subject or tenant with a path parameter should also name the one
+/// issuer whose subjects it means.
+///
+/// ```
+/// use tower_gatekeeper::{AuthContext, CredentialKind};
+/// use tower_gatekeeper::authorize::issuers_any;
+///
+/// let policy = issuers_any(["https://idp-a.example.test"]);
+/// let a = AuthContext::builder(CredentialKind::Jwt)
+///     .subject("alice").issuer("https://idp-a.example.test").build();
+/// let b = AuthContext::builder(CredentialKind::Jwt)
+///     .subject("alice").issuer("https://idp-b.example.test").build();
+/// assert!(policy.decide(Some(&a)).is_allow());
+/// assert!(!policy.decide(Some(&b)).is_allow());
+/// ```
+pub fn issuers_any<I, S>(issuers: I) -> RequireIssuer
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    RequireIssuer {
+        issuers: issuers.into_iter().map(Into::into).collect(),
+    }
+}
+
+/// Requires the caller's issuer to be one of a list; built by [`issuers_any`].
+#[derive(Debug, Clone)]
+pub struct RequireIssuer {
+    issuers: Arc<[String]>,
+}
+
+impl RequireIssuer {
+    /// The decision for `ctx`, synchronously.
+    pub fn decide(&self, ctx: Option<&AuthContext>) -> Decision {
+        let Some(ctx) = ctx else {
+            return Decision::deny("authentication required");
+        };
+        match ctx.issuer() {
+            Some(iss) if self.issuers.iter().any(|i| i == iss) => Decision::Allow,
+            _ => Decision::deny("the caller's issuer is not accepted on this route"),
+        }
+    }
+
+    /// The accepted issuers.
+    pub fn issuers(&self) -> &[String] {
+        &self.issuers
+    }
+}
+
+impl PolicyEvaluator for RequireIssuer {
+    type Future = Ready<Decision>;
+
+    fn evaluate(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Self::Future {
+        ready(self.decide(ctx))
+    }
+
+    fn decide_now(&self, ctx: Option<&AuthContext>, _req: &RequestHead<'_>) -> Option<Decision> {
+        Some(self.decide(ctx))
+    }
+}

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{
     Authenticated, BoxPolicy, PolicyEvaluator, RouteTable, RouteTableError, all_of, any_of, claim,
-    path_param, roles_all, roles_any, scopes_all, scopes_any, subject, tenant,
+    issuers_any, path_param, roles_all, roles_any, scopes_all, scopes_any, subject, tenant,
 };
 
 /// The rule keys of a route, as written in configuration. Every key given must hold (they
@@ -17,6 +17,7 @@ use super::{
 ///
 /// | key | meaning |
 /// |---|---|
+/// | `issuers` | the caller's issuer (a token's `iss`, or an API-key or introspection authenticator's name) is one of these |
 /// | `roles_any` | the caller has at least one of these roles |
 /// | `roles_all` | the caller has every one of these roles |
 /// | `scopes_any` | the caller has at least one of these scopes (403 names them all) |
@@ -28,9 +29,18 @@ use super::{
 /// | `rego` | `{ policy = "file.rego", data = "data.json", rule = "data.pkg.allow" }` (feature `rego`; `data` and `rule` optional) |
 ///
 /// Unknown keys are errors. Construct it in code with `..Default::default()`.
+///
+/// **Several issuers.** `owner_param` and `tenant_param` compare a path parameter with the
+/// caller's `sub` or tenant, and `alice` of one issuer is not `alice` of another. The
+/// `issuers` rule holds for the whole route, `bypass_roles` included. A table built with
+/// [`RouteTable::from_config_for_issuers`] for more than one issuer refuses a route with
+/// `owner_param` or `tenant_param` unless its `issuers` names exactly one issuer, so the
+/// comparison is between issuer-qualified identities.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
+    /// The caller's issuer is one of these.
+    pub issuers: Option<Vec<String>>,
     /// At least one of these roles.
     pub roles_any: Option<Vec<String>>,
     /// Every one of these roles.
@@ -100,6 +110,20 @@ pub enum PolicyConfigError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// `owner_param` or `tenant_param` on a table built for several issuers, without an
+    /// `issuers` key naming exactly one.
+    #[error(
+        "`{key}` compares the caller's identity with a path parameter, and {issuers} issuers are configured: add `issuers = [\"...\"]` naming the one issuer whose identities this route means"
+    )]
+    IdentityNeedsIssuer {
+        /// `owner_param` or `tenant_param`.
+        key: &'static str,
+        /// How many issuers the table was built for.
+        issuers: usize,
+    },
+    /// An `issuers` value names no configured issuer.
+    #[error("`issuers`: {0:?} is not a configured issuer (a token `iss` or an authenticator name)")]
+    UnknownIssuer(String),
     /// `bypass_roles` without `owner_param` or `tenant_param`.
     #[error("`bypass_roles` needs `owner_param` or `tenant_param`")]
     BypassWithoutParam,
@@ -147,6 +171,7 @@ impl RuleConfig {
                 keys.push(key);
             }
         };
+        add("issuers", self.issuers.is_some());
         add("roles_any", self.roles_any.is_some());
         add("roles_all", self.roles_all.is_some());
         add("scopes_any", self.scopes_any.is_some());
@@ -176,6 +201,9 @@ impl RuleConfig {
             };
         const NOBODY: &str = "it would allow nobody; list values or remove the key";
         const REMOVE: &str = "list values or remove the key";
+        if let Some(v) = list("issuers", NOBODY, &self.issuers)? {
+            rules.push(issuers_any(v).boxed());
+        }
         if let Some(v) = list("roles_any", NOBODY, &self.roles_any)? {
             rules.push(roles_any(v).boxed());
         }
@@ -220,6 +248,40 @@ impl RuleConfig {
             1 => rules.pop().expect("one"),
             _ => all_of(rules).boxed(),
         })
+    }
+}
+
+impl RuleConfig {
+    /// Checks the rules against the issuers the deployment configures (every JWT issuer's
+    /// `iss` and every API-key or introspection authenticator's name): `issuers` values must
+    /// be among them, and with more than one, `owner_param` and `tenant_param` need an
+    /// `issuers` naming exactly one.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyConfigError::UnknownIssuer`] or [`PolicyConfigError::IdentityNeedsIssuer`].
+    pub fn check_issuers(&self, known: &[String]) -> Result<(), PolicyConfigError> {
+        if !known.is_empty() {
+            for issuer in self.issuers.iter().flatten() {
+                if !known.contains(issuer) {
+                    return Err(PolicyConfigError::UnknownIssuer(issuer.clone()));
+                }
+            }
+        }
+        if known.len() > 1 && self.issuers.as_ref().is_none_or(|list| list.len() != 1) {
+            for (key, set) in [
+                ("owner_param", self.owner_param.is_some()),
+                ("tenant_param", self.tenant_param.is_some()),
+            ] {
+                if set {
+                    return Err(PolicyConfigError::IdentityNeedsIssuer {
+                        key,
+                        issuers: known.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -357,6 +419,51 @@ impl RouteTable<BoxPolicy> {
     ///
     /// [`PolicyConfigError`] naming the route and the key, or the conflicting routes.
     pub fn from_config(routes: &[RouteConfig]) -> Result<Self, PolicyConfigError> {
+        Self::from_config_for_issuers(routes, std::iter::empty::<&str>())
+    }
+
+    /// Builds a table from configuration for a deployment that trusts `issuers` (every JWT
+    /// issuer's `iss` and every API-key or introspection authenticator's name, as
+    /// [`AuthContext::issuer`](crate::AuthContext::issuer) reports them); see
+    /// [`RuleConfig::check_issuers`]. With more than one issuer, a route with `owner_param`
+    /// or `tenant_param` must name its one issuer in `issuers`:
+    ///
+    /// ```
+    /// use tower_gatekeeper::authorize::{RouteConfig, RouteTable};
+    ///
+    /// let issuers = ["https://idp-a.example.test", "https://idp-b.example.test"];
+    /// let ambiguous: Vec<RouteConfig> = serde_json::from_value(serde_json::json!([
+    ///     { "path": "/users/{user_id}", "owner_param": "user_id" },
+    /// ])).unwrap();
+    /// let err = RouteTable::from_config_for_issuers(&ambiguous, issuers).unwrap_err();
+    /// assert!(err.to_string().contains("issuers"));
+    ///
+    /// let qualified: Vec<RouteConfig> = serde_json::from_value(serde_json::json!([
+    ///     { "path": "/users/{user_id}", "owner_param": "user_id",
+    ///       "issuers": ["https://idp-a.example.test"] },
+    /// ])).unwrap();
+    /// assert!(RouteTable::from_config_for_issuers(&qualified, issuers).is_ok());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`from_config`](Self::from_config), and [`PolicyConfigError::UnknownIssuer`] or
+    /// [`PolicyConfigError::IdentityNeedsIssuer`] in a route.
+    pub fn from_config_for_issuers<I, S>(
+        routes: &[RouteConfig],
+        issuers: I,
+    ) -> Result<Self, PolicyConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut known: Vec<String> = Vec::new();
+        for issuer in issuers {
+            let issuer = issuer.as_ref();
+            if !known.iter().any(|k| k == issuer) {
+                known.push(issuer.to_owned());
+            }
+        }
         let mut builder = RouteTable::builder();
         for (index, route) in routes.iter().enumerate() {
             let in_route = |source| PolicyConfigError::Route {
@@ -364,6 +471,7 @@ impl RouteTable<BoxPolicy> {
                 path: route.path.clone(),
                 source: Box::new(source),
             };
+            route.rules.check_issuers(&known).map_err(in_route)?;
             let policy = route.rules.compile().map_err(in_route)?;
             builder = match &route.methods {
                 None => builder.any_method(route.path.clone(), policy),
@@ -449,6 +557,74 @@ mod tests {
             serde_json::from_value(json!([{"path": "/a", "methods": ["get"]}])).unwrap();
         let e = RouteTable::from_config(&routes).unwrap_err().to_string();
         assert!(e.contains("\"get\"") && e.contains("route 0"), "{e}");
+    }
+
+    #[test]
+    fn issuers_limit_the_whole_rule_bypass_included() {
+        let rule = rules(json!({
+            "issuers": ["https://a"],
+            "owner_param": "user_id",
+            "bypass_roles": ["admin"],
+        }));
+        assert_eq!(rule.keys(), ["issuers", "owner_param", "bypass_roles"]);
+        let policy = rule.compile().unwrap();
+        let mut req = http::Request::new(());
+        req.extensions_mut()
+            .insert(crate::authorize::PathParams::from_iter([(
+                "user_id", "alice",
+            )]));
+        let head = RequestHead::of(&req);
+        let who = |iss: &str, sub: &str, roles: &[&str]| {
+            AuthContext::builder(CredentialKind::Jwt)
+                .issuer(iss)
+                .subject(sub)
+                .roles(roles.iter().copied())
+                .build()
+        };
+        let ok = |c: AuthContext| policy.decide_now(Some(&c), &head).unwrap().is_allow();
+        assert!(ok(who("https://a", "alice", &[])));
+        assert!(ok(who("https://a", "bob", &["admin"])));
+        assert!(!ok(who("https://b", "alice", &[])));
+        assert!(!ok(who("https://b", "alice", &["admin"])));
+        assert!(!ok(AuthContext::builder(CredentialKind::Jwt)
+            .subject("alice")
+            .build()));
+        let err = rules(json!({"issuers": []})).compile().unwrap_err();
+        assert!(err.to_string().contains("`issuers`"), "{err}");
+    }
+
+    #[test]
+    fn identity_rules_need_one_issuer_when_several_are_configured() {
+        let known = ["https://a".to_owned(), "https://b".to_owned()];
+        let check = |v: Value, known: &[String]| rules(v).check_issuers(known);
+        for (rule, needs) in [
+            (json!({"owner_param": "u"}), Some("owner_param")),
+            (json!({"tenant_param": "t"}), Some("tenant_param")),
+            (
+                json!({"owner_param": "u", "issuers": ["https://a", "https://b"]}),
+                Some("owner_param"),
+            ),
+            (json!({"owner_param": "u", "issuers": ["https://a"]}), None),
+            (json!({"roles_any": ["r"]}), None),
+        ] {
+            match (check(rule.clone(), &known), needs) {
+                (Ok(()), None) => {}
+                (Err(PolicyConfigError::IdentityNeedsIssuer { key, issuers: 2 }), Some(k)) => {
+                    assert_eq!(key, k);
+                }
+                (other, _) => panic!("{rule}: {other:?}"),
+            }
+            // One issuer (or none known): no ambiguity to refuse.
+            assert!(check(rule.clone(), &known[..1]).is_ok() || rule.get("issuers").is_some());
+            assert!(check(rule, &[]).is_ok());
+        }
+        let err = check(json!({"issuers": ["https://c"]}), &known).unwrap_err();
+        assert!(matches!(err, PolicyConfigError::UnknownIssuer(ref i) if i == "https://c"));
+        let routes: Vec<RouteConfig> =
+            serde_json::from_value(json!([{"path": "/u/{u}", "owner_param": "u"}])).unwrap();
+        let err = RouteTable::from_config_for_issuers(&routes, &known).unwrap_err();
+        assert!(err.to_string().contains("route 0"), "{err}");
+        assert!(RouteTable::from_config(&routes).is_ok());
     }
 
     #[cfg(not(feature = "rego"))]

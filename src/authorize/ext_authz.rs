@@ -53,9 +53,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
 use super::{Decision, PolicyEvaluator, Unavailable, policy_input};
+use crate::clock::Clock;
 use crate::context::AuthContext;
 use crate::credential::RequestHead;
-use crate::jwt::Clock;
 
 /// How much of an authorizer's response body is read (and discarded) so that its
 /// connection can be reused.

@@ -11,6 +11,7 @@
 //! | kind | built by |
 //! |---|---|
 //! | roles and scopes | [`roles_any`], [`roles_all`], [`scopes_any`], [`scopes_all`] |
+//! | issuers | [`issuers_any`] (rule key `issuers`) |
 //! | claim predicates (dotted paths) | [`claim_equals`], [`claim_contains`], [`claim_one_of`], [`claim`]`(..).exists()` |
 //! | attribute rules (ABAC) | [`Attribute`] comparisons: [`path_param`], [`subject`], [`tenant`], [`header`], [`method`], [`path`], [`client_ip`] (`equals`, `one_of`, `contains`, `in_networks`); [`time_window`] |
 //! | closures | any `Fn(Option<&AuthContext>, &RequestHead<'_>) -> Decision` |
@@ -107,12 +108,13 @@ mod service;
 mod shadow;
 
 pub use self::attribute::{
-    Attribute, AttributeRule, ClientAddr, InvalidNetwork, Operand, PathParams, TimeWindow, claim,
+    Attribute, AttributeRule, ClientAddr, InvalidNetwork, Operand, TimeWindow, claim,
     claim_contains, claim_equals, claim_one_of, client_ip, header, issuer, method, path,
     path_param, subject, tenant, time_window,
 };
 pub use self::builtin::{
-    AllowAll, Authenticated, Require, roles_all, roles_any, scopes_all, scopes_any,
+    AllowAll, Authenticated, Require, RequireIssuer, issuers_any, roles_all, roles_any, scopes_all,
+    scopes_any,
 };
 pub use self::combinator::{AllOf, AnyOf, CombineFuture, Not, NotFuture, all_of, any_of, not};
 pub use self::config::{ClaimConfig, PolicyConfigError, RegoConfig, RouteConfig, RuleConfig};
@@ -127,3 +129,4 @@ pub use self::route_table::{
 };
 pub use self::service::Authorize;
 pub use self::shadow::{Shadow, ShadowFuture, ShadowStats, shadow};
+pub use crate::credential::PathParams;

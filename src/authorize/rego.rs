@@ -45,9 +45,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Decision, PolicyEvaluator, policy_input};
+use crate::clock::Clock;
 use crate::context::AuthContext;
 use crate::credential::RequestHead;
-use crate::jwt::Clock;
 
 /// A compiled Rego policy; see the [module docs](self).
 #[derive(Clone)]

@@ -7,6 +7,8 @@ use crate::keys::{SigningKey, StaticKeys};
 use crate::reject::RejectionKind;
 use jsonwebtoken::EncodingKey;
 use serde_json::json;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 const ISS: &str = "https://idp.example.test";
 const AUD: &str = "api://orders";
@@ -253,9 +255,21 @@ fn registered_times_must_be_numbers() {
         ),
         ("iat float", json!({ "iat": NOW as f64 + 0.25 }), "ok"),
         (
-            "iat in the future is not checked",
+            "iat in the future",
             json!({ "iat": NOW + 86_400 }),
-            "ok",
+            "IssuedInFuture",
+        ),
+        ("iat within leeway", json!({ "iat": NOW + 30 }), "ok"),
+        (
+            "iat just beyond leeway",
+            json!({ "iat": NOW + 31 }),
+            "IssuedInFuture",
+        ),
+        ("iat bool", json!({ "iat": true }), "InvalidClaim(\"iat\")"),
+        (
+            "iat array",
+            json!({ "iat": [NOW] }),
+            "InvalidClaim(\"iat\")",
         ),
     ];
     for (name, over, expected) in cases {
@@ -418,11 +432,43 @@ fn typ_when_required() {
     let full = validation().required_typ("application/at+jwt");
     assert!(verify(&full, &with_typ(json!("at+jwt"))).is_ok());
 
-    // Not required: any string typ, or none, is fine.
+    // Not required: explicit typing (RFC 8725 §3.11) accepts only an access token's typ.
     let v = validation();
-    assert!(verify(&v, &with_typ(json!("JWT"))).is_ok());
-    assert!(verify(&v, &with_typ(json!("whatever"))).is_ok());
+    for typ in [
+        "JWT",
+        "jwt",
+        "application/jwt",
+        "at+jwt",
+        "AT+JWT",
+        "application/at+jwt",
+        "Application/AT+JWT",
+    ] {
+        assert!(verify(&v, &with_typ(json!(typ))).is_ok(), "{typ}");
+    }
     assert!(verify(&v, &mint_raw(r#"{"alg":"HS256"}"#, &default_claims_json())).is_ok());
+    for typ in [
+        "dpop+jwt",
+        "secevent+jwt",
+        "application/secevent+jwt",
+        "logout+jwt",
+        "JOSE",
+        "whatever",
+        "",
+        "application/",
+        "jwt ",
+        "at+jwt; charset=utf-8",
+        "gatekeeper-ctx+jwt",
+    ] {
+        assert_eq!(
+            outcome(verify(&v, &with_typ(json!(typ)))),
+            "NotAccessTokenType",
+            "{typ:?}"
+        );
+    }
+    let err = verify(&v, &with_typ(json!("logout+jwt"))).unwrap_err();
+    assert_eq!(err.description(), "token type is not an access token type");
+    let rejection = err.into_rejection();
+    assert_eq!(rejection.kind(), crate::RejectionKind::InvalidToken);
 }
 
 #[test]
@@ -1021,21 +1067,140 @@ fn signatures_are_checked() {
 }
 
 #[test]
-fn sub_must_be_a_string_and_may_be_required() {
+fn sub_must_be_a_non_empty_string_unless_optional() {
     let v = validation();
+    assert!(v.subject_required());
     assert_eq!(
         outcome(verify(&v, &mint(json!({ "sub": 123 })))),
         "InvalidClaim(\"sub\")"
     );
-    let ctx = verify(&v, &mint(json!({ "sub": null }))).unwrap();
-    assert_eq!(ctx.subject(), None);
+    for missing in [json!({ "sub": null }), json!({ "sub": "" })] {
+        assert_eq!(
+            outcome(verify(&v, &mint(missing.clone()))),
+            "MissingClaim(\"sub\")",
+            "{missing}"
+        );
+        assert_eq!(
+            outcome(verify(&v.clone().require_sub(), &mint(missing.clone()))),
+            "MissingClaim(\"sub\")"
+        );
+        // Configured otherwise: no subject, and none forwarded.
+        let optional = v.clone().require_subject(false);
+        let ctx = verify(&optional, &mint(missing)).unwrap();
+        assert_eq!(ctx.subject(), None);
+    }
     assert_eq!(
         outcome(verify(
-            &v.clone().require_sub(),
-            &mint(json!({ "sub": null }))
+            &v.clone().require_subject(false),
+            &mint(json!({ "sub": 123 }))
         )),
-        "MissingClaim(\"sub\")"
+        "InvalidClaim(\"sub\")"
     );
+}
+
+#[test]
+fn identities_that_cannot_be_forwarded_exactly_are_refused() {
+    use crate::context::IdentityError;
+    let v = validation();
+    let unrepresentable = |what: &'static str| {
+        format!(
+            "{:?}",
+            VerifyError::Identity(IdentityError::Unrepresentable(what))
+        )
+    };
+    let cases = [
+        (
+            "sub NUL",
+            json!({ "sub": "alice\u{0}" }),
+            unrepresentable("sub"),
+        ),
+        (
+            "sub CRLF",
+            json!({ "sub": "alice\r\nx-admin: 1" }),
+            unrepresentable("sub"),
+        ),
+        (
+            "sub LF",
+            json!({ "sub": "alice\n" }),
+            unrepresentable("sub"),
+        ),
+        ("sub tab", json!({ "sub": "a\tb" }), unrepresentable("sub")),
+        (
+            "sub DEL",
+            json!({ "sub": "a\u{7f}" }),
+            unrepresentable("sub"),
+        ),
+        (
+            "sub non-ASCII",
+            json!({ "sub": "ünïcode" }),
+            unrepresentable("sub"),
+        ),
+        (
+            "sub leading space",
+            json!({ "sub": " alice" }),
+            unrepresentable("sub"),
+        ),
+        (
+            "sub trailing space",
+            json!({ "sub": "alice " }),
+            unrepresentable("sub"),
+        ),
+        (
+            "sub inner space",
+            json!({ "sub": "alice smith" }),
+            "ok".to_owned(),
+        ),
+        (
+            "tenant CR",
+            json!({ "tenant_id": "acme\r" }),
+            unrepresentable("tenant"),
+        ),
+        (
+            "tenant C1",
+            json!({ "tenant_id": "acme\u{85}" }),
+            unrepresentable("tenant"),
+        ),
+        (
+            "tenant non-ASCII",
+            json!({ "tenant_id": "acmé" }),
+            "ok".to_owned(),
+        ),
+        (
+            "role LF",
+            json!({ "roles": ["a", "b\nc"] }),
+            unrepresentable("roles"),
+        ),
+        ("role comma", json!({ "roles": ["a,b"] }), "ok".to_owned()),
+        (
+            "scope NUL",
+            json!({ "scp": ["a\u{0}"] }),
+            unrepresentable("scopes"),
+        ),
+    ];
+    for (name, over, expected) in cases {
+        assert_eq!(outcome(verify(&v, &mint(over))), expected, "{name}");
+    }
+    let err = verify(&v, &mint(json!({ "sub": "a\r\nb" }))).unwrap_err();
+    assert_eq!(err.description(), "identity cannot be forwarded exactly");
+    assert_eq!(
+        err.into_rejection().kind(),
+        crate::RejectionKind::InvalidToken
+    );
+    let ctx = verify(&v, &mint(json!({ "tenant_id": "acmé" }))).unwrap();
+    assert_eq!(ctx.tenant(), Some("acmé"));
+    assert_eq!(ctx.issuer(), Some(ISS));
+}
+
+#[test]
+fn issuers_must_be_forwardable() {
+    for bad in [
+        "https://idp.example.test/\u{e9}",
+        " https://idp",
+        "https://i\ndp",
+    ] {
+        let err = Validation::new(bad).audiences([AUD]).check().unwrap_err();
+        assert!(err.to_string().contains("visible ASCII"), "{err}");
+    }
 }
 
 #[test]

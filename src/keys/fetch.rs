@@ -1,5 +1,5 @@
 //! Fetching key documents: the [`FetchError`] enum, and (feature `remote`) the
-//! [`JwksFetcher`] trait with its HTTP implementation.
+//! [`JwksFetcher`] trait and the [`JwksDocument`] it returns.
 
 /// Why fetching or reading a remote key document failed. Texts name the URL and the problem,
 /// never a token.
@@ -97,16 +97,18 @@ impl FetchError {
 }
 
 #[cfg(feature = "remote")]
-pub use self::remote::*;
+pub use self::fetcher::*;
 
 #[cfg(feature = "remote")]
-mod remote {
+mod fetcher {
     use std::fmt;
     use std::future::Future;
     use std::pin::Pin;
     use std::time::Duration;
 
     use super::FetchError;
+    use crate::keys::KeySet;
+    use crate::keys::jwks;
 
     /// A fetched JWKS: its keys as JSON values (parsed tolerantly by the cache) and how long
     /// the server says it may be cached.
@@ -139,8 +141,23 @@ mod remote {
         /// # Errors
         ///
         /// [`FetchError::NoUsableKeys`] when no key is usable.
-        pub fn usable_keys(&self) -> Result<(crate::keys::KeySet, Vec<String>), FetchError> {
-            crate::keys::remote::parse_tolerant("JWKS document", self)
+        pub fn usable_keys(&self) -> Result<(KeySet, Vec<String>), FetchError> {
+            self.parse("JWKS document").map(|parsed| {
+                (
+                    parsed.keys,
+                    parsed.skipped.iter().map(ToString::to_string).collect(),
+                )
+            })
+        }
+
+        /// The usable keys and the skipped ones; `label` names the source in the error.
+        pub(crate) fn parse(&self, label: &str) -> Result<jwks::Parsed, FetchError> {
+            jwks::parse_keys(&self.keys, jwks::Symmetric::Skip).map_err(|report| {
+                FetchError::NoUsableKeys {
+                    url: label.to_owned(),
+                    report,
+                }
+            })
         }
 
         /// Parses a JWKS document (`{"keys": [...]}`) from `body`; `url` names it in errors.
@@ -149,22 +166,15 @@ mod remote {
         ///
         /// [`FetchError::NotJson`] or [`FetchError::WrongContent`].
         pub fn from_json(url: &str, body: &[u8]) -> Result<Self, FetchError> {
-            let value: serde_json::Value =
-                serde_json::from_slice(body).map_err(|e| FetchError::NotJson {
+            match jwks::keys_array(body) {
+                Ok(keys) => Ok(JwksDocument::new(keys)),
+                Err(jwks::DocumentError::NotJson(reason)) => Err(FetchError::NotJson {
                     url: url.to_owned(),
-                    reason: e.to_string(),
-                })?;
-            match value {
-                serde_json::Value::Object(mut doc) => match doc.remove("keys") {
-                    Some(serde_json::Value::Array(keys)) => Ok(JwksDocument::new(keys)),
-                    _ => Err(FetchError::WrongContent {
-                        url: url.to_owned(),
-                        reason: "not a JWKS: no \"keys\" array".to_owned(),
-                    }),
-                },
-                _ => Err(FetchError::WrongContent {
+                    reason,
+                }),
+                Err(jwks::DocumentError::NotAJwks(reason)) => Err(FetchError::WrongContent {
                     url: url.to_owned(),
-                    reason: "not a JWKS: the document is not a JSON object".to_owned(),
+                    reason: reason.to_owned(),
                 }),
             }
         }
@@ -188,169 +198,5 @@ mod remote {
 
         /// Where the keys come from, for logs and errors (usually a URL).
         fn describe(&self) -> String;
-    }
-
-    /// The HTTP client shared by the built-in fetchers: timeouts, no redirects, a size limit.
-    #[derive(Debug, Clone)]
-    pub(crate) struct Http {
-        client: reqwest::Client,
-        max_bytes: usize,
-    }
-
-    impl Http {
-        pub(crate) fn new(timeout: Duration, max_bytes: usize) -> Result<Self, String> {
-            let client = reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("tower-gatekeeper/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-            Ok(Http { client, max_bytes })
-        }
-
-        /// GETs `url`, checks status, content type and size, and returns the JSON body and
-        /// the `Cache-Control: max-age`.
-        pub(crate) async fn get_json(
-            &self,
-            url: &str,
-        ) -> Result<(Vec<u8>, Option<Duration>), FetchError> {
-            let transport = |e: reqwest::Error| {
-                if e.is_timeout() {
-                    FetchError::Timeout {
-                        url: url.to_owned(),
-                    }
-                } else {
-                    FetchError::Unreachable {
-                        url: url.to_owned(),
-                        reason: error_chain(&e),
-                    }
-                }
-            };
-            let mut response = self
-                .client
-                .get(url)
-                .header(
-                    reqwest::header::ACCEPT,
-                    "application/jwk-set+json, application/json",
-                )
-                .send()
-                .await
-                .map_err(transport)?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(FetchError::Status {
-                    url: url.to_owned(),
-                    status: status.as_u16(),
-                });
-            }
-            if let Some(ct) = response.headers().get(reqwest::header::CONTENT_TYPE) {
-                let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-                let essence = ct.split(';').next().unwrap_or("").trim();
-                if !(essence == "application/json" || essence.ends_with("+json")) {
-                    return Err(FetchError::NotJson {
-                        url: url.to_owned(),
-                        reason: format!("content type is {essence:?}, expected application/json"),
-                    });
-                }
-            }
-            let too_large = || FetchError::TooLarge {
-                url: url.to_owned(),
-                limit: self.max_bytes,
-            };
-            if response
-                .content_length()
-                .is_some_and(|len| len > self.max_bytes as u64)
-            {
-                return Err(too_large());
-            }
-            let max_age = response
-                .headers()
-                .get_all(reqwest::header::CACHE_CONTROL)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(parse_max_age);
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(transport)? {
-                if body.len() + chunk.len() > self.max_bytes {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok((body, max_age))
-        }
-    }
-
-    fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(e) = source {
-            text.push_str(": ");
-            text.push_str(&e.to_string());
-            source = e.source();
-        }
-        text
-    }
-
-    /// How long a response may be cached per one `Cache-Control` value: `max-age=N`, or zero
-    /// for `no-cache`/`no-store` (the cache's lower bound then applies).
-    pub(crate) fn parse_max_age(value: &str) -> Option<Duration> {
-        let mut result = None;
-        for directive in value.split(',') {
-            let directive = directive.trim();
-            let (name, arg) = match directive.split_once('=') {
-                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                None => (directive, None),
-            };
-            if name.eq_ignore_ascii_case("no-cache") || name.eq_ignore_ascii_case("no-store") {
-                return Some(Duration::ZERO);
-            }
-            if name.eq_ignore_ascii_case("max-age") {
-                result = arg
-                    .and_then(|a| a.parse::<u64>().ok())
-                    .map(Duration::from_secs);
-            }
-        }
-        result
-    }
-
-    /// The plain JWKS-over-HTTP fetcher.
-    #[derive(Debug)]
-    pub(crate) struct HttpJwks {
-        pub(crate) http: Http,
-        pub(crate) url: String,
-    }
-
-    impl JwksFetcher for HttpJwks {
-        fn fetch(&self) -> FetchFuture<'_> {
-            Box::pin(async move {
-                let (body, max_age) = self.http.get_json(&self.url).await?;
-                Ok(JwksDocument::from_json(&self.url, &body)?.max_age(max_age))
-            })
-        }
-
-        fn describe(&self) -> String {
-            self.url.clone()
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn cache_control_max_age() {
-            assert_eq!(
-                parse_max_age("public, max-age=300"),
-                Some(Duration::from_secs(300))
-            );
-            assert_eq!(
-                parse_max_age("Max-Age=\"60\", must-revalidate"),
-                Some(Duration::from_secs(60))
-            );
-            assert_eq!(parse_max_age("no-cache"), Some(Duration::ZERO));
-            assert_eq!(parse_max_age("public"), None);
-            assert_eq!(parse_max_age("max-age=soon"), None);
-        }
     }
 }

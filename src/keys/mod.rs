@@ -13,6 +13,7 @@
 //! | RSA, ≥ 2048 bits | RS256 RS384 RS512 PS256 PS384 PS512 (or the JWK's `alg`) |
 //! | EC P-256 | ES256 |
 //! | EC P-384 | ES384 |
+//! | EC P-521 | ES512 |
 //! | Ed25519 | EdDSA |
 //! | HMAC secret of n ≥ 32 bytes | the HS* whose hash size ≤ n (RFC 7518 §3.2) |
 //!
@@ -33,6 +34,9 @@
 mod any;
 mod der;
 mod fetch;
+#[cfg(feature = "remote")]
+mod http;
+mod jwks;
 #[cfg(feature = "jwks-client-rs")]
 mod jwks_client;
 #[cfg(feature = "remote")]
@@ -220,6 +224,8 @@ pub enum KeyType {
     EcP256,
     /// ECDSA on P-384.
     EcP384,
+    /// ECDSA on P-521.
+    EcP521,
     /// Ed25519.
     Ed25519,
     /// An HMAC secret.
@@ -233,6 +239,7 @@ impl KeyType {
             KeyType::Rsa { .. } => AlgorithmSet::RSA,
             KeyType::EcP256 => Algorithm::ES256.into(),
             KeyType::EcP384 => Algorithm::ES384.into(),
+            KeyType::EcP521 => Algorithm::ES512.into(),
             KeyType::Ed25519 => Algorithm::EdDSA.into(),
             KeyType::Hmac => AlgorithmSet::HMAC,
         }
@@ -329,11 +336,12 @@ impl VerifyingKey {
             // points have the same lengths): require the curve's OID in the encoding.
             let oid: &[u8] = match key_type {
                 KeyType::EcP256 => &OID_P256,
-                _ => &OID_P384,
+                KeyType::EcP384 => &OID_P384,
+                _ => &OID_P521,
             };
             if !pem_der(text).is_some_and(|der| contains(&der, oid)) {
                 return Err(KeyError::invalid(
-                    "unsupported EC curve (supported: P-256, P-384)",
+                    "unsupported EC curve (supported: P-256, P-384, P-521)",
                 ));
             }
             return Self::build(key_type, key);
@@ -345,7 +353,7 @@ impl VerifyingKey {
             }
         }
         Err(KeyError::invalid(
-            "unsupported key in PEM (supported: RSA, EC P-256, EC P-384, Ed25519)",
+            "unsupported key in PEM (supported: RSA, EC P-256, EC P-384, EC P-521, Ed25519)",
         ))
     }
 
@@ -477,9 +485,10 @@ impl VerifyingKey {
                 let (key_type, len) = match ec.curve {
                     EllipticCurve::P256 => (KeyType::EcP256, 32),
                     EllipticCurve::P384 => (KeyType::EcP384, 48),
+                    EllipticCurve::P521 => (KeyType::EcP521, 66),
                     _ => {
                         return Err(KeyError::invalid(
-                            "unsupported EC curve (supported: P-256, P-384)",
+                            "unsupported EC curve (supported: P-256, P-384, P-521)",
                         ));
                     }
                 };
@@ -514,9 +523,17 @@ impl VerifyingKey {
         let key = match &common.key_algorithm {
             None => key,
             Some(alg) => {
-                let name = serde_json::to_value(alg)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
+                // The member as written: jsonwebtoken's enum has no name for some algorithms
+                // this crate verifies (ES512).
+                let name = jwk
+                    .get("alg")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        serde_json::to_value(alg)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                    })
                     .unwrap_or_default();
                 let alg: Algorithm = name.parse().map_err(|_| {
                     KeyError::invalid(format!(
@@ -587,8 +604,12 @@ impl VerifyingKey {
         if let Some(valid) = self.inner.prepared.verify(alg, message, signature) {
             return valid;
         }
+        let Some(jwt_alg) = alg.to_jsonwebtoken() else {
+            // Only prepared keys verify what jsonwebtoken does not support (ES512).
+            return false;
+        };
         let provider = crate::crypto::provider();
-        match (provider.verifier_factory)(&alg.to_jsonwebtoken(), &self.inner.key) {
+        match (provider.verifier_factory)(&jwt_alg, &self.inner.key) {
             Ok(verifier) => verifier.verify(message, signature).is_ok(),
             Err(_) => false,
         }
@@ -599,6 +620,8 @@ impl VerifyingKey {
 const OID_P256: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// DER of the OID 1.3.132.0.34 (P-384, `secp384r1`).
 const OID_P384: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// DER of the OID 1.3.132.0.35 (P-521, `secp521r1`).
+const OID_P521: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
 
 /// The DER inside the first PEM block of `text`.
 fn pem_der(text: &str) -> Option<Vec<u8>> {
@@ -627,11 +650,12 @@ fn ec_point_type(point: &[u8]) -> Result<KeyType, KeyError> {
     match (point.first(), point.len()) {
         (Some(0x04), 65) => Ok(KeyType::EcP256),
         (Some(0x04), 97) => Ok(KeyType::EcP384),
+        (Some(0x04), 133) => Ok(KeyType::EcP521),
         (Some(0x02 | 0x03), _) => Err(KeyError::invalid(
             "compressed EC points are not supported; use the uncompressed public key",
         )),
         _ => Err(KeyError::invalid(
-            "unsupported EC curve (supported: P-256, P-384)",
+            "unsupported EC curve (supported: P-256, P-384, P-521)",
         )),
     }
 }
@@ -662,30 +686,46 @@ impl KeySet {
         }
     }
 
-    /// Parses a JWKS document (`{"keys": [...]}`) strictly: every key must be usable.
+    /// Parses a JWKS document (`{"keys": [...]}`) tolerantly, by the rules every key set
+    /// follows (JWKS file, URL, discovery): a key that cannot be used (`use` other than
+    /// `sig`, unsupported `kty` or curve, RSA under [`MIN_RSA_BITS`], bad parameters, private
+    /// parts, no `kid` beside keys with one) is skipped with a `tracing` warning naming its
+    /// `kid` and the reason. Symmetric (`oct`) keys are taken: this is for documents the
+    /// operator wrote, while a set fetched from a URL never serves HMAC secrets.
+    ///
+    /// A single key given on its own ([`VerifyingKey::from_jwk_str`]) stays strict.
+    ///
+    /// ```
+    /// use tower_gatekeeper::keys::KeySet;
+    ///
+    /// let set = KeySet::from_jwks_str(r#"{"keys":[
+    ///     {"kty":"oct","kid":"hs","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldC0"},
+    ///     {"kty":"RSA","kid":"enc","use":"enc","n":"AQAB","e":"AQAB"}
+    /// ]}"#).unwrap();
+    /// assert_eq!(set.keys().len(), 1);
+    /// assert!(KeySet::from_jwks_str(r#"{"keys":[]}"#).is_err());
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`KeyError::InvalidKey`] naming the first unusable key (by index and `kid`), or when
-    /// the set is empty.
+    /// [`KeyError::InvalidKey`] when the text is not a JWKS, or when no key is usable (the
+    /// text then names every key and why it was skipped).
     pub fn from_jwks_str(jwks: &str) -> Result<Self, KeyError> {
-        let doc: serde_json::Value = serde_json::from_str(jwks)
-            .map_err(|e| KeyError::invalid(format!("JWKS is not valid JSON: {e}")))?;
-        let keys = doc
-            .get("keys")
-            .and_then(|k| k.as_array())
-            .ok_or_else(|| KeyError::invalid("JWKS has no \"keys\" array"))?;
-        let mut set = Vec::with_capacity(keys.len());
-        for (i, jwk) in keys.iter().enumerate() {
-            let kid = jwk.get("kid").and_then(|k| k.as_str()).unwrap_or("<none>");
-            let key = VerifyingKey::from_jwk_value(jwk)
-                .map_err(|e| KeyError::invalid(format!("JWKS key #{i} (kid {kid:?}): {e}")))?;
-            set.push(key);
-        }
-        if set.is_empty() {
-            return Err(KeyError::invalid("JWKS contains no keys"));
-        }
-        Ok(KeySet { keys: set })
+        Self::parse_jwks(jwks, "JWKS")
+    }
+
+    /// [`from_jwks_str`](Self::from_jwks_str), naming `source` in the warnings.
+    pub(crate) fn parse_jwks(jwks: &str, source: &str) -> Result<Self, KeyError> {
+        let keys = jwks::keys_array(jwks.as_bytes()).map_err(|e| match e {
+            jwks::DocumentError::NotJson(reason) => {
+                KeyError::invalid(format!("JWKS is not valid JSON: {reason}"))
+            }
+            jwks::DocumentError::NotAJwks(reason) => KeyError::invalid(format!("JWKS: {reason}")),
+        })?;
+        let parsed = jwks::parse_keys(&keys, jwks::Symmetric::Allow)
+            .map_err(|report| KeyError::invalid(format!("JWKS has no usable key: {report}")))?;
+        jwks::warn_skipped(source, &parsed.skipped);
+        Ok(parsed.keys)
     }
 
     /// The keys.

@@ -3,7 +3,8 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use super::fetch::{FetchError, FetchFuture, Http, JwksDocument, JwksFetcher};
+use super::fetch::{FetchError, FetchFuture, JwksDocument, JwksFetcher};
+use super::http::{Http, check_url};
 
 const WELL_KNOWN: &str = "/.well-known/openid-configuration";
 
@@ -88,7 +89,7 @@ pub fn provider_jwks_uri(
         .get("jwks_uri")
         .and_then(|v| v.as_str())
         .ok_or_else(|| wrong("the provider configuration has no \"jwks_uri\""))?;
-    super::remote::check_url("jwks_uri", jwks_uri).map_err(|e| wrong(&e.to_string()))?;
+    check_url("jwks_uri", jwks_uri).map_err(|e| wrong(&e.to_string()))?;
     if url.starts_with("https:") && !jwks_uri.starts_with("https:") {
         return Err(wrong(
             "the provider configuration was fetched over https but its jwks_uri is not https",

@@ -12,11 +12,13 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::fetch::{FetchError, Http, HttpJwks, JwksDocument, JwksFetcher};
-use super::oidc::Discovery;
-use super::{KeyError, KeyFuture, KeyQuery, KeySet, KeySource, ReadyFuture, VerifyingKey};
+use super::fetch::{FetchError, JwksFetcher};
+use super::http::{Http, HttpJwks, check_url};
+use super::jwks;
+use super::oidc::{Discovery, well_known_url};
+use super::{KeyError, KeyFuture, KeyQuery, KeySet, KeySource, ReadyFuture};
 use crate::algorithm::{Algorithm, AlgorithmSet};
-use crate::jwt::ConfigError;
+use crate::config_error::ConfigError;
 
 /// Default refresh interval when the response has no `Cache-Control: max-age`.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5 * 60);
@@ -334,7 +336,7 @@ impl RemoteJwksBuilder {
                 Arc::new(HttpJwks { http: http()?, url })
             }
             Spec::Discovery(url) => {
-                let url = super::oidc::well_known_url(&url);
+                let url = well_known_url(&url);
                 check_url("discovery URL", &url)?;
                 let issuer = self.issuer.clone().unwrap_or_default();
                 Arc::new(Discovery::new(http()?, url, issuer))
@@ -344,21 +346,6 @@ impl RemoteJwksBuilder {
         Ok(RemoteJwks {
             shared: Arc::new(Shared::new(fetcher, self.issuer, s)),
         })
-    }
-}
-
-pub(crate) fn check_url(what: &str, url: &str) -> Result<(), ConfigError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| ConfigError::invalid(format!("the {what} {url:?} is not a URL: {e}")))?;
-    match parsed.scheme() {
-        "http" => Ok(()),
-        "https" if cfg!(feature = "rustls") => Ok(()),
-        "https" => Err(ConfigError::invalid(format!(
-            "the {what} {url:?} is https, which needs the `rustls` feature of tower-gatekeeper"
-        ))),
-        other => Err(ConfigError::invalid(format!(
-            "the {what} {url:?} has scheme {other:?}; use http:// or https://"
-        ))),
     }
 }
 
@@ -487,12 +474,12 @@ impl Shared {
                 }),
             };
         let outcome = fetched.and_then(|doc| {
-            let (set, skipped) = parse_tolerant(&self.label, &doc)?;
-            Ok((set, skipped, doc.max_age))
+            let parsed = doc.parse(&self.label)?;
+            Ok((parsed, doc.max_age))
         });
         let now = Instant::now();
         let result = match outcome {
-            Ok((set, skipped, max_age)) => {
+            Ok((jwks::Parsed { keys: set, skipped }, max_age)) => {
                 let s = &self.settings;
                 let interval = max_age
                     .unwrap_or(s.default_refresh)
@@ -501,9 +488,10 @@ impl Shared {
                 log_changes(&self.label, previous.keys.as_ref(), &set);
                 {
                     let mut slow = self.slow();
-                    let report = skipped.join("; ");
-                    if !report.is_empty() && report != slow.last_report {
-                        warn!(source = %self.label, skipped = %report, "JWKS keys skipped");
+                    // Every refresh parses the set again: warn when what is skipped changes.
+                    let report = jwks::report(&skipped);
+                    if report != slow.last_report {
+                        jwks::warn_skipped(&self.label, &skipped);
                     }
                     slow.last_report = report;
                     slow.drop_at = Some(now + interval + s.max_staleness);
@@ -673,72 +661,6 @@ async fn run(weak: Weak<Shared>, wake: Arc<Notify>) {
             }
         }
     }
-}
-
-/// Parses a fetched JWKS tolerantly: unusable keys are skipped (and reported), zero usable
-/// keys is an error.
-pub(crate) fn parse_tolerant(
-    label: &str,
-    doc: &JwksDocument,
-) -> Result<(KeySet, Vec<String>), FetchError> {
-    let any_kid = doc
-        .keys
-        .iter()
-        .any(|k| k.get("kid").and_then(|v| v.as_str()).is_some());
-    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(doc.keys.len());
-    let mut skipped = Vec::new();
-    for (i, jwk) in doc.keys.iter().enumerate() {
-        let kid = jwk.get("kid").and_then(|v| v.as_str());
-        let name = match kid {
-            Some(kid) => format!("key #{i} (kid {kid:?})"),
-            None => format!("key #{i}"),
-        };
-        match usable(jwk, kid, any_kid) {
-            Ok(key) => keys.push(key),
-            Err(reason) => skipped.push(format!("{name}: {reason}")),
-        }
-    }
-    if keys.is_empty() {
-        let report = if skipped.is_empty() {
-            "the \"keys\" array is empty".to_owned()
-        } else {
-            skipped.join("; ")
-        };
-        return Err(FetchError::NoUsableKeys {
-            url: label.to_owned(),
-            report,
-        });
-    }
-    Ok((KeySet::new(keys), skipped))
-}
-
-fn usable(
-    jwk: &serde_json::Value,
-    kid: Option<&str>,
-    any_kid: bool,
-) -> Result<VerifyingKey, String> {
-    if !jwk.is_object() {
-        return Err("not a JSON object".to_owned());
-    }
-    match jwk.get("kty").and_then(|v| v.as_str()) {
-        None => return Err("no \"kty\"".to_owned()),
-        Some("oct") => {
-            return Err("symmetric (oct) key: a public JWKS never carries HMAC secrets".to_owned());
-        }
-        Some("RSA" | "EC" | "OKP") => {}
-        Some(other) => return Err(format!("unsupported kty {other:?}")),
-    }
-    if let Some(use_) = jwk.get("use")
-        && use_.as_str() != Some("sig")
-    {
-        return Err(format!(
-            "\"use\" is {use_}, not \"sig\" (not a signature key)"
-        ));
-    }
-    if kid.is_none() && any_kid {
-        return Err("no \"kid\" while the other keys have one".to_owned());
-    }
-    VerifyingKey::from_jwk_value(jwk).map_err(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,6 +73,11 @@ impl SigningKey {
             | Algorithm::PS384
             | Algorithm::PS512 => EncodingKey::from_rsa_pem(pem),
             Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
+            Algorithm::ES512 => {
+                return Err(KeyError::invalid(
+                    "ES512 keys verify only: signing with ES512 is not supported",
+                ));
+            }
             Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
                 return Err(KeyError::invalid(
@@ -113,9 +118,8 @@ impl SigningKey {
                 }))?
             }
             Algorithm::ES256 | Algorithm::ES384 => {
-                let (_, x, y) =
-                    (utils.ec_pub_components_from_private_key)(der, alg.to_jsonwebtoken())
-                        .map_err(|e| KeyError::invalid(format!("bad EC private key: {e}")))?;
+                let (_, x, y) = (utils.ec_pub_components_from_private_key)(der, jwt_alg(alg)?)
+                    .map_err(|e| KeyError::invalid(format!("bad EC private key: {e}")))?;
                 let crv = if alg == Algorithm::ES256 {
                     "P-256"
                 } else {
@@ -188,9 +192,8 @@ impl SigningKey {
         let mut token = URL_SAFE_NO_PAD.encode(Value::Object(full).to_string());
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let signer =
-            (crate::crypto::provider().signer_factory)(&self.alg.to_jsonwebtoken(), &self.key)
-                .map_err(|e| KeyError::invalid(format!("cannot sign: {e}")))?;
+        let signer = (crate::crypto::provider().signer_factory)(&jwt_alg(self.alg)?, &self.key)
+            .map_err(|e| KeyError::invalid(format!("cannot sign: {e}")))?;
         let signature = signer
             .try_sign(token.as_bytes())
             .map_err(|e| KeyError::invalid(format!("cannot sign: {e}")))?;
@@ -198,4 +201,10 @@ impl SigningKey {
         token.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(token)
     }
+}
+
+/// jsonwebtoken's name of `alg`, for the algorithms it signs with.
+fn jwt_alg(alg: Algorithm) -> Result<jsonwebtoken::Algorithm, KeyError> {
+    alg.to_jsonwebtoken()
+        .ok_or_else(|| KeyError::invalid(format!("signing with {alg} is not supported")))
 }

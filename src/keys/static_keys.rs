@@ -31,7 +31,8 @@ impl StaticKeys {
         StaticKeys { set: Arc::new(set) }
     }
 
-    /// A source over the keys of a JWKS document; every key must be usable.
+    /// A source over the usable keys of a JWKS document; unusable keys are skipped with a
+    /// warning, as [`KeySet::from_jwks_str`] describes.
     ///
     /// # Errors
     ///
@@ -40,14 +41,17 @@ impl StaticKeys {
         KeySet::from_jwks_str(jwks).map(Self::from_key_set)
     }
 
-    /// A source over the keys of a JWKS file.
+    /// A source over the usable keys of a JWKS file, parsed as
+    /// [`KeySet::from_jwks_str`] parses a document; the warnings for skipped keys name the
+    /// file.
     ///
     /// # Errors
     ///
     /// [`KeyError::Io`] when the file cannot be read, else as [`KeySet::from_jwks_str`].
     pub fn from_jwks_file(path: impl AsRef<Path>) -> Result<Self, KeyError> {
-        let text = read_to_string(path.as_ref())?;
-        Self::from_jwks_str(&text)
+        let path = path.as_ref();
+        let text = read_to_string(path)?;
+        KeySet::parse_jwks(&text, &path.display().to_string()).map(Self::from_key_set)
     }
 
     /// A source over one public key read from a PEM file.

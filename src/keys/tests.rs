@@ -492,7 +492,11 @@ fn jwk_types_and_algs_must_fit() {
             with(ec256_jwk(), "crv", json!("P-384")),
             None,
         ),
-        ("EC P-521", with(ec256_jwk(), "crv", json!("P-521")), None),
+        (
+            "P-256 point named P-521",
+            with(ec256_jwk(), "crv", json!("P-521")),
+            None,
+        ),
         (
             "EC secp256k1",
             with(ec256_jwk(), "crv", json!("secp256k1")),
@@ -559,37 +563,64 @@ fn jwk_types_and_algs_must_fit() {
 }
 
 #[test]
-fn jwks_documents_are_strict() {
+fn jwks_documents_skip_unusable_keys_and_need_one_usable() {
     let good = rsa1_jwk();
-    let bad = with(rsa1_jwk(), "use", json!("enc"));
+    let enc = with(rsa1_jwk(), "use", json!("enc"));
+    let weak = json!({"kty": "RSA", "kid": "weak", "n": "AQAB".repeat(40), "e": "AQAB"});
+    let mut no_kid = ec256_jwk();
+    no_kid.as_object_mut().unwrap().remove("kid");
     let cases = [
-        ("one good key", json!({ "keys": [good.clone()] }), None),
+        ("one good key", json!({ "keys": [good.clone()] }), Ok(1)),
         (
-            "one bad key",
-            json!({ "keys": [good.clone(), bad] }),
-            Some("#1 (kid \"rsa-1\")"),
+            "good beside unusable",
+            json!({ "keys": [enc.clone(), good.clone(), weak.clone(), no_kid] }),
+            Ok(1),
         ),
-        ("empty", json!({ "keys": [] }), Some("no keys")),
+        (
+            "symmetric keys of a local set",
+            json!({ "keys": [oct_jwk(32)] }),
+            Ok(1),
+        ),
+        (
+            "only unusable",
+            json!({ "keys": [enc, weak] }),
+            Err("no usable key: key #0 (kid \"rsa-1\"): \"use\" is \"enc\""),
+        ),
+        (
+            "empty",
+            json!({ "keys": [] }),
+            Err("\"keys\" array is empty"),
+        ),
         (
             "no keys member",
             json!({ "kids": [good.clone()] }),
-            Some("\"keys\""),
+            Err("\"keys\""),
         ),
         (
             "keys not an array",
             json!({ "keys": good }),
-            Some("\"keys\""),
+            Err("\"keys\""),
         ),
     ];
-    for (name, doc, error) in cases {
-        match (KeySet::from_jwks_str(&doc.to_string()), error) {
-            (Ok(_), None) => {}
-            (Err(KeyError::InvalidKey(text)), Some(expected)) => {
+    for (name, doc, expected) in cases {
+        match (KeySet::from_jwks_str(&doc.to_string()), expected) {
+            (Ok(set), Ok(count)) => assert_eq!(set.keys().len(), count, "{name}"),
+            (Err(KeyError::InvalidKey(text)), Err(expected)) => {
                 assert!(text.contains(expected), "{name}: {text}")
             }
             (result, _) => panic!("{name}: {result:?}"),
         }
     }
+    let text = KeySet::from_jwks_str(
+        &json!({"keys": [{"kty": "RSA", "kid": "weak", "n": "AQAB".repeat(40), "e": "AQAB"}]})
+            .to_string(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        text.contains("kid \"weak\"") && text.contains("2048"),
+        "{text}"
+    );
     assert!(KeySet::from_jwks_str("[]").is_err());
     assert!(KeySet::from_jwks_str("").is_err());
 }
@@ -1081,4 +1112,96 @@ fn jwk_with_private_parts_is_refused() {
     let mut public = jwk.clone();
     public.as_object_mut().unwrap().remove("d");
     assert!(VerifyingKey::from_jwk_value(&public).is_ok());
+}
+
+/// RFC 7515 Appendix A.4: ES512 (ECDSA P-521 SHA-512) over `{"alg":"ES512"}` and `Payload`,
+/// verified with the appendix's public key, with whichever backend is compiled in.
+#[test]
+fn es512_rfc7515_appendix_a4() {
+    const X: &str =
+        "AekpBQ8ST8a8VcfVOTNl353vSrDCLLJXmPk06wTjxrrjcBpXp5EOnYG_NjFZ6OvLFV1jSfS9tsz4qUxcWceqwQGk";
+    const Y: &str =
+        "ADSmRA43Z1DSNx_RvcLI87cdL07l6jQyyBXMoxVg_l2Th-x3S1WDhjDly79ajL4Kkd0AZMaZmh9ubmf63e3kyMj2";
+    const JWS: &str = "eyJhbGciOiJFUzUxMiJ9.UGF5bG9hZA.AdwMgeerwtHoh-l192l60hp9wAHZFVJbLfD_UxMi70cwnZOYaRI1bKPWROc-mZZqwqT2SI-KGDKB34XO0aw_7XdtAG8GaSwFKdCAPZgoXD2YBJZCPEX3xKpRwcdOO8KpEHwJjyqOgzDO7iKvU8vcnwNrmxYbSW9ERBXukOXolLzeO_Jn";
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwk = json!({"kty": "EC", "crv": "P-521", "x": X, "y": Y});
+    let key = VerifyingKey::from_jwk_value(&jwk).unwrap();
+    assert_eq!(key.key_type(), KeyType::EcP521);
+    assert_eq!(key.algorithms(), algs(&[Algorithm::ES512]));
+    let (input, sig) = JWS.rsplit_once('.').unwrap();
+    let sig = b64.decode(sig).unwrap();
+    assert_eq!(sig.len(), 132, "two 66-byte halves");
+    assert!(key.verify(Algorithm::ES512, input.as_bytes(), &sig));
+
+    // Another message, a flipped bit, a truncated or DER-shaped signature: refused.
+    assert!(!key.verify(Algorithm::ES512, b"eyJhbGciOiJFUzUxMiJ9.UGF5bG9hZB", &sig));
+    for i in [0, 65, 66, 131] {
+        let mut bad = sig.clone();
+        bad[i] ^= 1;
+        assert!(!key.verify(Algorithm::ES512, input.as_bytes(), &bad), "{i}");
+    }
+    assert!(!key.verify(Algorithm::ES512, input.as_bytes(), &sig[..128]));
+    assert!(!key.verify(Algorithm::ES512, input.as_bytes(), &[0; 132]));
+    // The P-521 key verifies ES512 only; ES512 is bound to P-521 keys only.
+    for alg in [Algorithm::ES256, Algorithm::ES384, Algorithm::HS512] {
+        assert!(!key.verify(alg, input.as_bytes(), &sig), "{alg}");
+    }
+    for alg in ["ES256", "ES384", "RS512", "HS512"] {
+        let err = invalid_text(VerifyingKey::from_jwk_value(&with(
+            jwk.clone(),
+            "alg",
+            json!(alg),
+        )));
+        assert!(err.contains("fits this"), "{alg}: {err}");
+    }
+    let bound = VerifyingKey::from_jwk_value(&with(jwk.clone(), "alg", json!("ES512"))).unwrap();
+    assert!(bound.verify(Algorithm::ES512, input.as_bytes(), &sig));
+    let p256 = VerifyingKey::from_jwk_value(&ec256_jwk()).unwrap();
+    assert!(!p256.algorithms().contains(Algorithm::ES512));
+    assert!(!p256.verify(Algorithm::ES512, input.as_bytes(), &sig));
+    let err = invalid_text(VerifyingKey::from_jwk_value(&with(
+        ec256_jwk(),
+        "alg",
+        json!("ES512"),
+    )));
+    assert!(err.contains("fits this"), "{err}");
+
+    // Off the curve: refused at load.
+    let mut y = b64.decode(Y).unwrap();
+    y[65] ^= 1;
+    let err = invalid_text(VerifyingKey::from_jwk_value(&with(
+        jwk.clone(),
+        "y",
+        json!(b64.encode(&y)),
+    )));
+    assert!(err.contains("not a point on its curve"), "{err}");
+    // Coordinates of the wrong size for P-521.
+    let err = invalid_text(VerifyingKey::from_jwk_value(&with(
+        jwk,
+        "x",
+        json!(b64.encode([1u8; 65])),
+    )));
+    assert!(err.contains("wrong length"), "{err}");
+}
+
+/// A P-521 public key in PEM (SPKI) loads as an ES512 key, and the OID decides the curve.
+#[test]
+fn es512_keys_from_pem() {
+    let key = VerifyingKey::from_pem(fixture!("ec521-1.pub.pem")).unwrap();
+    assert_eq!(key.key_type(), KeyType::EcP521);
+    assert_eq!(key.algorithms(), algs(&[Algorithm::ES512]));
+    let set = StaticKeys::from_jwks_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/keys/jwks-es512.json"
+    ))
+    .unwrap();
+    assert_eq!(set.key_set().keys().len(), 1);
+    assert_eq!(
+        set.key_set().keys()[0].algorithms(),
+        algs(&[Algorithm::ES512])
+    );
+    // Signing stays with the algorithms jsonwebtoken signs.
+    let err = SigningKey::from_pem(Algorithm::ES512, fixture!("ec521-1.key.pem")).unwrap_err();
+    assert!(err.to_string().contains("ES512"), "{err}");
 }

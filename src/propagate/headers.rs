@@ -6,8 +6,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use super::signed::ContextSigner;
+use crate::config_error::ConfigError;
 use crate::context::{AuthContext, HeaderSlot, PlainValues};
-use crate::jwt::ConfigError;
 
 #[derive(Debug, Clone)]
 pub(crate) struct HeaderNames {
@@ -15,6 +15,7 @@ pub(crate) struct HeaderNames {
     pub(crate) roles: HeaderName,
     pub(crate) scopes: HeaderName,
     pub(crate) tenant: HeaderName,
+    pub(crate) issuer: HeaderName,
     pub(crate) request_id: HeaderName,
     pub(crate) claims: HeaderName,
     pub(crate) context: HeaderName,
@@ -63,6 +64,7 @@ impl Propagator {
             names.roles.clone(),
             names.scopes.clone(),
             names.tenant.clone(),
+            names.issuer.clone(),
             names.claims.clone(),
             names.context.clone(),
             names.request_id.clone(),
@@ -220,36 +222,46 @@ impl Propagator {
 
     fn inject_plain(&self, headers: &mut HeaderMap, ctx: &AuthContext) {
         let names = &self.names;
-        if ctx.is_shared() {
+        let owned;
+        let values = if ctx.is_shared() {
             // Built once per context: a cached context (a cache hit) reuses them.
-            let values = ctx.header_values(plain_values);
-            self.insert_slot(headers, &names.user_id, values.subject.clone());
-            self.insert_slot(headers, &names.roles, values.roles.clone());
-            self.insert_slot(headers, &names.scopes, values.scopes.clone());
-            self.insert_slot(headers, &names.tenant, values.tenant.clone());
+            ctx.header_values(plain_values)
         } else {
             // A context only this request holds: build the values for it alone.
-            let values = plain_values(ctx);
-            self.insert_slot(headers, &names.user_id, values.subject);
-            self.insert_slot(headers, &names.roles, values.roles);
-            self.insert_slot(headers, &names.scopes, values.scopes);
-            self.insert_slot(headers, &names.tenant, values.tenant);
+            owned = plain_values(ctx);
+            &owned
+        };
+        let slots = [
+            (&names.user_id, &values.subject),
+            (&names.issuer, &values.issuer),
+            (&names.roles, &values.roles),
+            (&names.scopes, &values.scopes),
+            (&names.tenant, &values.tenant),
+        ];
+        if let Some((name, _)) = slots
+            .iter()
+            .find(|(_, slot)| matches!(slot, HeaderSlot::Unsafe))
+        {
+            // All or nothing: never an identity with one part missing. The authenticators
+            // of this crate refuse such contexts (`AuthContext::check_forwardable`); only a
+            // context built elsewhere gets here.
+            tracing::warn!(
+                header = name.as_str(),
+                "context value cannot be forwarded exactly; no identity header sent"
+            );
+            return;
+        }
+        for (name, slot) in slots {
+            if let HeaderSlot::Value(value) = slot {
+                let mut value = value.clone();
+                value.set_sensitive(self.sensitive);
+                headers.insert(name.clone(), value);
+            }
         }
         let selected = self.selected_claims(ctx);
         if !selected.is_empty() {
             let json = Value::Object(selected).to_string();
             self.insert(headers, &names.claims, &URL_SAFE_NO_PAD.encode(json));
-        }
-    }
-
-    fn insert_slot(&self, headers: &mut HeaderMap, name: &HeaderName, slot: HeaderSlot) {
-        match slot {
-            HeaderSlot::Absent => {}
-            HeaderSlot::Unsafe => not_header_safe(name),
-            HeaderSlot::Value(mut value) => {
-                value.set_sensitive(self.sensitive);
-                headers.insert(name.clone(), value);
-            }
         }
     }
 
@@ -281,39 +293,93 @@ fn header_value(value: &str) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes())).ok()
 }
 
-/// The plain header values of `ctx`: subject, roles and scopes joined, tenant.
+/// The plain header values of `ctx`. The subject and issuer are sent verbatim or not at
+/// all ([`HeaderSlot::Unsafe`] withholds every identity header); the tenant, each role and
+/// each scope are percent-encoded ([`percent_encode`]), and a control character makes them
+/// unsafe too.
 fn plain_values(ctx: &AuthContext) -> PlainValues {
-    fn slot(value: Option<&str>) -> HeaderSlot {
+    fn exact(value: Option<&str>) -> HeaderSlot {
         match value {
             None => HeaderSlot::Absent,
-            Some(value) => header_value(value).map_or(HeaderSlot::Unsafe, HeaderSlot::Value),
+            Some(value) if crate::context::is_exact_header_text(value) => {
+                header_value(value).map_or(HeaderSlot::Unsafe, HeaderSlot::Value)
+            }
+            Some(_) => HeaderSlot::Unsafe,
         }
     }
+    fn encoded<'a, I>(items: I, sep: u8) -> HeaderSlot
+    where
+        I: IntoIterator<Item = &'a str>,
+        I::IntoIter: Clone,
+    {
+        let items = items.into_iter();
+        // Sized once: values are usually kept as they are.
+        let len = items.clone().map(|i| i.len() + 1).sum();
+        let mut out = String::with_capacity(len);
+        for item in items.filter(|i| !i.is_empty()) {
+            if item.chars().any(char::is_control) {
+                return HeaderSlot::Unsafe;
+            }
+            if !out.is_empty() {
+                out.push(char::from(sep));
+            }
+            percent_encode(item, sep, &mut out);
+        }
+        if out.is_empty() {
+            return HeaderSlot::Absent;
+        }
+        header_value(&out).map_or(HeaderSlot::Unsafe, HeaderSlot::Value)
+    }
     PlainValues {
-        subject: slot(ctx.subject()),
-        roles: if ctx.roles().is_empty() {
-            HeaderSlot::Absent
-        } else {
-            slot(Some(&join(ctx.roles(), ",", |r| !r.contains(','))))
-        },
-        scopes: if ctx.scopes().is_empty() {
-            HeaderSlot::Absent
-        } else {
-            slot(Some(&join(ctx.scopes(), " ", |s| !s.contains(' '))))
-        },
-        tenant: slot(ctx.tenant()),
+        subject: exact(ctx.subject()),
+        issuer: exact(ctx.issuer()),
+        roles: encoded(ctx.roles().iter().map(String::as_str), b','),
+        scopes: encoded(ctx.scopes().iter().map(String::as_str), b' '),
+        // One value, no separator: `%` (encoded anyway) stands in for none.
+        tenant: encoded(ctx.tenant(), b'%'),
     }
 }
 
-fn join(items: &[String], sep: &str, keep: impl Fn(&str) -> bool) -> String {
-    let mut out = String::new();
-    for item in items.iter().filter(|i| !i.is_empty() && keep(i)) {
-        if !out.is_empty() {
-            out.push_str(sep);
+/// Appends `value` percent-encoded (RFC 3986 §2.1, upper-case hex, of its UTF-8 bytes): every
+/// byte that is not visible ASCII, `%` itself, and `sep` (the list separator) become `%XX`;
+/// everything else is kept. `acmé` becomes `acm%C3%A9`, `a,b` in a role list `a%2Cb`.
+pub(crate) fn percent_encode(value: &str, sep: u8, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in value.as_bytes() {
+        if (0x21..0x7f).contains(&b) && b != b'%' && b != sep {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
         }
-        out.push_str(item);
     }
-    out
+}
+
+/// Decodes what [`percent_encode`] produced; `None` for a malformed escape or bytes that are
+/// not UTF-8.
+pub(crate) fn percent_decode(value: &str) -> Option<String> {
+    if !value.contains('%') {
+        return Some(value.to_owned());
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A bit per name length (lengths from 63 share the last), to rule names out cheaply.
@@ -438,6 +504,7 @@ mod tests {
         h.insert("x-request-id", HeaderValue::from_static("req-1"));
         let ctx = AuthContext::builder(CredentialKind::Jwt)
             .subject("u1")
+            .issuer("https://idp.example.test")
             .roles(["a", "b,c", "d"])
             .scopes(["s1", "s2"])
             .tenant("t")
@@ -446,7 +513,8 @@ mod tests {
             .build();
         p.apply(&mut h, Some(&ctx));
         assert_eq!(h["x-user-id"], "u1");
-        assert_eq!(h["x-user-roles"], "a,d");
+        assert_eq!(h["x-user-issuer"], "https://idp.example.test");
+        assert_eq!(h["x-user-roles"], "a,b%2Cc,d");
         assert_eq!(h["x-user-scopes"], "s1 s2");
         assert_eq!(h["x-tenant-id"], "t");
         assert_eq!(h["x-request-id"], "req-1");
@@ -546,13 +614,105 @@ mod tests {
     }
 
     #[test]
-    fn unsafe_values_are_left_out() {
+    fn unsafe_values_withhold_the_whole_identity() {
+        let p = propagator();
+        for ctx in [
+            AuthContext::builder(CredentialKind::Jwt)
+                .subject("ünïcode")
+                .roles(["admin"])
+                .tenant("t")
+                .build(),
+            AuthContext::builder(CredentialKind::Jwt)
+                .subject("alice")
+                .roles(["admin\r\n"])
+                .build(),
+            AuthContext::builder(CredentialKind::Jwt)
+                .subject("alice")
+                .issuer("iss\n")
+                .build(),
+            AuthContext::builder(CredentialKind::Jwt)
+                .subject(" alice")
+                .build(),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("x-user-roles", HeaderValue::from_static("spoof"));
+            p.apply(&mut h, Some(&ctx));
+            for name in [
+                "x-user-id",
+                "x-user-issuer",
+                "x-user-roles",
+                "x-user-scopes",
+                "x-tenant-id",
+                "x-auth-claims",
+            ] {
+                assert!(h.get(name).is_none(), "{name} sent for {ctx:?}");
+            }
+            assert!(ctx.check_forwardable().is_err());
+        }
+    }
+
+    #[test]
+    fn percent_encoding_is_exact_and_reversible() {
         let p = propagator();
         let mut h = HeaderMap::new();
         let ctx = AuthContext::builder(CredentialKind::Jwt)
-            .subject("ünïcode")
+            .subject("alice")
+            .issuer("api-key")
+            .roles(["admin user", "100%", "a,b", "é"])
+            .scopes(["read", "wr\u{e9}te"])
+            .tenant("acmé, inc")
             .build();
         p.apply(&mut h, Some(&ctx));
-        assert!(h.get("x-user-id").is_none());
+        assert_eq!(h["x-user-issuer"], "api-key");
+        assert_eq!(h["x-user-roles"], "admin%20user,100%25,a%2Cb,%C3%A9");
+        assert_eq!(h["x-user-scopes"], "read wr%C3%A9te");
+        assert_eq!(h["x-tenant-id"], "acm%C3%A9,%20inc");
+        for (original, sep) in [
+            ("acmé, inc", b'%'),
+            ("a,b", b','),
+            ("100%", b','),
+            ("", b','),
+        ] {
+            let mut out = String::new();
+            percent_encode(original, sep, &mut out);
+            assert_eq!(percent_decode(&out).as_deref(), Some(original));
+        }
+        for bad in ["%", "%4", "%zz", "%+1", "%C3"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn issuer_header_is_owned_and_configurable() {
+        let p = propagator();
+        let mut h = HeaderMap::new();
+        for name in ["x-user-issuer", "X_USER_ISSUER", "x.user.issuer"] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("spoof"),
+            );
+        }
+        p.apply(&mut h, None);
+        assert!(!h.values().any(|v| v == "spoof"), "{h:?}");
+        let layer = crate::propagate::ContextPropagationLayer::builder()
+            .issuer_header("x-idp")
+            .build()
+            .unwrap();
+        let p = layer_propagator(layer);
+        let mut h = HeaderMap::new();
+        h.insert("x-user-issuer", HeaderValue::from_static("kept"));
+        h.insert("x_idp", HeaderValue::from_static("spoof"));
+        let ctx = AuthContext::builder(CredentialKind::ApiKey)
+            .subject("bot")
+            .issuer("ci-keys")
+            .build();
+        p.apply(&mut h, Some(&ctx));
+        assert_eq!(h["x-idp"], "ci-keys");
+        assert_eq!(h["x-user-issuer"], "kept");
+        let err = crate::propagate::ContextPropagationLayer::builder()
+            .issuer_header("x-user-id")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("two context values"), "{err}");
     }
 }

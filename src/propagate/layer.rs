@@ -7,7 +7,8 @@ use tower_layer::Layer;
 use super::ContextPropagation;
 use super::headers::{HeaderNames, Options, Propagator};
 use super::signed::{ContextSigner, DEFAULT_CONTEXT_ISSUER, DEFAULT_CONTEXT_LIFETIME};
-use crate::jwt::{Clock, ConfigError};
+use crate::clock::Clock;
+use crate::config_error::ConfigError;
 use crate::keys::SigningKey;
 
 /// Applies [`ContextPropagation`]: see the [module docs](crate::propagate).
@@ -65,6 +66,7 @@ pub struct PropagationBuilder {
     roles: String,
     scopes: String,
     tenant: String,
+    issuer: String,
     request_id: String,
     claims: String,
     context: String,
@@ -87,6 +89,7 @@ impl Default for PropagationBuilder {
             roles: "x-user-roles".into(),
             scopes: "x-user-scopes".into(),
             tenant: "x-tenant-id".into(),
+            issuer: "x-user-issuer".into(),
             request_id: "x-request-id".into(),
             claims: "x-auth-claims".into(),
             context: "x-auth-context".into(),
@@ -126,6 +129,15 @@ impl PropagationBuilder {
     /// The header carrying the tenant (default `x-tenant-id`).
     pub fn tenant_header(mut self, name: impl Into<String>) -> Self {
         self.tenant = name.into();
+        self
+    }
+
+    /// The header carrying the issuer that vouched for the caller (default `x-user-issuer`):
+    /// the token's `iss`, or the authenticator's name for API keys and introspection, so
+    /// that services behind a multi-issuer gateway can tell `alice` of one issuer from
+    /// `alice` of another.
+    pub fn issuer_header(mut self, name: impl Into<String>) -> Self {
+        self.issuer = name.into();
         self
     }
 
@@ -191,8 +203,8 @@ impl PropagationBuilder {
         self
     }
 
-    /// Whether the plain context headers (`x-user-id`, `x-user-roles`, `x-user-scopes`,
-    /// `x-tenant-id`, `x-auth-claims`) are sent (default `true`). With a signed context,
+    /// Whether the plain context headers (`x-user-id`, `x-user-issuer`, `x-user-roles`,
+    /// `x-user-scopes`, `x-tenant-id`, `x-auth-claims`) are sent (default `true`). With a signed context,
     /// turning them off leaves the signed header as the only source of identity downstream.
     pub fn plain_headers(mut self, send: bool) -> Self {
         self.plain_headers = send;
@@ -282,6 +294,7 @@ impl PropagationBuilder {
             roles: check_name(&self.roles)?,
             scopes: check_name(&self.scopes)?,
             tenant: check_name(&self.tenant)?,
+            issuer: check_name(&self.issuer)?,
             request_id: check_name(&self.request_id)?,
             claims: check_name(&self.claims)?,
             context: check_name(&self.context)?,
@@ -327,6 +340,7 @@ const DEFAULT_NAMES: &[&str] = &[
     "x-user-roles",
     "x-user-scopes",
     "x-tenant-id",
+    "x-user-issuer",
     "x-request-id",
     "x-auth-claims",
     "x-auth-context",

@@ -15,17 +15,39 @@
 //!
 //! | header (default name) | value |
 //! |---|---|
-//! | `x-user-id` | `sub` |
-//! | `x-user-roles` | roles, comma-separated |
-//! | `x-user-scopes` | scopes, space-separated |
-//! | `x-tenant-id` | tenant, when present |
+//! | `x-user-id` | `sub`, verbatim |
+//! | `x-user-issuer` | the issuer that vouched for the caller: the token's `iss`, or the name of the API-key or introspection authenticator ([`PropagationBuilder::issuer_header`]) |
+//! | `x-user-roles` | roles, each percent-encoded, comma-separated |
+//! | `x-user-scopes` | scopes, each percent-encoded, space-separated |
+//! | `x-tenant-id` | tenant, percent-encoded, when present |
 //! | `x-auth-claims` | base64url(JSON) of the allow-listed claims; not sent when the allow-list is empty |
 //! | `x-request-id` | the client's when well-formed (one header, ≤ 128 of `A-Z a-z 0-9 - _ . : / + =`), else a new UUID; on every request, and set on the response too |
 //! | `x-auth-context` | the signed context, when [`sign_context`](PropagationBuilder::sign_context) is configured |
 //!
-//! Values that cannot be carried in a header (control characters, non-ASCII) are left out
-//! rather than altered, and so is a role containing a comma. For gRPC, headers are metadata:
-//! the same names reach a tonic service as `request.metadata()`.
+//! # Faithful values
+//!
+//! Every identity header carries its value exactly, or the identity is not forwarded:
+//!
+//! - `x-user-id` and `x-user-issuer` are sent **verbatim**: visible ASCII, spaces inside but
+//!   not at either end (HTTP trims those). A `sub` with control characters, non-ASCII or
+//!   surrounding spaces cannot be represented, and the authenticators of this crate refuse
+//!   such a credential with 401 `invalid_token` ([`AuthContext::check_forwardable`](crate::AuthContext::check_forwardable)); so
+//!   does a token without a subject, unless configured otherwise
+//!   ([`Validation::require_subject`](crate::jwt::Validation::require_subject)).
+//! - `x-tenant-id`, and each item of `x-user-roles` and `x-user-scopes`, are
+//!   **percent-encoded** (RFC 3986 §2.1, upper-case hex of the UTF-8 bytes): every byte that
+//!   is not visible ASCII, `%` itself and the list separator (`,` for roles, the space for
+//!   scopes) become `%XX`; everything else is kept. A tenant `acmé` is sent as `acm%C3%A9`,
+//!   roles `a,b` and `100%` as `a%2Cb,100%25`; plain values such as `clerk` or
+//!   `orders:read` are unchanged. Decode each item after splitting the list (any URL
+//!   percent-decoder does; [`TrustedContextLayer::plain_headers`] does it for you). Control
+//!   characters are refused (401), never encoded.
+//! - Empty roles and scopes are left out of the lists.
+//!
+//! A context built elsewhere (a custom authenticator) whose values break these rules gets
+//! none of the plain identity headers, never some of them: the request is forwarded as
+//! unauthenticated, with a warning. For gRPC, headers are metadata: the same names reach a
+//! tonic service as `request.metadata()`.
 //!
 //! # Signed context
 //!
@@ -34,7 +56,8 @@
 //! (default 5 s, `typ` `gatekeeper-ctx+jwt`, `kid` in the header for key rotation, `aud` =
 //! the target service when [`context_audience`](PropagationBuilder::context_audience) is
 //! set) carrying the same context: `sub`, `roles` (array), `scope`, `tenant`, the
-//! allow-listed `claims`, the original credential's issuer, kind and expiry (`src`) and the
+//! allow-listed `claims`, the original credential's issuer (`src.iss`, the value of
+//! `x-user-issuer`), kind and expiry (`src`) and the
 //! request id (`rid`). Services verify it with [`TrustedContextLayer::signed`] and get the
 //! caller's [`AuthContext`](crate::AuthContext) back. The context is not encrypted: it holds
 //! nothing the plain headers do not.

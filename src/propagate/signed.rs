@@ -6,8 +6,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use http::HeaderValue;
 use serde_json::{Map, Value};
 
+use crate::clock::Clock;
+use crate::config_error::ConfigError;
 use crate::context::{AuthContext, CredentialKind};
-use crate::jwt::{Clock, ConfigError};
 use crate::keys::{KeyError, SigningKey};
 
 /// The JWS `typ` of a signed context (RFC 8725 §3.11 explicit typing): an access token signed

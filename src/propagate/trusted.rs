@@ -16,13 +16,15 @@ use serde_json::{Map, Value};
 use tower_layer::Layer;
 
 use super::PropagationBuilder;
-use super::headers::HeaderNames;
+use super::headers::{HeaderNames, percent_decode};
 use super::signed::{CONTEXT_TYP, DEFAULT_CONTEXT_ISSUER, claim, rebuild};
 use crate::JwtAuthenticator;
 use crate::authenticate::{AuthMode, Authenticate, AuthenticateLayer, Authenticator, JwtFuture};
+use crate::clock::Clock;
+use crate::config_error::ConfigError;
 use crate::context::{AuthContext, CredentialKind};
 use crate::credential::RequestHead;
-use crate::jwt::{Clock, ConfigError, Validation};
+use crate::jwt::Validation;
 use crate::keys::{KeySource, StaticKeys};
 use crate::reject::{DefaultRejection, Rejection};
 
@@ -127,6 +129,8 @@ impl SignedContextValidation {
             .context;
         let mut validation = Validation::new(self.issuer)
             .required_typ(CONTEXT_TYP)
+            // The gateway decides whether a caller needs a subject.
+            .require_subject(false)
             .roles_claim(claim::ROLES)
             .tenant_claim(claim::TENANT)
             .leeway(self.leeway)
@@ -241,6 +245,7 @@ fn read_plain(headers: &HeaderMap, names: &HeaderNames) -> Result<AuthContext, R
         }
     };
     let user = text(&names.user_id)?;
+    let issuer = text(&names.issuer)?;
     let roles = text(&names.roles)?;
     let scopes = text(&names.scopes)?;
     let tenant = text(&names.tenant)?;
@@ -249,18 +254,35 @@ fn read_plain(headers: &HeaderMap, names: &HeaderNames) -> Result<AuthContext, R
     {
         return Err(Rejection::missing_credential());
     }
+    // Tenant, roles and scopes arrive percent-encoded (see the propagate module docs).
+    let malformed = || Rejection::invalid_token("malformed propagated context");
+    let decode = |value: &str| percent_decode(value).ok_or_else(malformed);
     let mut builder = AuthContext::builder(CredentialKind::Forwarded);
     if let Some(user) = user {
         builder = builder.subject(user);
     }
+    if let Some(issuer) = issuer {
+        builder = builder.issuer(issuer);
+    }
     if let Some(roles) = roles {
-        builder = builder.roles(roles.split(',').map(str::trim).filter(|r| !r.is_empty()));
+        let roles = roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        builder = builder.roles(roles);
     }
     if let Some(scopes) = scopes {
-        builder = builder.scopes(scopes.split(' ').filter(|s| !s.is_empty()));
+        let scopes = scopes
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        builder = builder.scopes(scopes);
     }
     if let Some(tenant) = tenant {
-        builder = builder.tenant(tenant);
+        builder = builder.tenant(decode(tenant)?);
     }
     if let Some(claims) = claims {
         let malformed = || Rejection::invalid_token("malformed propagated claims");
