@@ -107,7 +107,7 @@ impl fmt::Debug for RedisIntrospectionCacheBuilder {
 }
 
 impl RedisIntrospectionCacheBuilder {
-    /// The prefix of the keys (default `gatekeeper:introspection:`); the hex SHA-256 of the
+    /// The prefix of the keys (default `gatekeeper:introspection:`); the shared cache key of the
     /// token follows it. Replicas that share results use the same prefix.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
