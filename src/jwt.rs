@@ -486,7 +486,10 @@ impl Validation {
         if let Some(kid) = key.kid() {
             builder = builder.key_id(kid);
         }
-        builder.claims(claims).build()
+        builder
+            .key_fingerprint(key.fingerprint())
+            .claims(claims)
+            .build()
     }
 }
 

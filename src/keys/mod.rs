@@ -33,6 +33,7 @@
 mod any;
 mod der;
 mod fetch;
+mod fingerprint;
 #[cfg(feature = "jwks-client-rs")]
 mod jwks_client;
 #[cfg(feature = "remote")]
@@ -56,6 +57,7 @@ use crate::algorithm::{Algorithm, AlgorithmSet};
 
 pub use any::{IssuerKeys, KeyFuture};
 pub use fetch::FetchError;
+pub use fingerprint::KeyFingerprint;
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use fetch::{FetchFuture, JwksDocument, JwksFetcher};
@@ -126,6 +128,26 @@ pub trait KeySource: Clone + Send + Sync + 'static {
     fn contains_kid(&self, issuer: Option<&str>, kid: Option<&str>) -> bool {
         let _ = (issuer, kid);
         true
+    }
+
+    /// Whether the exact key that verified a token, named `kid` and with material
+    /// `fingerprint`, is still in this source's current key set for `issuer`: unlike
+    /// [`contains_kid`](Self::contains_kid), a different key published under the same `kid`
+    /// does not count. [`CachedAuthenticator`](crate::authenticate::CachedAuthenticator)
+    /// asks this on every hit for results that carry a fingerprint (every JWT verified by
+    /// this crate).
+    ///
+    /// The default answers [`contains_kid`](Self::contains_kid), right for sources whose
+    /// keys never change. Sources whose keys change should override it and compare
+    /// [`VerifyingKey::fingerprint`].
+    fn contains_key(
+        &self,
+        issuer: Option<&str>,
+        kid: Option<&str>,
+        fingerprint: &KeyFingerprint,
+    ) -> bool {
+        let _ = fingerprint;
+        self.contains_kid(issuer, kid)
     }
 }
 
@@ -258,6 +280,7 @@ struct KeyInner {
     key: DecodingKey,
     /// The key parsed once for the backend (see [`crate::crypto::PreparedKey`]).
     prepared: Arc<crate::crypto::PreparedKey>,
+    fingerprint: KeyFingerprint,
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -280,10 +303,16 @@ impl VerifyingKey {
                 kid: None,
                 key_type,
                 algorithms,
+                fingerprint: KeyFingerprint::of(key_type, &key),
                 key,
                 prepared: Arc::new(prepared),
             }),
         })
+    }
+
+    /// The fingerprint of this key's material (not of its `kid` or algorithms).
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        self.inner.fingerprint
     }
 
     /// A public key from PEM: `PUBLIC KEY` (SPKI: RSA, EC P-256/P-384, Ed25519),
