@@ -318,10 +318,17 @@ async fn a_huge_exp_is_clamped_and_never_wedges_the_token() {
     let (addr, idp) = start_idp().await;
     let auth = IntrospectionAuthenticator::new(config(addr)).unwrap();
     for _ in 0..3 {
-        let ctx = timeout(BOUND, auth.verify("huge-exp")).await.unwrap().unwrap();
+        let ctx = timeout(BOUND, auth.verify("huge-exp"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(ctx.subject(), Some("far-future"));
     }
-    assert_eq!(idp.count("huge-exp"), 1, "cached (for cache_ttl), not in flight forever");
+    assert_eq!(
+        idp.count("huge-exp"),
+        1,
+        "cached (for cache_ttl), not in flight forever"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +397,11 @@ async fn a_flood_of_invalid_tokens_never_evicts_active_results() {
         );
     }
     auth.verify("valued").await.unwrap();
-    assert_eq!(idp.count("valued"), 1, "the active result survived the flood");
+    assert_eq!(
+        idp.count("valued"),
+        1,
+        "the active result survived the flood"
+    );
     // Active results are bounded too: distinct valid tokens evict each other, never grow.
     for i in 0..200 {
         auth.verify(&format!("many-{i}")).await.unwrap();

@@ -145,7 +145,12 @@ mod shared {
 
     /// The Redis key of `token` for the replicas of [`config`].
     fn key(idp: SocketAddr, prefix: &str, token: &str) -> String {
-        key_with(&format!("http://{idp}/introspect"), "gateway", prefix, token)
+        key_with(
+            &format!("http://{idp}/introspect"),
+            "gateway",
+            prefix,
+            token,
+        )
     }
 
     /// An entry as a gatekeeper writes it: the answer and when it was fetched.
@@ -623,10 +628,17 @@ mod shared {
             // A may still be backing off (then it writes nothing), and so may B (then it asks
             // the IdP itself): try again with the next token.
             let written = Instant::now() + Duration::from_millis(300);
-            while get(&mut conn, &key(idp_addr, prefix, &token)).await.is_none() && Instant::now() < written {
+            while get(&mut conn, &key(idp_addr, prefix, &token))
+                .await
+                .is_none()
+                && Instant::now() < written
+            {
                 sleep(Duration::from_millis(5)).await;
             }
-            if get(&mut conn, &key(idp_addr, prefix, &token)).await.is_none() {
+            if get(&mut conn, &key(idp_addr, prefix, &token))
+                .await
+                .is_none()
+            {
                 continue;
             }
             assert_eq!(verify(&b, &token).await, Ok(format!("user-of-{token}")));
@@ -743,7 +755,10 @@ mod shared {
             .unwrap()
         };
         // A writes with an hour of TTL; B allows one second.
-        let (a, b) = (with_ttl(Duration::from_secs(3600)), with_ttl(Duration::from_secs(1)));
+        let (a, b) = (
+            with_ttl(Duration::from_secs(3600)),
+            with_ttl(Duration::from_secs(1)),
+        );
         assert_eq!(verify(&a, "aged").await, Ok("user-of-aged".into()));
         let k = key(idp_addr, prefix, "aged");
         stored(&mut conn, &k).await;
@@ -864,7 +879,16 @@ mod shared {
         let response = call(replicas[0].0, "gw-opaque").await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.text().await.unwrap(), "user-of-gw-opaque");
-        stored(&mut conn, &key_with(&format!("http://{idp_addr}/introspect"), "", "gw-test:introspection:", "gw-opaque")).await;
+        stored(
+            &mut conn,
+            &key_with(
+                &format!("http://{idp_addr}/introspect"),
+                "",
+                "gw-test:introspection:",
+                "gw-opaque",
+            ),
+        )
+        .await;
         let response = call(replicas[1].0, "gw-opaque").await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.text().await.unwrap(), "user-of-gw-opaque");
@@ -876,7 +900,16 @@ mod shared {
 
         let response = call(replicas[0].0, "inactive").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        stored(&mut conn, &key_with(&format!("http://{idp_addr}/introspect"), "", "gw-test:introspection:", "inactive")).await;
+        stored(
+            &mut conn,
+            &key_with(
+                &format!("http://{idp_addr}/introspect"),
+                "",
+                "gw-test:introspection:",
+                "inactive",
+            ),
+        )
+        .await;
         let response = call(replicas[1].0, "inactive").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(idp.count("inactive"), 1);

@@ -1043,7 +1043,11 @@ async fn a_cached_token_dies_with_its_key_material_even_under_the_same_kid() {
     let auth = cached(&keys);
     let token = token(&signer("ed-1").with_kid("k"), ISS);
     assert_eq!(through(&auth, &token).await, Ok(()));
-    assert_eq!(through(&auth, &token).await, Ok(()), "served from the cache");
+    assert_eq!(
+        through(&auth, &token).await,
+        Ok(()),
+        "served from the cache"
+    );
     // The IdP publishes other material under the same kid; the scheduled refresh sees it.
     script.set(Answer::Keys(renamed("ec256-1", "k"), None));
     tokio::time::sleep(Duration::from_secs(300)).await;

@@ -298,9 +298,12 @@ async fn a_token_revoked_within_the_exp_leeway_stays_revoked_everywhere() {
     // Expired five seconds ago: the verifiers (30 s leeway) still accept it.
     let (t, exp) = expired_token(&signer, "late", 5);
     assert_eq!(outcome(&a, &t).await, Ok(()));
-    sa.revoke(Revocation::token("late", UNIX_EPOCH + Duration::from_secs(exp)))
-        .await
-        .unwrap();
+    sa.revoke(Revocation::token(
+        "late",
+        UNIX_EPOCH + Duration::from_secs(exp),
+    ))
+    .await
+    .unwrap();
     assert_eq!(outcome(&a, &t).await, Err(RejectionKind::InvalidToken));
     // Published although past `exp`: the other replica hears of it...
     let took = until(&b, &t, Err(RejectionKind::InvalidToken)).await;
@@ -421,7 +424,10 @@ async fn a_hostile_writer_is_bounded() {
     assert!(matches!(err, RevocationError::Refused(_)), "{err}");
     let mut refused = None;
     for i in 0..2 {
-        if let Err(err) = store.revoke(Revocation::token(format!("more-{i}"), far())).await {
+        if let Err(err) = store
+            .revoke(Revocation::token(format!("more-{i}"), far()))
+            .await
+        {
             refused = Some(err);
             break;
         }

@@ -739,8 +739,7 @@ impl Inner {
         let Ok(Value::Object(mut response)) = serde_json::from_slice(&entry.value) else {
             return invalid("not a JSON object");
         };
-        let Some(fetched_at) = response.remove(FETCHED_AT).as_ref().and_then(Value::as_f64)
-        else {
+        let Some(fetched_at) = response.remove(FETCHED_AT).as_ref().and_then(Value::as_f64) else {
             return invalid("no fetch time");
         };
         let age = unix_now() - fetched_at;

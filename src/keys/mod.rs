@@ -57,10 +57,10 @@ use crate::algorithm::{Algorithm, AlgorithmSet};
 
 pub use any::{IssuerKeys, KeyFuture};
 pub use fetch::FetchError;
-pub use fingerprint::KeyFingerprint;
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use fetch::{FetchFuture, JwksDocument, JwksFetcher};
+pub use fingerprint::KeyFingerprint;
 #[cfg(feature = "jwks-client-rs")]
 pub use jwks_client::JwksClientFetcher;
 #[cfg(feature = "remote")]

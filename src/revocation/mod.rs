@@ -97,11 +97,11 @@ use crate::credential::RequestHead;
 use crate::reject::Rejection;
 
 pub use self::memory::MemoryRevocations;
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
 pub use self::set::{
     DEFAULT_MAX_REVOCATIONS, DEFAULT_TOKEN_GRACE, MAX_CUTOFF_SKEW, MAX_ID_BYTES, MAX_TOKEN_HORIZON,
 };
-#[cfg(feature = "redis")]
-pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
 
 /// What a [`RevocationStore`] says about a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,9 +188,15 @@ pub struct Revocation {
 
 #[derive(Clone, PartialEq, Eq)]
 enum RevocationKind {
-    Token { jti: String, expires_at: u64 },
+    Token {
+        jti: String,
+        expires_at: u64,
+    },
     /// Tokens of `subject` whose `iat` is at most `issued_through` (seconds) are revoked.
-    Subject { subject: String, issued_through: u64 },
+    Subject {
+        subject: String,
+        issued_through: u64,
+    },
 }
 
 impl Revocation {
@@ -465,8 +471,14 @@ mod tests {
             ))
             .await
             .unwrap();
-        assert_eq!(store.check(&TokenFacts::of(&u3(1_500))), RevocationStatus::Revoked);
-        assert_eq!(store.check(&TokenFacts::of(&u3(1_501))), RevocationStatus::Active);
+        assert_eq!(
+            store.check(&TokenFacts::of(&u3(1_500))),
+            RevocationStatus::Revoked
+        );
+        assert_eq!(
+            store.check(&TokenFacts::of(&u3(1_501))),
+            RevocationStatus::Active
+        );
         // No iat: revoked.
         assert_eq!(
             store.check(&TokenFacts::of(&ctx(None, "u1", None))),
@@ -515,14 +527,19 @@ mod tests {
         let huge = "j".repeat(8 << 20);
         assert!(set.insert(&Revocation::token_at(huge, now + 60)).is_err());
         assert!(set.insert(&Revocation::subject_at("", now)).is_err());
-        assert!(set.insert(&Revocation::token_at("j".repeat(MAX_ID_BYTES), now)).is_ok());
+        assert!(
+            set.insert(&Revocation::token_at("j".repeat(MAX_ID_BYTES), now))
+                .is_ok()
+        );
         // A subject cut-off of u64::MAX: clamped, so the lock-out ends with the skew bound.
-        set.insert(&Revocation::subject_at("victim", u64::MAX)).unwrap();
+        set.insert(&Revocation::subject_at("victim", u64::MAX))
+            .unwrap();
         let later = now + MAX_CUTOFF_SKEW.as_secs() + 60;
         assert!(!set.is_revoked(&TokenFacts::new(None, Some("victim"), Some(later))));
         assert!(set.is_revoked(&TokenFacts::new(None, Some("victim"), Some(now))));
         // A token expiry of u64::MAX: kept no longer than the horizon.
-        set.insert(&Revocation::token_at("forever", u64::MAX)).unwrap();
+        set.insert(&Revocation::token_at("forever", u64::MAX))
+            .unwrap();
         let kept = set
             .snapshot()
             .into_iter()
@@ -539,7 +556,10 @@ mod tests {
             Err(set::Refused::Full)
         );
         // Raising an existing entry is still possible when full.
-        assert_eq!(set.insert(&Revocation::token_at("forever", u64::MAX)), Ok(false));
+        assert_eq!(
+            set.insert(&Revocation::token_at("forever", u64::MAX)),
+            Ok(false)
+        );
     }
 
     #[test]

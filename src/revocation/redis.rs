@@ -471,9 +471,13 @@ impl Shared {
             .arg(oldest)
             .arg(MAX_ID_BYTES)
             .arg(max);
-        let ((tokens, subjects, total_tokens, total_subjects, removed),): (
-            (Scored, Scored, u64, u64, u64),
-        ) = self.query(&pipe).await?;
+        let ((tokens, subjects, total_tokens, total_subjects, removed),): ((
+            Scored,
+            Scored,
+            u64,
+            u64,
+            u64,
+        ),) = self.query(&pipe).await?;
         if removed > 0 {
             warn!(
                 removed,
@@ -490,9 +494,14 @@ impl Shared {
                 "Redis holds more revocations than max_entries; the latest were not read"
             );
         }
-        let score = |s: f64| if s.is_finite() && s > 0.0 { s as u64 } else { 0 };
-        let tokens: HashMap<String, u64> =
-            tokens.into_iter().map(|(m, s)| (m, score(s))).collect();
+        let score = |s: f64| {
+            if s.is_finite() && s > 0.0 {
+                s as u64
+            } else {
+                0
+            }
+        };
+        let tokens: HashMap<String, u64> = tokens.into_iter().map(|(m, s)| (m, score(s))).collect();
         let subjects: HashMap<String, u64> =
             subjects.into_iter().map(|(m, s)| (m, score(s))).collect();
         for (jti, exp) in &tokens {

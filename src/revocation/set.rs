@@ -127,7 +127,10 @@ impl RevocationSet {
         let now = unix_now();
         let (key, at) = match &revocation.kind {
             RevocationKind::Token { jti, expires_at } => (jti, *expires_at),
-            RevocationKind::Subject { subject, issued_through } => (subject, *issued_through),
+            RevocationKind::Subject {
+                subject,
+                issued_through,
+            } => (subject, *issued_through),
         };
         if key.is_empty() || key.len() > MAX_ID_BYTES {
             return Err(Refused::BadId);
@@ -202,7 +205,8 @@ pub(crate) fn clamp(kind: &RevocationKind, at: u64, now: u64) -> u64 {
 
 impl Maps {
     fn prune(&mut self, now: u64, grace: u64, retention: Option<Duration>) {
-        self.tokens.retain(|_, exp| exp.saturating_add(grace) >= now);
+        self.tokens
+            .retain(|_, exp| exp.saturating_add(grace) >= now);
         if let Some(retention) = retention {
             let oldest = now.saturating_sub(retention.as_secs());
             self.subjects.retain(|_, through| *through >= oldest);

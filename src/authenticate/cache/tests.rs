@@ -489,8 +489,8 @@ async fn authenticators_sharing_a_cache_never_serve_each_others_entries() {
     let keys = StaticKeys::new([signer.verifying_key().clone()]);
     let cache = TokenCache::new(CacheConfig::default()).unwrap();
     let for_audience = |aud: &str| {
-        let jwt = JwtAuthenticator::new(keys.clone(), Validation::new(ISS).audiences([aud]))
-            .unwrap();
+        let jwt =
+            JwtAuthenticator::new(keys.clone(), Validation::new(ISS).audiences([aud])).unwrap();
         CachedAuthenticator::with_cache(jwt, cache.clone())
     };
     let (a, b) = (for_audience("api://a"), for_audience("api://b"));
@@ -530,9 +530,8 @@ struct Gated {
 }
 
 impl Authenticator for Gated {
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<AuthContext, Rejection>> + Send>,
-    >;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<AuthContext, Rejection>> + Send>>;
 
     fn authenticate(&self, _head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
         self.calls.fetch_add(1, Ordering::SeqCst);
