@@ -90,6 +90,7 @@ impl RevocationSet {
     }
 
     /// The grace of token entries.
+    #[cfg(feature = "redis")]
     pub(crate) fn grace(&self) -> Duration {
         Duration::from_secs(self.grace.load(Ordering::Relaxed))
     }
