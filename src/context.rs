@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::keys::KeyFingerprint;
+
 /// How the caller proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -73,6 +75,8 @@ struct Inner {
     tenant: Option<String>,
     expires_at: Option<SystemTime>,
     key_id: Option<String>,
+    /// The material of the key that verified the credential (JWTs verified by this crate).
+    key_fingerprint: Option<KeyFingerprint>,
     claims: Value,
     /// The plain propagation header values, built the first time a context is propagated
     /// and shared by every later request served with this context (a cache hit reuses
@@ -93,6 +97,7 @@ impl AuthContext {
                 tenant: None,
                 expires_at: None,
                 key_id: None,
+                key_fingerprint: None,
                 claims: Value::Object(Map::new()),
                 header_values: OnceLock::new(),
             },
@@ -139,6 +144,11 @@ impl AuthContext {
         self.inner.key_id.as_deref()
     }
 
+    /// The fingerprint of the key that verified the credential, when this crate verified it.
+    pub(crate) fn key_fingerprint(&self) -> Option<&KeyFingerprint> {
+        self.inner.key_fingerprint.as_ref()
+    }
+
     /// Keeps at most `max_roles` roles and `max_scopes` scopes (the first ones), for
     /// [`Limits`](crate::limits::Limits). Returns whether anything was dropped.
     pub(crate) fn truncate_lists(&mut self, max_roles: usize, max_scopes: usize) -> bool {
@@ -155,6 +165,7 @@ impl AuthContext {
             tenant: i.tenant.clone(),
             expires_at: i.expires_at,
             key_id: i.key_id.clone(),
+            key_fingerprint: i.key_fingerprint,
             claims: i.claims.clone(),
             header_values: OnceLock::new(),
         });
@@ -174,6 +185,7 @@ impl AuthContext {
                 tenant: i.tenant.clone(),
                 expires_at: i.expires_at,
                 key_id: i.key_id.clone(),
+                key_fingerprint: i.key_fingerprint,
                 claims: i.claims.clone(),
                 header_values: OnceLock::new(),
             }),
@@ -506,6 +518,12 @@ impl AuthContextBuilder {
     /// Sets the id of the key that verified the credential.
     pub fn key_id(mut self, kid: impl Into<String>) -> Self {
         self.inner.key_id = Some(kid.into());
+        self
+    }
+
+    /// Sets the fingerprint of the key that verified the credential.
+    pub(crate) fn key_fingerprint(mut self, fingerprint: KeyFingerprint) -> Self {
+        self.inner.key_fingerprint = Some(fingerprint);
         self
     }
 

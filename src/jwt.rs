@@ -485,7 +485,10 @@ impl Validation {
         if let Some(kid) = key.kid() {
             builder = builder.key_id(kid);
         }
-        let ctx = builder.claims(claims).build();
+        let ctx = builder
+            .key_fingerprint(key.fingerprint())
+            .claims(claims)
+            .build();
         ctx.check_forwardable()?;
         Ok(ctx)
     }

@@ -26,6 +26,7 @@ use tower_gatekeeper::{CredentialKind, RejectionKind};
 use http_server::serve;
 
 const BOUND: Duration = Duration::from_secs(30);
+const ISS: &str = "https://idp.example.test";
 
 /// One request's client authentication: Authorization header, form client_id, form
 /// client_secret.
@@ -96,6 +97,12 @@ async fn answer(idp: Arc<Idp>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         "inactive" => json!({"active": false}),
         "expired" => json!({"active": true, "sub": "u", "exp": now() - 10}),
         "foreign" => json!({"active": true, "sub": "u", "aud": "api://other", "exp": far}),
+        "huge-exp" => {
+            json!({"active": true, "sub": "far-future", "iss": ISS, "aud": "api://orders",
+                   "exp": 1e20})
+        }
+        "no-iss" => json!({"active": true, "sub": "u", "aud": "api://orders", "exp": far}),
+        junk if junk.starts_with("junk-") => json!({"active": false}),
         "slow" => {
             std::future::pending::<()>().await;
             unreachable!()
@@ -103,7 +110,7 @@ async fn answer(idp: Arc<Idp>, req: Request<Incoming>) -> Response<Full<Bytes>> 
         "gate" => {
             idp.waiting.fetch_add(1, Ordering::SeqCst);
             idp.gate.notified().await;
-            json!({"active": true, "sub": "gated", "aud": "api://orders", "exp": far})
+            json!({"active": true, "sub": "gated", "iss": ISS, "aud": "api://orders", "exp": far})
         }
         "no-sub" | "empty-sub" | "crlf-sub" | "nul-tenant" => {
             let mut body = json!({"active": true, "sub": "u", "iss": "https://idp.example.test",
@@ -149,7 +156,7 @@ fn config(addr: SocketAddr) -> IntrospectionConfig {
             client_secret: "s3cr:et".into(),
         },
     )
-    .issuer("https://idp.example.test")
+    .issuer(ISS)
     .audiences(["api://orders"])
     .tenant_claim("tenant_id")
     .timeout(Duration::from_millis(300))
@@ -345,4 +352,133 @@ fn configuration_mistakes_are_named() {
         client_secret: "top-secret".into(),
     };
     assert!(!format!("{secret:?}").contains("top-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_exp_is_clamped_and_never_wedges_the_token() {
+    let (addr, idp) = start_idp().await;
+    let auth = IntrospectionAuthenticator::new(config(addr)).unwrap();
+    for _ in 0..3 {
+        let ctx = timeout(BOUND, auth.verify("huge-exp"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ctx.subject(), Some("far-future"));
+    }
+    assert_eq!(
+        idp.count("huge-exp"),
+        1,
+        "cached (for cache_ttl), not in flight forever"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_retry_once_when_the_leader_vanishes() {
+    let (addr, idp) = start_idp().await;
+    let auth = IntrospectionAuthenticator::new(config(addr).timeout(BOUND)).unwrap();
+    // The leader runs on a runtime of its own, which is dropped while it waits for the IdP:
+    // its task is cancelled without an answer.
+    let leader_runtime = {
+        let auth = auth.clone();
+        let idp = Arc::clone(&idp);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                tokio::spawn(async move { auth.verify("gate").await });
+                let deadline = Instant::now() + BOUND;
+                while idp.waiting.load(Ordering::SeqCst) == 0 {
+                    assert!(Instant::now() < deadline, "the IdP never saw the request");
+                    sleep(Duration::from_millis(5)).await;
+                }
+            });
+            runtime
+        })
+        .join()
+        .unwrap()
+    };
+    // A waiter joins the leader's flight...
+    let waiter = {
+        let auth = auth.clone();
+        tokio::spawn(async move { auth.verify("gate").await })
+    };
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(idp.count("gate"), 1, "the waiter joined the flight");
+    // ...which vanishes: the waiter leads a new request instead of failing.
+    tokio::task::spawn_blocking(move || drop(leader_runtime))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + BOUND;
+    while idp.waiting.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the waiter never asked again");
+        sleep(Duration::from_millis(5)).await;
+    }
+    idp.gate.notify_waiters();
+    let ctx = timeout(BOUND, waiter).await.unwrap().unwrap().unwrap();
+    assert_eq!(ctx.subject(), Some("gated"));
+    // And the token is not wedged: served from the cache now.
+    assert_eq!(auth.verify("gate").await.unwrap().subject(), Some("gated"));
+    assert_eq!(idp.count("gate"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_invalid_tokens_never_evicts_active_results() {
+    let (addr, idp) = start_idp().await;
+    let auth = IntrospectionAuthenticator::new(config(addr).cache_capacity(64)).unwrap();
+    auth.verify("valued").await.unwrap();
+    for i in 0..1000 {
+        let junk = format!("junk-{i}");
+        assert_eq!(
+            auth.verify(&junk).await.unwrap_err().kind(),
+            RejectionKind::InvalidToken
+        );
+    }
+    auth.verify("valued").await.unwrap();
+    assert_eq!(
+        idp.count("valued"),
+        1,
+        "the active result survived the flood"
+    );
+    // Active results are bounded too: distinct valid tokens evict each other, never grow.
+    for i in 0..200 {
+        auth.verify(&format!("many-{i}")).await.unwrap();
+    }
+    auth.verify("many-199").await.unwrap();
+    assert_eq!(idp.count("many-199"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audiences_are_required_and_iss_is_checked_when_an_issuer_is_set() {
+    let (addr, idp) = start_idp().await;
+    let endpoint = format!("http://{addr}/introspect");
+    let err = IntrospectionAuthenticator::new(IntrospectionConfig::new(
+        endpoint.clone(),
+        ClientAuth::None,
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("audience"), "{err}");
+    // The explicit opt-out: another API's token is then accepted, by choice.
+    let any = IntrospectionAuthenticator::new(
+        IntrospectionConfig::new(endpoint, ClientAuth::None).any_audience(),
+    )
+    .unwrap();
+    assert_eq!(any.verify("foreign").await.unwrap().subject(), Some("u"));
+    // With an issuer configured, an answer without `iss` is refused.
+    let auth = IntrospectionAuthenticator::new(config(addr)).unwrap();
+    assert_eq!(
+        auth.verify("no-iss").await.unwrap_err().kind(),
+        RejectionKind::InvalidToken
+    );
+    // Without one, it is accepted, and the context names no issuer.
+    let lax = IntrospectionAuthenticator::new(
+        IntrospectionConfig::new(format!("http://{addr}/introspect"), ClientAuth::None)
+            .audiences(["api://orders"]),
+    )
+    .unwrap();
+    assert_eq!(lax.verify("no-iss").await.unwrap().issuer(), None);
+    assert_eq!(idp.count("no-iss"), 2);
 }

@@ -62,11 +62,37 @@ mod shared {
             .unwrap()
     }
 
-    fn key(prefix: &str, token: &str) -> String {
-        let digest = Sha256::digest(token.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    /// The Redis key of `token` for an authenticator of `endpoint` as `client_id`: the
+    /// prefix, then the hex SHA-256 of the length-prefixed endpoint and client id and the
+    /// token (the documented format, computed independently here).
+    fn key_with(endpoint: &str, client_id: &str, prefix: &str, token: &str) -> String {
+        let mut hash = Sha256::new();
+        for part in [endpoint, client_id] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        hash.update(token.as_bytes());
+        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         format!("{prefix}{hex}")
     }
+
+    /// The Redis key of `token` for the replicas of [`config`].
+    fn key(idp: SocketAddr, prefix: &str, token: &str) -> String {
+        key_with(
+            &format!("http://{idp}/introspect"),
+            "gateway",
+            prefix,
+            token,
+        )
+    }
+
+    /// An entry as a gatekeeper writes it: the answer and when it was fetched.
+    fn entry(mut answer: Value, fetched_at: u64) -> Vec<u8> {
+        answer[FETCHED_AT] = fetched_at.into();
+        answer.to_string().into_bytes()
+    }
+
+    const FETCHED_AT: &str = "gatekeeper:fetched_at";
 
     async fn get(conn: &mut MultiplexedConnection, key: &str) -> Option<Vec<u8>> {
         redis::cmd("GET").arg(key).query_async(conn).await.unwrap()
@@ -86,12 +112,19 @@ mod shared {
     }
 
     /// Waits until a replica has written `key` (writes happen after the answer) and returns
-    /// the value as JSON.
+    /// the value as JSON, without its fetch time (which it must have, about now).
     async fn stored(conn: &mut MultiplexedConnection, key: &str) -> Value {
         let deadline = Instant::now() + BOUND;
         loop {
             if let Some(value) = get(conn, key).await {
-                return serde_json::from_slice(&value).expect("a JSON value");
+                let mut value: Value = serde_json::from_slice(&value).expect("a JSON value");
+                let fetched_at = value
+                    .as_object_mut()
+                    .and_then(|o| o.remove(FETCHED_AT))
+                    .and_then(|v| v.as_u64())
+                    .expect("the fetch time is stored");
+                assert!(fetched_at.abs_diff(now()) <= 5, "fetched at {fetched_at}");
+                return value;
             }
             assert!(Instant::now() < deadline, "{key} was never written");
             sleep(Duration::from_millis(5)).await;
@@ -105,6 +138,8 @@ mod shared {
     #[derive(Default)]
     struct Idp {
         counts: Mutex<HashMap<String, usize>>,
+        /// Every token is inactive (another authorization server).
+        inactive_all: std::sync::atomic::AtomicBool,
         /// The fixed `exp` of the token `short`, set on first use.
         short_exp: OnceLock<u64>,
     }
@@ -146,6 +181,7 @@ mod shared {
         *idp.counts.lock().unwrap().entry(token.clone()).or_default() += 1;
         let far = now() + 3600;
         let body = match token.as_str() {
+            _ if idp.inactive_all.load(Ordering::SeqCst) => json!({"active": false}),
             // Whatever else an inactive answer says is not shared.
             "inactive" => json!({"active": false, "sub": "not-shared", "note": "revoked"}),
             "short" => {
@@ -254,7 +290,7 @@ mod shared {
 
         // Active: introspected through A, written under prefix + hex SHA-256 of the token.
         assert_eq!(verify(&a, "opaque-1").await, Ok("user-of-opaque-1".into()));
-        let k = key(prefix, "opaque-1");
+        let k = key(idp_addr, prefix, "opaque-1");
         let value = stored(&mut conn, &k).await;
         assert_eq!(value["active"], true);
         assert_eq!(value["sub"], "user-of-opaque-1");
@@ -283,7 +319,7 @@ mod shared {
             verify(&a, "inactive").await,
             Err(RejectionKind::InvalidToken)
         );
-        let k = key(prefix, "inactive");
+        let k = key(idp_addr, prefix, "inactive");
         assert_eq!(stored(&mut conn, &k).await, json!({"active": false}));
         let ttl = pttl(&mut conn, &k).await;
         assert!(
@@ -310,7 +346,7 @@ mod shared {
             Err(RejectionKind::InvalidToken)
         );
         assert_eq!(
-            stored(&mut conn, &key(prefix, "billing")).await["sub"],
+            stored(&mut conn, &key(idp_addr, prefix, "billing")).await["sub"],
             "biller"
         );
         assert_eq!(verify(&billing, "billing").await, Ok("biller".into()));
@@ -346,7 +382,7 @@ mod shared {
 
         assert_eq!(verify(&a, "short").await, Ok("short-lived".into()));
         let exp = *idp.short_exp.get().unwrap();
-        let k = key(prefix, "short");
+        let k = key(idp_addr, prefix, "short");
         stored(&mut conn, &k).await;
         let before = now_ms();
         let ttl = pttl(&mut conn, &k).await;
@@ -377,8 +413,8 @@ mod shared {
                            "aud": "api://orders", "exp": now() - 10});
         set(
             &mut conn,
-            &key(prefix, "stale"),
-            stale.to_string().as_bytes(),
+            &key(idp_addr, prefix, "stale"),
+            &entry(stale, now()),
             Some(60_000),
         )
         .await;
@@ -401,8 +437,8 @@ mod shared {
                              "aud": "api://orders", "exp": now() + 3600});
         set(
             &mut conn,
-            &key(prefix, "brief"),
-            planted.to_string().as_bytes(),
+            &key(idp_addr, prefix, "brief"),
+            &entry(planted, now()),
             Some(1000),
         )
         .await;
@@ -425,16 +461,22 @@ mod shared {
         let mallory = json!({"active": true, "sub": "mallory", "iss": ISS, "aud": "api://orders"});
         let huge = json!({"active": true, "sub": "mallory", "iss": ISS, "aud": "api://orders",
                           "pad": "x".repeat(70 * 1024)});
-        let cases: [(&str, Vec<u8>, Option<u64>); 5] = [
+        let cases: [(&str, Vec<u8>, Option<u64>); 8] = [
             ("not-json", b"not json {".to_vec(), Some(60_000)),
             ("array", b"[1, 2, 3]".to_vec(), Some(60_000)),
             ("empty", Vec::new(), Some(60_000)),
             // Never written by a gatekeeper: an entry without expiry is not trusted.
-            ("persistent", mallory.to_string().into_bytes(), None),
-            ("huge", huge.to_string().into_bytes(), Some(60_000)),
+            ("persistent", entry(mallory.clone(), now()), None),
+            ("huge", entry(huge, now()), Some(60_000)),
+            // Without a fetch time, an entry's age is unknown.
+            ("undated", mallory.to_string().into_bytes(), Some(60_000)),
+            // Fetched in the future (beyond clock skew): not believed.
+            ("future", entry(mallory.clone(), now() + 3600), Some(60_000)),
+            // Older than this replica's cache_ttl (30 s), whatever its Redis TTL.
+            ("old", entry(mallory, now() - 31), Some(60_000)),
         ];
         for (token, value, px) in cases {
-            let k = key(prefix, token);
+            let k = key(idp_addr, prefix, token);
             set(&mut conn, &k, &value, px).await;
             assert_eq!(
                 verify(&a, token).await,
@@ -456,7 +498,7 @@ mod shared {
         }
 
         // A key of another type (a Redis error): still answered by the IdP.
-        let k = key(prefix, "hash");
+        let k = key(idp_addr, prefix, "hash");
         redis::cmd("HSET")
             .arg(&k)
             .arg("f")
@@ -480,7 +522,7 @@ mod shared {
         );
         let mut conn = connect(&redis).await;
         assert_eq!(verify(&a, "before").await, Ok("user-of-before".into()));
-        stored(&mut conn, &key(prefix, "before")).await;
+        stored(&mut conn, &key(idp_addr, prefix, "before")).await;
         assert_eq!(verify(&b, "before").await, Ok("user-of-before".into()));
         assert_eq!(idp.count("before"), 1);
 
@@ -519,10 +561,17 @@ mod shared {
             // A may still be backing off (then it writes nothing), and so may B (then it asks
             // the IdP itself): try again with the next token.
             let written = Instant::now() + Duration::from_millis(300);
-            while get(&mut conn, &key(prefix, &token)).await.is_none() && Instant::now() < written {
+            while get(&mut conn, &key(idp_addr, prefix, &token))
+                .await
+                .is_none()
+                && Instant::now() < written
+            {
                 sleep(Duration::from_millis(5)).await;
             }
-            if get(&mut conn, &key(prefix, &token)).await.is_none() {
+            if get(&mut conn, &key(idp_addr, prefix, &token))
+                .await
+                .is_none()
+            {
                 continue;
             }
             assert_eq!(verify(&b, &token).await, Ok(format!("user-of-{token}")));
@@ -586,6 +635,76 @@ mod shared {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn authorization_servers_sharing_a_redis_never_read_each_others_answers() {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let mut conn = connect(&redis).await;
+        let (idp_addr, idp) = start_idp().await;
+        let (other_addr, other) = start_idp().await;
+        other.inactive_all.store(true, Ordering::SeqCst);
+        let prefix = "t6:";
+        let a = replica(idp_addr, &redis.url(), prefix);
+        let b = replica(other_addr, &redis.url(), prefix);
+        assert_eq!(verify(&a, "cross").await, Ok("user-of-cross".into()));
+        stored(&mut conn, &key(idp_addr, prefix, "cross")).await;
+        // B's authorization server never issued it: B asks its own, which says inactive.
+        assert_eq!(verify(&b, "cross").await, Err(RejectionKind::InvalidToken));
+        assert_eq!(other.count("cross"), 1);
+        assert_ne!(a.shared_cache_key("cross"), b.shared_cache_key("cross"));
+        // The same server as another client is another cache too.
+        let c = IntrospectionAuthenticator::new(
+            IntrospectionConfig::new(
+                format!("http://{idp_addr}/introspect"),
+                ClientAuth::Post {
+                    client_id: "another-client".into(),
+                    client_secret: "pw".into(),
+                },
+            )
+            .issuer(ISS)
+            .audiences(["api://orders"])
+            .shared_cache(cache(&redis.url(), prefix)),
+        )
+        .unwrap();
+        assert_eq!(verify(&c, "cross").await, Ok("user-of-cross".into()));
+        assert_eq!(idp.count("cross"), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_keeps_an_entry_no_longer_than_its_own_cache_ttl() {
+        let Some(redis) = RedisServer::start() else {
+            return;
+        };
+        let mut conn = connect(&redis).await;
+        let (idp_addr, idp) = start_idp().await;
+        let prefix = "t7:";
+        let with_ttl = |ttl: Duration| {
+            IntrospectionAuthenticator::new(
+                config(idp_addr, "api://orders")
+                    .cache_ttl(ttl)
+                    .shared_cache(cache(&redis.url(), prefix)),
+            )
+            .unwrap()
+        };
+        // A writes with an hour of TTL; B allows one second.
+        let (a, b) = (
+            with_ttl(Duration::from_secs(3600)),
+            with_ttl(Duration::from_secs(1)),
+        );
+        assert_eq!(verify(&a, "aged").await, Ok("user-of-aged".into()));
+        let k = key(idp_addr, prefix, "aged");
+        stored(&mut conn, &k).await;
+        assert!(pttl(&mut conn, &k).await > 3_000_000);
+        assert_eq!(verify(&b, "aged").await, Ok("user-of-aged".into()));
+        assert_eq!(idp.count("aged"), 1, "B read A's fresh entry");
+        // Past B's cache_ttl since the fetch, B asks the IdP itself (its local copy expired
+        // with it, and the Redis entry is too old for it), although Redis keeps the entry.
+        sleep(Duration::from_millis(2100)).await;
+        assert_eq!(verify(&b, "aged").await, Ok("user-of-aged".into()));
+        assert_eq!(idp.count("aged"), 2);
+    }
+
     #[tokio::test]
     async fn configuration_mistakes_are_named_and_the_url_is_not_shown() {
         let err = RedisIntrospectionCache::builder("not a url")
@@ -612,7 +731,9 @@ mod shared {
         let cache = builder.build().unwrap();
         assert!(!format!("{cache:?}").contains("top-secret"));
         let auth = IntrospectionAuthenticator::new(
-            IntrospectionConfig::new("http://127.0.0.1:1/i", ClientAuth::None).shared_cache(cache),
+            IntrospectionConfig::new("http://127.0.0.1:1/i", ClientAuth::None)
+                .any_audience()
+                .shared_cache(cache),
         )
         .unwrap();
         assert!(!format!("{auth:?}").contains("top-secret"));

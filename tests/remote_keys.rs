@@ -902,3 +902,90 @@ async fn several_issuers_pick_their_keys_by_iss_and_unknown_issuers_cost_no_fetc
     }
     assert_eq!((idp_a.hits(), idp_b.hits()), (hits_a, hits_b));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The verified-token cache under rotation, and refresh now (paused clock)
+// ---------------------------------------------------------------------------------------------
+
+type Cached = tower_gatekeeper::authenticate::CachedAuthenticator<JwtAuthenticator<RemoteJwks>>;
+
+fn cached(keys: &RemoteJwks) -> Cached {
+    use tower_gatekeeper::authenticate::{CacheConfig, CachedAuthenticator};
+    let jwt = JwtAuthenticator::new(keys.clone(), Validation::new(ISS).audiences([AUD])).unwrap();
+    CachedAuthenticator::new(jwt, CacheConfig::default()).unwrap()
+}
+
+async fn through(auth: &Cached, token: &str) -> Result<(), RejectionKind> {
+    use tower_gatekeeper::Authenticator;
+    use tower_gatekeeper::credential::RequestHead;
+    let req = Request::builder()
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    let fut = auth
+        .authenticate(&RequestHead::of(&req))
+        .map_err(|r| r.kind())?;
+    fut.await.map(drop).map_err(|r| r.kind())
+}
+
+/// The fixture key `kid`'s JWK published under the name `as_kid`.
+fn renamed(kid: &str, as_kid: &str) -> Value {
+    let mut key = jwk(kid);
+    key["kid"] = as_kid.into();
+    json!({ "keys": [key] })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_token_dies_with_its_key_material_even_under_the_same_kid() {
+    let (script, keys) = scripted(Answer::Keys(renamed("ed-1", "k"), None));
+    warm(&keys).await;
+    let auth = cached(&keys);
+    let token = token(&signer("ed-1").with_kid("k"), ISS);
+    assert_eq!(through(&auth, &token).await, Ok(()));
+    assert_eq!(
+        through(&auth, &token).await,
+        Ok(()),
+        "served from the cache"
+    );
+    // The IdP publishes other material under the same kid; the scheduled refresh sees it.
+    script.set(Answer::Keys(renamed("ec256-1", "k"), None));
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    keys.wait_for_fetches(2).await;
+    // The uncached verifier refuses the token: so does the cache.
+    assert_eq!(
+        through(&cached(&keys), &token).await,
+        Err(RejectionKind::InvalidToken)
+    );
+    assert_eq!(
+        through(&auth, &token).await,
+        Err(RejectionKind::InvalidToken)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_now_stops_a_removed_key_at_once_and_purges_its_tokens() {
+    // An hour of max-age: the next scheduled refresh is 54 minutes away.
+    let (script, keys) = scripted(Answer::Keys(jwks(&["ed-1", "ec256-1"]), Some(3600)));
+    warm(&keys).await;
+    let auth = cached(&keys);
+    let token = token(&signer("ed-1"), ISS);
+    assert_eq!(through(&auth, &token).await, Ok(()));
+    auth.cache().run_pending_tasks();
+    assert_eq!(auth.cache().entry_count(), 1);
+    // ed-1 is compromised and removed at the IdP: without a refresh it still verifies.
+    script.set(Answer::Keys(jwks(&["ec256-1"]), Some(3600)));
+    assert_eq!(through(&auth, &token).await, Ok(()));
+    keys.refresh_now().await.unwrap();
+    assert_eq!(script.fetches(), 2);
+    auth.purge_untrusted();
+    auth.cache().run_pending_tasks();
+    assert_eq!(auth.cache().entry_count(), 0, "purged");
+    assert_eq!(
+        through(&auth, &token).await,
+        Err(RejectionKind::InvalidToken)
+    );
+    // A failed refresh says so (and keeps the last good keys).
+    script.set(Answer::Fail);
+    assert!(keys.refresh_now().await.is_err());
+    assert!(keys.has_keys());
+}

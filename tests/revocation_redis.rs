@@ -268,6 +268,174 @@ async fn fail_closed_answers_503_while_redis_is_down() {
     until(&c, &t, Ok(())).await;
 }
 
+/// A token of `sub` with `jti` that expired `ago` seconds ago.
+fn expired_token(signer: &SigningKey, jti: &str, ago: u64) -> (String, u64) {
+    let exp = now() - ago;
+    let token = signer
+        .sign(&json!({"iss": ISS, "aud": AUD, "sub": "u", "jti": jti, "iat": exp - 60, "exp": exp}))
+        .unwrap();
+    (token, exp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_within_the_exp_leeway_stays_revoked_everywhere() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+    // Short resyncs, so that several happen (each prunes, locally and in Redis).
+    let quick = |prefix| {
+        RedisRevocations::builder(redis.url())
+            .prefix(prefix)
+            .resync_interval(Duration::from_millis(200))
+            .build()
+            .unwrap()
+    };
+    let (sa, sb) = (quick("t5"), quick("t5"));
+    let (a, b) = (replica(&signer, sa.clone()), replica(&signer, sb.clone()));
+    ready(&sa).await;
+    ready(&sb).await;
+    // Expired five seconds ago: the verifiers (30 s leeway) still accept it.
+    let (t, exp) = expired_token(&signer, "late", 5);
+    assert_eq!(outcome(&a, &t).await, Ok(()));
+    sa.revoke(Revocation::token(
+        "late",
+        UNIX_EPOCH + Duration::from_secs(exp),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(outcome(&a, &t).await, Err(RejectionKind::InvalidToken));
+    // Published although past `exp`: the other replica hears of it...
+    let took = until(&b, &t, Err(RejectionKind::InvalidToken)).await;
+    assert!(took < PROPAGATION, "replica B took {took:?}");
+    // ...and neither forgets it on prune or resync while a verifier could accept the token.
+    sleep(Duration::from_millis(700)).await;
+    sa.prune();
+    sb.prune();
+    assert_eq!(outcome(&a, &t).await, Err(RejectionKind::InvalidToken));
+    assert_eq!(outcome(&b, &t).await, Err(RejectionKind::InvalidToken));
+    // Redis keeps it too, and a replica that starts now loads it.
+    let sc = quick("t5");
+    let c = replica(&signer, sc.clone());
+    ready(&sc).await;
+    assert_eq!(outcome(&c, &t).await, Err(RejectionKind::InvalidToken));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_notices_a_silent_redis_within_seconds() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+    // A resync interval far beyond the test: only the heartbeat can notice.
+    let closed = RedisRevocations::builder(redis.url())
+        .prefix("t6")
+        .fail_mode(FailMode::Closed)
+        .timeout(Duration::from_millis(500))
+        .heartbeat_interval(Duration::from_millis(250))
+        .resync_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let c = replica(&signer, closed.clone());
+    let t = token(&signer, "x", "u", now());
+    ready(&closed).await;
+    assert_eq!(outcome(&c, &t).await, Ok(()));
+
+    // Stopped, not killed: every connection stays open and nothing answers.
+    redis.pause();
+    let took = until(&c, &t, Err(RejectionKind::KeysUnavailable)).await;
+    assert!(
+        took < Duration::from_secs(3),
+        "a silent outage took {took:?} to notice"
+    );
+    assert!(!closed.is_synced());
+    redis.resume();
+    until(&c, &t, Ok(())).await;
+    assert!(closed.is_synced());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_writer_is_bounded() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let zadd = |key: &str, score: f64, member: Vec<u8>| {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(key).arg(score).arg(member);
+        cmd
+    };
+    // A subject locked out for ever, an 8 MiB jti, and far more entries than allowed.
+    zadd("t7:subjects", 1.8e19, b"victim".to_vec())
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    zadd("t7:tokens", 4e9, vec![b'j'; 8 << 20])
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..500 {
+        zadd("t7:tokens", FAR as f64, format!("jti-{i}").into_bytes())
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+    let store = RedisRevocations::builder(redis.url())
+        .prefix("t7")
+        .max_entries(100)
+        .build()
+        .unwrap();
+    ready(&store).await;
+    let shown = format!("{store:?}");
+    // At most 100 (the over-long one, read among the first 100, was dropped).
+    assert!(
+        shown.contains("tokens: 99,") || shown.contains("tokens: 100,"),
+        "{shown}"
+    );
+    // The over-long member is gone from Redis.
+    let long_ones: u64 = redis::cmd("ZCOUNT")
+        .arg("t7:tokens")
+        .arg(3.9e9)
+        .arg(4.1e9)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(long_ones, 0);
+    // The lock-out is clamped: tokens issued after the skew bound are accepted.
+    use tower_gatekeeper::revocation::{MAX_CUTOFF_SKEW, RevocationStatus, TokenFacts};
+    let later = now() + MAX_CUTOFF_SKEW.as_secs() + 60;
+    assert_eq!(
+        store.check(&TokenFacts::new(None, Some("victim"), Some(later))),
+        RevocationStatus::Active
+    );
+    assert_eq!(
+        store.check(&TokenFacts::new(None, Some("victim"), Some(now()))),
+        RevocationStatus::Revoked
+    );
+    // A local revocation beyond the bounds is refused, loudly.
+    let err = store
+        .revoke(Revocation::token("k".repeat(2048), far()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RevocationError::Refused(_)), "{err}");
+    let mut refused = None;
+    for i in 0..2 {
+        if let Err(err) = store
+            .revoke(Revocation::token(format!("more-{i}"), far()))
+            .await
+        {
+            refused = Some(err);
+            break;
+        }
+    }
+    let err = refused.expect("the set is full");
+    assert!(matches!(err, RevocationError::Refused(_)), "{err}");
+}
+
 #[tokio::test]
 async fn configuration_mistakes_are_named() {
     let err = RedisRevocations::builder("not a url").build().unwrap_err();

@@ -299,7 +299,12 @@ async fn mint_context(layer: tower_gatekeeper::ContextPropagationLayer) -> Strin
             tx.send(value).unwrap();
             async { Ok::<_, std::convert::Infallible>(http::Response::new(())) }
         });
-    let mut request = http::Request::new(());
+    // The context is bound to the request it is minted for: the `WhoAmI` call.
+    let mut request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri("/gatekeeper.demo.Demo/WhoAmI")
+        .body(())
+        .unwrap();
     request.extensions_mut().insert(
         tower_gatekeeper::AuthContext::builder(tower_gatekeeper::CredentialKind::Jwt)
             .subject("user-1")

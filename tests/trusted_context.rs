@@ -53,6 +53,15 @@ fn caller() -> AuthContext {
 
 /// The headers `layer` sends downstream for [`caller`].
 async fn propagate(layer: ContextPropagationLayer) -> http::HeaderMap {
+    propagate_to(layer, http::Method::GET, "/").await
+}
+
+/// The headers `layer` sends downstream for [`caller`]'s request `method` `path`.
+async fn propagate_to(
+    layer: ContextPropagationLayer,
+    method: http::Method,
+    path: &str,
+) -> http::HeaderMap {
     let (tx, rx) = std::sync::mpsc::channel();
     let service = ServiceBuilder::new()
         .layer(layer)
@@ -60,13 +69,28 @@ async fn propagate(layer: ContextPropagationLayer) -> http::HeaderMap {
             tx.send(req.headers().clone()).unwrap();
             async { Ok::<_, Infallible>(http::Response::new(())) }
         });
-    let mut request = http::Request::new(());
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(())
+        .unwrap();
     request.extensions_mut().insert(caller());
     service.oneshot(request).await.unwrap();
     rx.recv().unwrap()
 }
 
+/// A context for `GET /whoami`.
 async fn mint(key: &SigningKey, audience: &str, clock: Clock) -> String {
+    mint_for(key, audience, clock, http::Method::GET, "/whoami").await
+}
+
+async fn mint_for(
+    key: &SigningKey,
+    audience: &str,
+    clock: Clock,
+    method: http::Method,
+    path: &str,
+) -> String {
     let layer = ContextPropagationLayer::builder()
         .sign_context(key.clone())
         .context_audience(audience)
@@ -74,8 +98,27 @@ async fn mint(key: &SigningKey, audience: &str, clock: Clock) -> String {
         .forward_claims(["email"])
         .build()
         .unwrap();
-    let headers = propagate(layer).await;
+    let headers = propagate_to(layer, method, path).await;
     headers["x-auth-context"].to_str().unwrap().to_owned()
+}
+
+/// A context signed by `key` with `claims` over the usual ones, as a gateway would never
+/// mint it.
+fn forge_with(key: &SigningKey, claims: serde_json::Value) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut payload = serde_json::json!({
+        "iss": "tower-gatekeeper", "aud": SERVICE, "sub": "user-1", "roles": ["clerk"],
+        "iat": now, "exp": now + 5, "htm": "GET", "htu": "/whoami",
+    });
+    for (name, value) in claims.as_object().unwrap() {
+        payload[name] = value.clone();
+    }
+    let mut header = serde_json::Map::new();
+    header.insert("typ".into(), "gatekeeper-ctx+jwt".into());
+    key.sign_with_header(header, &payload).unwrap()
 }
 
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
@@ -304,4 +347,74 @@ async fn plain_headers_round_trip_exactly() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {value}");
         assert!(ctx.is_none());
     }
+}
+
+#[tokio::test]
+async fn a_context_is_bound_to_its_request_and_to_a_short_lifetime() {
+    let key = SigningKey::generate_ed25519().unwrap().with_kid("ctx-1");
+    let addr = serve(signed(&[&key])).await;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The forging helper itself makes an acceptable context.
+    let fine = forge_with(&key, serde_json::json!({}));
+    let (status, body) = get(addr, "/whoami", &[("x-auth-context", &fine)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Minted for another path or method: not replayable here.
+    let other_path = mint_for(
+        &key,
+        SERVICE,
+        Clock::system(),
+        http::Method::GET,
+        "/orders/1",
+    )
+    .await;
+    let other_method = mint_for(
+        &key,
+        SERVICE,
+        Clock::system(),
+        http::Method::DELETE,
+        "/whoami",
+    )
+    .await;
+    // A gateway whose clock runs an hour fast.
+    let ahead = SystemTime::now() + Duration::from_secs(3600);
+    let from_the_future = mint(&key, SERVICE, Clock::from_fn(move || ahead)).await;
+    for (case, context) in [
+        ("another path", other_path),
+        ("another method", other_method),
+        ("iat in the future", from_the_future),
+        (
+            "a day-long lifetime",
+            forge_with(&key, serde_json::json!({"exp": now + 86_400})),
+        ),
+        (
+            "no binding",
+            forge_with(&key, serde_json::json!({"htm": null, "htu": null})),
+        ),
+        ("no iat", forge_with(&key, serde_json::json!({"iat": null}))),
+    ] {
+        let (status, body) = get(addr, "/whoami", &[("x-auth-context", &context)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{case}: {body}");
+    }
+    // The query is not part of the binding; the path is.
+    let (status, body) = get(addr, "/whoami?x=1", &[("x-auth-context", &fine)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A tighter bound, for a gateway minting 5-second contexts.
+    let tight = TrustedContextLayer::signed(
+        StaticKeys::new([key.verifying_key().clone()]),
+        SignedContextValidation::new()
+            .audience(SERVICE)
+            .max_lifetime(Duration::from_secs(5)),
+    )
+    .unwrap();
+    let addr = serve(tight).await;
+    let (status, _) = get(addr, "/whoami", &[("x-auth-context", &fine)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let minute = forge_with(&key, serde_json::json!({"exp": now + 60}));
+    let (status, _) = get(addr, "/whoami", &[("x-auth-context", &minute)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

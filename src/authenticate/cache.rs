@@ -67,8 +67,23 @@
 //!   without an expiry);
 //! - the key that verified it is still in the key set: the wrapped authenticator's
 //!   [`Authenticator::still_trusted`] is asked (for [`JwtAuthenticator`](crate::JwtAuthenticator),
-//!   [`KeySource::contains_kid`](crate::keys::KeySource::contains_kid) of the issuer's
-//!   keys), so a key rotated out of a remote JWKS stops vouching for cached tokens at once.
+//!   [`KeySource::contains_key`](crate::keys::KeySource::contains_key) of the issuer's
+//!   keys, which compares the `kid` *and* the [fingerprint](crate::keys::KeyFingerprint) of
+//!   the key material that verified the token), so a key rotated out of a remote JWKS, or
+//!   replaced by other material under the same `kid`, stops vouching for cached tokens at
+//!   once;
+//! - the cache has not been [invalidated](TokenCache::invalidate_all) since the
+//!   verification began: a verification in flight when the cache is cleared does not put
+//!   its result back afterwards.
+//!
+//! # Sharing one cache
+//!
+//! One [`TokenCache`] may back several [`CachedAuthenticator`]s (one memory bound for all),
+//! but their entries are kept apart: each `CachedAuthenticator` built with
+//! [`new`](CachedAuthenticator::new) or [`with_cache`](CachedAuthenticator::with_cache)
+//! draws a random scope that is mixed into its keys, so a token verified by one (say, for
+//! audience `api://a`) is never served by another (for audience `api://b`), whatever their
+//! rules. Clones of one `CachedAuthenticator` share its scope and its entries.
 //!
 //! Entries are cached only for requests with an `Authorization: Bearer` credential, keyed by
 //! that token alone; requests without one go straight to the wrapped authenticator. Wrap only
@@ -131,8 +146,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -265,6 +280,14 @@ impl CacheConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Key(u128);
 
+impl Key {
+    /// The key of the same token for the authenticator of `scope`: still uniform and
+    /// secret (a keyed PRF output masked by a random value), with no extra hashing.
+    fn scoped(self, scope: u128) -> Key {
+        Key(self.0 ^ scope)
+    }
+}
+
 impl std::hash::Hash for Key {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         // Uniform and secret already (see the module docs): its low half is the bucket hash.
@@ -342,6 +365,11 @@ struct Shared {
     min_weight: u64,
     /// When expired entries were last swept out, in seconds since the epoch (config clock).
     last_sweep: AtomicU64,
+    /// Bumped by every [`TokenCache::invalidate_all`]: a verification that began under an
+    /// older epoch does not insert its result.
+    epoch: AtomicU64,
+    /// The scopes of the authenticators using this cache (see the module docs).
+    scopes: Mutex<Vec<u128>>,
     config: CacheConfig,
 }
 
@@ -411,6 +439,8 @@ impl TokenCache {
                 keyed,
                 min_weight,
                 last_sweep: AtomicU64::new(0),
+                epoch: AtomicU64::new(0),
+                scopes: Mutex::default(),
                 config,
             }),
         })
@@ -440,15 +470,43 @@ impl TokenCache {
         self.sweep(self.shared.config.clock.now());
     }
 
-    /// Drops every entry, e.g. after a key compromise.
+    /// Drops every entry, e.g. after a key compromise. Verifications already in flight do
+    /// not put their results back afterwards.
     pub fn invalidate_all(&self) {
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
         self.shared.entries.clear();
     }
 
     /// Drops the entry of one token (the token itself, without the `Bearer` scheme), if
-    /// cached: its next request is verified again.
+    /// cached, for every authenticator using this cache: its next request is verified again.
     pub fn invalidate(&self, token: &str) {
-        self.shared.entries.remove(&self.key_of(token));
+        let key = self.key_of(token);
+        let scopes = self.shared.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        for scope in scopes.iter() {
+            self.shared.entries.remove(&key.scoped(*scope));
+        }
+    }
+
+    /// Drops every entry `trusted` refuses.
+    fn retain(&self, trusted: impl Fn(&AuthContext) -> bool) {
+        self.shared.entries.retain(|_, entry| trusted(&entry.ctx));
+    }
+
+    /// A new scope for an authenticator using this cache.
+    fn new_scope(&self) -> u128 {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the OS random source failed");
+        let scope = u128::from_le_bytes(bytes);
+        self.shared
+            .scopes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(scope);
+        scope
+    }
+
+    fn epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::SeqCst)
     }
 
     fn sweep(&self, now: SystemTime) {
@@ -487,7 +545,12 @@ impl TokenCache {
         }
     }
 
-    fn insert(&self, key: Key, ctx: &AuthContext) {
+    /// Caches `ctx` under `key`, unless the cache was invalidated since `epoch` (before the
+    /// insert, or while it happened: then the entry is taken out again).
+    fn insert(&self, key: Key, ctx: &AuthContext, epoch: u64) {
+        if self.epoch() != epoch {
+            return;
+        }
         let config = &self.shared.config;
         let now = config.clock.now();
         let mut valid_until = now + config.max_ttl;
@@ -507,6 +570,9 @@ impl TokenCache {
                 weight,
             },
         );
+        if self.epoch() != epoch {
+            self.shared.entries.remove(&key);
+        }
     }
 }
 
@@ -575,6 +641,9 @@ fn value_bytes(value: &Value) -> usize {
 pub struct CachedAuthenticator<A> {
     inner: A,
     cache: TokenCache,
+    /// Mixed into every key: entries of other authenticators sharing the cache are never
+    /// served (see the module docs).
+    scope: u128,
 }
 
 impl<A> fmt::Debug for CachedAuthenticator<A> {
@@ -595,9 +664,31 @@ impl<A: Authenticator> CachedAuthenticator<A> {
         Ok(Self::with_cache(inner, TokenCache::new(config)?))
     }
 
-    /// Wraps `inner` with an existing cache (shared, e.g. with a metrics reporter).
+    /// Wraps `inner` with an existing cache (shared, e.g. with a metrics reporter, or with
+    /// other authenticators: their entries are kept apart, see the
+    /// [module docs](crate::authenticate::cache#sharing-one-cache)).
+    ///
+    /// # Panics
+    ///
+    /// When the operating system's random source fails.
     pub fn with_cache(inner: A, cache: TokenCache) -> Self {
-        CachedAuthenticator { inner, cache }
+        let scope = cache.new_scope();
+        CachedAuthenticator {
+            inner,
+            cache,
+            scope,
+        }
+    }
+
+    /// Drops every cached entry the wrapped authenticator no longer trusts
+    /// ([`Authenticator::still_trusted`]: for JWTs, whose key has left the key set or was
+    /// replaced), e.g. right after a key set refresh
+    /// ([`RemoteJwks::refresh_now`](crate::keys::RemoteJwks::refresh_now)). Such entries are
+    /// never served anyway (every hit asks); this frees them at once. Entries of other
+    /// authenticators sharing the cache are judged by this one too: call it on an
+    /// authenticator that trusts at least what the others do, or on each.
+    pub fn purge_untrusted(&self) {
+        self.cache.retain(|ctx| self.inner.still_trusted(ctx));
     }
 
     /// The cache.
@@ -635,7 +726,7 @@ impl<A: Authenticator> Authenticator for CachedAuthenticator<A> {
                 .start(head)
                 .map(|started| started.map(CachedFuture::uncached));
         };
-        let key = self.cache.key_of(candidate);
+        let key = self.cache.key_of(candidate).scoped(self.scope);
         if let Some(ctx) = self.cache.lookup(&key, |ctx| self.inner.still_trusted(ctx)) {
             crate::metrics::cache_lookup(true);
             return Ok(Started::Ready(ctx));
@@ -648,10 +739,11 @@ impl<A: Authenticator> Authenticator for CachedAuthenticator<A> {
                 .map(|started| started.map(CachedFuture::uncached));
         }
         crate::metrics::cache_lookup(false);
+        let epoch = self.cache.epoch();
         Ok(match self.inner.start(head)? {
             Started::Ready(ctx) => {
                 if self.inner.still_trusted(&ctx) {
-                    self.cache.insert(key, &ctx);
+                    self.cache.insert(key, &ctx, epoch);
                 }
                 Started::Ready(ctx)
             }
@@ -661,6 +753,7 @@ impl<A: Authenticator> Authenticator for CachedAuthenticator<A> {
                     cache: self.cache.clone(),
                     key,
                     inner: self.inner.clone(),
+                    epoch,
                 },
             )),
         })
@@ -700,6 +793,8 @@ struct Insert<A> {
     cache: TokenCache,
     key: Key,
     inner: A,
+    /// The cache's epoch when the verification began.
+    epoch: u64,
 }
 
 pin_project! {
@@ -764,7 +859,7 @@ impl<A: Authenticator> Future for CachedFuture<A> {
                 if let (Ok(ctx), Some(insert)) = (&outcome, this.insert.take())
                     && insert.inner.still_trusted(ctx)
                 {
-                    insert.cache.insert(insert.key, ctx);
+                    insert.cache.insert(insert.key, ctx, insert.epoch);
                 }
                 Poll::Ready(outcome)
             }

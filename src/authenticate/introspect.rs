@@ -81,6 +81,7 @@ pub struct IntrospectionConfig {
     auth: ClientAuth,
     issuer: Option<String>,
     audiences: Vec<String>,
+    any_audience: bool,
     roles_claim: String,
     tenant_claim: Option<String>,
     require_subject: bool,
@@ -99,6 +100,7 @@ impl IntrospectionConfig {
             auth,
             issuer: None,
             audiences: Vec::new(),
+            any_audience: false,
             roles_claim: "roles".into(),
             tenant_claim: None,
             require_subject: true,
@@ -110,21 +112,32 @@ impl IntrospectionConfig {
         }
     }
 
-    /// Requires the response's `iss`, when present, to be `issuer`. The context's issuer
-    /// (forwarded as `x-user-issuer`) is this name, or the endpoint URL when none is set.
+    /// Requires the response's `iss` to be `issuer`: an active answer without `iss`, or with
+    /// another one, is rejected (401). The context's issuer (forwarded as `x-user-issuer`) is
+    /// this name, or the endpoint URL when none is set.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
         self
     }
 
     /// Requires the response's `aud` to contain one of `audiences` (a response without
-    /// `aud` is then rejected).
+    /// `aud` is then rejected). Required, unless [`any_audience`](Self::any_audience) is
+    /// chosen: without it, a token the authorization server issued for another API would be
+    /// accepted here.
     pub fn audiences<I, S>(mut self, audiences: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         self.audiences = audiences.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Accepts answers for any audience (or none): the explicit opt-out of
+    /// [`audiences`](Self::audiences), for authorization servers that only ever issue tokens
+    /// for this API. Ignored when audiences are set.
+    pub fn any_audience(mut self) -> Self {
+        self.any_audience = true;
         self
     }
 
@@ -182,11 +195,17 @@ impl IntrospectionConfig {
     /// the endpoint answers is written there with the TTL of the local cache (active: the
     /// earlier of `exp` and [`cache_ttl`](Self::cache_ttl); inactive:
     /// [`negative_ttl`](Self::negative_ttl); failures are never written). Entries are the
-    /// endpoint's JSON response (`{"active":false}` for inactive tokens), re-checked by each
-    /// replica with its own configuration (`active`, `exp`, `iss`, `aud`), so a replica never
-    /// accepts from the shared cache what it would reject from the endpoint; an entry read
-    /// there is kept locally no longer than its remaining TTL. A shared cache that fails, is
-    /// slow, or holds an unusable entry never fails a request: the endpoint is asked instead.
+    /// endpoint's JSON response (`{"active":false}` for inactive tokens) with the time it was
+    /// fetched, re-checked by each replica with its own configuration (`active`, `exp`,
+    /// `iss`, `aud`), so a replica never accepts from the shared cache what it would reject
+    /// from the endpoint. An entry read there is used only while it is younger than the
+    /// reader's own `cache_ttl` (`negative_ttl` for inactive ones), measured from the fetch
+    /// time, and kept locally no longer than that nor than its remaining TTL: a replica
+    /// configured with a longer TTL cannot stretch another's. Keys are bound to the endpoint
+    /// and the client id (see [`SharedIntrospectionCache`]), so authenticators of different
+    /// authorization servers sharing one store never read each other's answers. A shared
+    /// cache that fails, is slow, or holds an unusable entry never fails a request: the
+    /// endpoint is asked instead.
     ///
     /// Whoever can write to the shared cache can make any token authenticate as anyone:
     /// protect it as the identity provider itself (see [`SharedIntrospectionCache`]).
@@ -203,10 +222,15 @@ impl IntrospectionConfig {
 /// `RedisIntrospectionCache` (feature `redis`) implements it; other stores (memcached, a
 /// database) can plug in the same way.
 ///
-/// - Keys are the lowercase hex SHA-256 of the token (64 characters): the raw token is never
-///   given to the store. A store may add a prefix.
+/// - Keys are 64 lowercase hex characters: the SHA-256 of the endpoint URL, the client id
+///   and the token, each but the last preceded by its length as 8 big-endian bytes
+///   ([`IntrospectionAuthenticator::shared_cache_key`] computes it). The raw token is never
+///   given to the store, and two authenticators asking different endpoints (or the same
+///   endpoint as different clients) never share an entry. A store may add a prefix.
 /// - Values are JSON objects of at most 64 KiB, written with a time to live; an entry must not
-///   be returned after it expires, and [`get`](Self::get) reports the time it has left.
+///   be returned after it expires, and [`get`](Self::get) reports the time it has left. The
+///   authenticator writes the endpoint's response with one more member,
+///   `"gatekeeper:fetched_at"` (seconds since the epoch), and ignores entries without it.
 /// - Both operations must be bounded in time (a short timeout) and should skip the store for
 ///   a while after a failure rather than retry on every request: the authenticator waits for
 ///   [`get`](Self::get) before asking the endpoint. [`put`](Self::put) runs after the
@@ -219,8 +243,7 @@ impl IntrospectionConfig {
 /// checks `active`, `exp`, `iss` and `aud` against its own configuration). Whoever can write
 /// to the store can therefore mint identities, as with a shared revocation store: use a store
 /// that only the gateways reach, with authentication and, across untrusted networks,
-/// encryption. Replicas that share a store (and prefix) must introspect at the same
-/// authorization server.
+/// encryption.
 ///
 /// # Example
 ///
@@ -261,6 +284,7 @@ impl IntrospectionConfig {
 ///
 /// let auth = IntrospectionAuthenticator::new(
 ///     IntrospectionConfig::new("https://idp.example.test/oauth2/introspect", ClientAuth::None)
+///         .audiences(["api://orders"])
 ///         .shared_cache(MapStore::default()),
 /// )
 /// .unwrap();
@@ -338,8 +362,13 @@ pub enum SharedCacheError {
 /// Results are cached by the SHA-256 of the token (the raw token is not kept): active ones
 /// until the earlier of `exp` and [`cache_ttl`](IntrospectionConfig::cache_ttl), inactive
 /// ones for [`negative_ttl`](IntrospectionConfig::negative_ttl); failures are not cached.
+/// Active and inactive results live in two bounded caches of
+/// [`cache_capacity`](IntrospectionConfig::cache_capacity) entries each, with
+/// scan-resistant eviction ([quick_cache](https://docs.rs/quick_cache)): a flood of invalid
+/// tokens cycles through the inactive cache and never evicts an active result.
 /// Concurrent requests with the same uncached token share one request to the endpoint
-/// (single flight). This cache is per process; replicas can share a second level
+/// (single flight); if that request is abandoned (its task is cancelled), its waiters try
+/// once more themselves rather than fail. This cache is per process; replicas can share a second level
 /// ([`IntrospectionConfig::shared_cache`], e.g. Redis with feature `redis`) so that a token
 /// introspected by one of them is not introspected again by the others.
 ///
@@ -364,7 +393,10 @@ pub struct IntrospectionAuthenticator {
 struct Inner {
     config: IntrospectionConfig,
     client: reqwest::Client,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Active results.
+    positive: quick_cache::sync::Cache<[u8; 32], Cached>,
+    /// Inactive results, apart, so that junk tokens never evict active results.
+    negative: quick_cache::sync::Cache<[u8; 32], Cached>,
     inflight: Mutex<HashMap<[u8; 32], watch::Receiver<Option<Outcome>>>>,
 }
 
@@ -392,7 +424,8 @@ impl IntrospectionAuthenticator {
     /// # Errors
     ///
     /// [`ConfigError`] when the endpoint is not an `http(s)://` URL, a timeout is zero, the
-    /// capacity is zero, or a client id is empty.
+    /// capacity is zero, a client id is empty, or no audience is configured (and
+    /// [`any_audience`](IntrospectionConfig::any_audience) was not chosen).
     pub fn new(config: IntrospectionConfig) -> Result<Self, ConfigError> {
         let url = reqwest::Url::parse(&config.endpoint).map_err(|e| {
             ConfigError::invalid(format!(
@@ -430,6 +463,11 @@ impl IntrospectionAuthenticator {
                 "the introspection client_id must not be empty",
             ));
         }
+        if config.audiences.is_empty() && !config.any_audience {
+            return Err(ConfigError::invalid(
+                "introspection: no audience configured; set audiences to this API's identifiers (the `aud` the authorization server puts in its answers), or choose any_audience explicitly",
+            ));
+        }
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -439,9 +477,10 @@ impl IntrospectionAuthenticator {
             .map_err(|e| ConfigError::invalid(format!("cannot build the HTTP client: {e}")))?;
         Ok(IntrospectionAuthenticator {
             inner: Arc::new(Inner {
+                positive: quick_cache::sync::Cache::new(config.cache_capacity),
+                negative: quick_cache::sync::Cache::new(config.cache_capacity),
                 config,
                 client,
-                cache: Mutex::default(),
                 inflight: Mutex::default(),
             }),
         })
@@ -454,6 +493,13 @@ impl IntrospectionAuthenticator {
     /// The [`Rejection`] a request carrying this token would get.
     pub async fn verify(&self, token: &str) -> Result<AuthContext, Rejection> {
         self.begin(token).await
+    }
+
+    /// The key under which the shared cache holds `token`'s answer (before any prefix the
+    /// store adds): see [`SharedIntrospectionCache`]. For operational tooling (removing an
+    /// entry) and tests.
+    pub fn shared_cache_key(&self, token: &str) -> String {
+        self.inner.shared_key(token)
     }
 
     fn begin(&self, token: &str) -> IntrospectionFuture {
@@ -473,16 +519,64 @@ impl IntrospectionAuthenticator {
     }
 }
 
-/// What the shared cache holds for an endpoint's `response`: the response itself when active
-/// (each replica re-checks it), `{"active":false}` otherwise (whatever else an inactive
-/// response says is not kept); `None` when it would exceed the size bound.
-fn shared_value(response: &Map<String, Value>) -> Option<Vec<u8>> {
-    let value = if response.get("active") == Some(&Value::Bool(true)) {
-        serde_json::to_vec(response).ok()?
+/// The member of a shared cache entry that holds when the endpoint answered (seconds since
+/// the epoch).
+const FETCHED_AT: &str = "gatekeeper:fetched_at";
+
+/// A shared entry's fetch time may lie this far in the future (clock skew between
+/// replicas); beyond it the entry is not used.
+const MAX_FETCH_SKEW: f64 = 5.0;
+
+/// What the shared cache holds for an endpoint's `response`, fetched at `fetched_at`
+/// (seconds since the epoch): the response itself when active (each replica re-checks it),
+/// `{"active":false}` otherwise (whatever else an inactive response says is not kept), and
+/// the fetch time; `None` when it would exceed the size bound.
+fn shared_value(response: &Map<String, Value>, fetched_at: u64) -> Option<Vec<u8>> {
+    let mut stored = if response.get("active") == Some(&Value::Bool(true)) {
+        response.clone()
     } else {
-        br#"{"active":false}"#.to_vec()
+        let mut inactive = Map::new();
+        inactive.insert("active".into(), Value::Bool(false));
+        inactive
     };
+    stored.insert(FETCHED_AT.into(), fetched_at.into());
+    let value = serde_json::to_vec(&stored).ok()?;
     (value.len() <= MAX_RESPONSE_BYTES).then_some(value)
+}
+
+/// Seconds since the epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// `secs` as a duration, clamped to `[0, MAX_TTL]` (never panics, whatever the number).
+fn clamped_secs(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(secs).map_or(MAX_TTL, |d| d.min(MAX_TTL))
+    }
+}
+
+/// Removes a token's in-flight entry when the request for it ends, however it ends (an
+/// answer, a panic, the task cancelled with its runtime), so that the next request for the
+/// token starts a new one.
+struct InflightGuard {
+    inner: Arc<Inner>,
+    key: [u8; 32],
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// Logs a shared cache failure (`doing` is "reading" or "writing"); the request goes on
@@ -517,88 +611,114 @@ fn unavailable() -> Rejection {
 
 impl Inner {
     fn cached(&self, key: &[u8; 32]) -> Option<Outcome> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = cache.get(key)?;
-        (entry.until > Instant::now()).then(|| entry.outcome.clone())
+        let now = Instant::now();
+        for cache in [&self.positive, &self.negative] {
+            if let Some(entry) = cache.get(key) {
+                if entry.until > now {
+                    return Some(entry.outcome);
+                }
+                cache.remove(key);
+            }
+        }
+        None
     }
 
     fn store(&self, key: [u8; 32], outcome: &Outcome, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }
-        let now = Instant::now();
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= self.config.cache_capacity {
-            cache.retain(|_, e| e.until > now);
-            if cache.len() >= self.config.cache_capacity {
-                // Still full of live entries: drop everything rather than grow (bounded
-                // memory; a burst of distinct tokens cannot pin old entries).
-                cache.clear();
-            }
-        }
+        let cache = if outcome.is_ok() {
+            &self.positive
+        } else {
+            &self.negative
+        };
         cache.insert(
             key,
             Cached {
                 outcome: outcome.clone(),
-                until: now + ttl,
+                until: Instant::now() + ttl.min(MAX_TTL),
             },
         );
     }
 
-    async fn single_flight(self: Arc<Self>, key: [u8; 32], token: String) -> Outcome {
-        let mut rx = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(rx) = inflight.get(&key) {
-                rx.clone()
-            } else {
-                // Another request may have finished while this one waited for the lock.
-                if let Some(outcome) = self.cached(&key) {
-                    return outcome;
-                }
-                let (tx, rx) = watch::channel(None);
-                inflight.insert(key, rx.clone());
-                let leader = Arc::clone(&self);
-                // The request runs in its own task, so a client that goes away does not
-                // cancel it for the others waiting on it.
-                tokio::spawn(async move {
-                    let (outcome, ttl, share) = leader.resolve(&key, &token).await;
-                    let ttl = ttl.min(MAX_TTL);
-                    let until = Instant::now() + ttl;
-                    drop(token);
-                    leader.store(key, &outcome, ttl);
-                    leader
-                        .inflight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&key);
-                    tx.send_replace(Some(outcome));
-                    // Best effort, after the waiters have their answer.
-                    if let Some(value) = share {
-                        leader.write_shared(&key, value, until).await;
-                    }
-                });
-                rx
+    /// The shared cache key of `token`: see [`SharedIntrospectionCache`].
+    fn shared_key(&self, token: &str) -> String {
+        let client_id = match &self.config.auth {
+            ClientAuth::Basic { client_id, .. } | ClientAuth::Post { client_id, .. } => {
+                client_id.as_str()
             }
+            ClientAuth::None => "",
         };
-        match rx.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone().unwrap_or_else(|| Err(unavailable())),
-            Err(_) => Err(unavailable()),
+        let mut hash = Sha256::new();
+        for part in [self.config.endpoint.as_str(), client_id] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
         }
+        hash.update(token.as_bytes());
+        hex(&hash.finalize().into())
+    }
+
+    async fn single_flight(self: Arc<Self>, key: [u8; 32], token: String) -> Outcome {
+        // A second round only when the first leader vanished without an answer.
+        for _ in 0..2 {
+            let mut rx = {
+                let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(rx) = inflight.get(&key) {
+                    rx.clone()
+                } else {
+                    // Another request may have finished while this one waited for the lock.
+                    if let Some(outcome) = self.cached(&key) {
+                        return outcome;
+                    }
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(key, rx.clone());
+                    let guard = InflightGuard {
+                        inner: Arc::clone(&self),
+                        key,
+                    };
+                    let token = token.clone();
+                    // The request runs in its own task, so a client that goes away does not
+                    // cancel it for the others waiting on it.
+                    tokio::spawn(async move {
+                        let leader = Arc::clone(&guard.inner);
+                        let (outcome, ttl, share) = leader.resolve(&token).await;
+                        let ttl = ttl.min(MAX_TTL);
+                        let until = Instant::now() + ttl;
+                        drop(token);
+                        leader.store(key, &outcome, ttl);
+                        drop(guard);
+                        tx.send_replace(Some(outcome));
+                        // Best effort, after the waiters have their answer.
+                        if let Some((shared_key, value)) = share {
+                            leader.write_shared(&shared_key, value, until).await;
+                        }
+                    });
+                    rx
+                }
+            };
+            if let Ok(outcome) = rx.wait_for(Option::is_some).await {
+                return outcome.clone().unwrap_or_else(|| Err(unavailable()));
+            }
+        }
+        Err(unavailable())
     }
 
     /// The shared cache, else one request to the endpoint: the outcome, how long to cache
-    /// it, and the value to write to the shared cache (an endpoint's answer, when one is
-    /// configured).
-    async fn resolve(&self, key: &[u8; 32], token: &str) -> (Outcome, Duration, Option<Vec<u8>>) {
-        if let Some(found) = self.read_shared(key).await {
+    /// it, and the key and value to write to the shared cache (an endpoint's answer, when one
+    /// is configured).
+    async fn resolve(&self, token: &str) -> (Outcome, Duration, Option<(String, Vec<u8>)>) {
+        let shared_key = self.config.shared.as_ref().map(|_| self.shared_key(token));
+        if let Some(shared_key) = &shared_key
+            && let Some(found) = self.read_shared(shared_key).await
+        {
             return (found.0, found.1, None);
         }
         match self.request(token).await {
             Ok(response) => {
-                let share = match self.config.shared {
-                    Some(_) => shared_value(&response),
-                    None => None,
-                };
+                let share = shared_key.and_then(|k| {
+                    let fetched_at = unix_now() as u64;
+                    shared_value(&response, fetched_at).map(|v| (k, v))
+                });
                 let (outcome, ttl) = self.evaluate(response);
                 (outcome, ttl, share)
             }
@@ -609,13 +729,14 @@ impl Inner {
         }
     }
 
-    /// The shared cache's entry for `key`, evaluated as an endpoint's answer, and how long to
-    /// keep it locally (never past the entry's own expiry). `None` (logged) when there is no
-    /// shared cache, no entry, or it cannot be used.
-    async fn read_shared(&self, key: &[u8; 32]) -> Option<(Outcome, Duration)> {
+    /// The shared cache's entry under `shared_key`, evaluated as an endpoint's answer, and
+    /// how long to keep it locally: never past the entry's own expiry, nor past this
+    /// authenticator's own TTL counted from the entry's fetch time. `None` (logged) when
+    /// there is no shared cache, no entry, an entry too old for this authenticator, or one
+    /// that cannot be used.
+    async fn read_shared(&self, shared_key: &str) -> Option<(Outcome, Duration)> {
         let shared = self.config.shared.as_ref()?;
-        let hash = hex(key);
-        let entry = match shared.get(&hash).await {
+        let entry = match shared.get(shared_key).await {
             Ok(Some(entry)) => entry,
             Ok(None) => return None,
             Err(error) => {
@@ -626,31 +747,40 @@ impl Inner {
         if entry.ttl.is_zero() {
             return None;
         }
+        let invalid = |why: &str| {
+            shared_error(&SharedCacheError::InvalidEntry(why.into()), "reading");
+            None
+        };
         if entry.value.len() > MAX_RESPONSE_BYTES {
-            shared_error(
-                &SharedCacheError::InvalidEntry("larger than 64 KiB".into()),
-                "reading",
-            );
+            return invalid("larger than 64 KiB");
+        }
+        let Ok(Value::Object(mut response)) = serde_json::from_slice(&entry.value) else {
+            return invalid("not a JSON object");
+        };
+        let Some(fetched_at) = response.remove(FETCHED_AT).as_ref().and_then(Value::as_f64) else {
+            return invalid("no fetch time");
+        };
+        let age = unix_now() - fetched_at;
+        if age < -MAX_FETCH_SKEW {
+            return invalid("fetched in the future");
+        }
+        let (outcome, ttl) = self.evaluate(response);
+        let own = if outcome.is_ok() {
+            self.config.cache_ttl
+        } else {
+            self.config.negative_ttl
+        };
+        let left = clamped_secs(own.as_secs_f64() - age.max(0.0));
+        if left.is_zero() {
+            // Older than this authenticator would keep it: ask the endpoint.
             return None;
         }
-        match serde_json::from_slice(&entry.value) {
-            Ok(Value::Object(response)) => {
-                let (outcome, ttl) = self.evaluate(response);
-                Some((outcome, ttl.min(entry.ttl)))
-            }
-            _ => {
-                shared_error(
-                    &SharedCacheError::InvalidEntry("not a JSON object".into()),
-                    "reading",
-                );
-                None
-            }
-        }
+        Some((outcome, ttl.min(entry.ttl).min(left)))
     }
 
     /// Writes an endpoint's answer to the shared cache, to expire at `until` like the local
     /// entry (the time since the answer was evaluated is deducted), best effort.
-    async fn write_shared(&self, key: &[u8; 32], value: Vec<u8>, until: Instant) {
+    async fn write_shared(&self, shared_key: &str, value: Vec<u8>, until: Instant) {
         let Some(shared) = &self.config.shared else {
             return;
         };
@@ -658,7 +788,7 @@ impl Inner {
         if ttl < Duration::from_millis(1) {
             return;
         }
-        if let Err(error) = shared.put(&hex(key), value, ttl).await {
+        if let Err(error) = shared.put(shared_key, value, ttl).await {
             shared_error(&error, "writing");
         }
     }
@@ -739,17 +869,20 @@ impl Inner {
         if response.get("active") != Some(&Value::Bool(true)) {
             return negative("the access token is not active");
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let exp = response.get("exp").and_then(Value::as_f64);
+        let now = unix_now();
+        let exp = match response.get("exp") {
+            None => None,
+            Some(exp) => match exp.as_f64() {
+                Some(exp) => Some(exp),
+                None => return negative("the access token has an invalid expiry"),
+            },
+        };
         if exp.is_some_and(|exp| exp <= now) {
             return negative("the access token has expired");
         }
         let issuer = response.get("iss").and_then(Value::as_str);
-        if let (Some(expected), Some(actual)) = (&self.config.issuer, issuer)
-            && expected != actual
+        if let Some(expected) = &self.config.issuer
+            && issuer != Some(expected.as_str())
         {
             return negative("the access token has an untrusted issuer");
         }
@@ -784,10 +917,7 @@ impl Inner {
             return negative("the access token has no subject");
         }
         let ttl = match exp {
-            Some(exp) => self
-                .config
-                .cache_ttl
-                .min(Duration::from_secs_f64((exp - now).max(0.0))),
+            Some(exp) => self.config.cache_ttl.min(clamped_secs(exp - now)),
             None => self.config.cache_ttl,
         };
         let ctx = builder.claims(response).build();
@@ -852,27 +982,69 @@ impl Future for IntrospectionFuture {
 mod tests {
     use super::*;
 
+    fn auth(endpoint: &str, client: ClientAuth) -> IntrospectionAuthenticator {
+        IntrospectionAuthenticator::new(IntrospectionConfig::new(endpoint, client).any_audience())
+            .unwrap()
+    }
+
     #[test]
-    fn shared_keys_are_the_hex_sha256_of_the_token() {
-        let key: [u8; 32] = Sha256::digest(b"abc").into();
+    fn shared_keys_bind_the_endpoint_the_client_and_the_token() {
+        let hex_digest = |parts: &[&[u8]]| {
+            let mut h = Sha256::new();
+            for p in parts {
+                h.update(p);
+            }
+            hex(&h.finalize().into())
+        };
+        let a = auth("http://idp-a.test/i", ClientAuth::None);
+        let endpoint = b"http://idp-a.test/i";
         assert_eq!(
-            hex(&key),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            a.shared_cache_key("abc"),
+            hex_digest(&[&19u64.to_be_bytes(), endpoint, &0u64.to_be_bytes(), b"abc"])
         );
+        let post = |id: &str| ClientAuth::Post {
+            client_id: id.into(),
+            client_secret: "s".into(),
+        };
+        let keys = [
+            a.shared_cache_key("abc"),
+            a.shared_cache_key("abd"),
+            auth("http://idp-b.test/i", ClientAuth::None).shared_cache_key("abc"),
+            auth("http://idp-a.test/i", post("gw")).shared_cache_key("abc"),
+            auth("http://idp-a.test/i", post("gw2")).shared_cache_key("abc"),
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(k.len(), 64);
+            assert!(!keys[i + 1..].contains(k), "{i}: {k}");
+        }
     }
 
     #[test]
     fn shared_values_keep_active_answers_and_only_the_verdict_of_inactive_ones() {
         let active: Map<String, Value> =
             serde_json::from_str(r#"{"active":true,"sub":"u","exp":4102444800}"#).unwrap();
-        let stored: Value = serde_json::from_slice(&shared_value(&active).unwrap()).unwrap();
-        assert_eq!(stored, Value::Object(active));
+        let stored: Value = serde_json::from_slice(&shared_value(&active, 7).unwrap()).unwrap();
+        let mut expected = active.clone();
+        expected.insert(FETCHED_AT.into(), 7.into());
+        assert_eq!(stored, Value::Object(expected));
         let inactive: Map<String, Value> =
             serde_json::from_str(r#"{"active":false,"sub":"u","why":"revoked"}"#).unwrap();
-        assert_eq!(shared_value(&inactive).unwrap(), br#"{"active":false}"#);
+        assert_eq!(
+            shared_value(&inactive, 7).unwrap(),
+            br#"{"active":false,"gatekeeper:fetched_at":7}"#
+        );
         let mut huge = Map::new();
         huge.insert("active".into(), Value::Bool(true));
         huge.insert("pad".into(), Value::String("x".repeat(MAX_RESPONSE_BYTES)));
-        assert_eq!(shared_value(&huge), None);
+        assert_eq!(shared_value(&huge, 7), None);
+    }
+
+    #[test]
+    fn times_are_clamped_never_panic() {
+        assert_eq!(clamped_secs(1e20), MAX_TTL);
+        assert_eq!(clamped_secs(f64::INFINITY), MAX_TTL);
+        assert_eq!(clamped_secs(f64::NAN), Duration::ZERO);
+        assert_eq!(clamped_secs(-5.0), Duration::ZERO);
+        assert_eq!(clamped_secs(1.5), Duration::from_millis(1500));
     }
 }

@@ -24,15 +24,19 @@ use crate::config_error::ConfigError;
 /// N replicas then ask the identity provider about a token once, not N times.
 ///
 /// - **Keys**: the [prefix](RedisIntrospectionCacheBuilder::prefix) (default
-///   `gatekeeper:introspection:`) followed by the lowercase hex SHA-256 of the token. Raw
-///   tokens are never stored.
-/// - **Values**: the endpoint's JSON response (`{"active":false}` for inactive tokens),
-///   written with `SET … PX` and the TTL of the local cache: active results until the
-///   earlier of `exp` and `cache_ttl`, inactive ones for `negative_ttl`. Failures are never
-///   written. Each replica re-checks what it reads (`active`, `exp`, `iss`, `aud`) with its
-///   own configuration and keeps it locally no longer than the key's remaining `PTTL`.
-///   Values over 64 KiB, keys without an expiry and values that are not JSON objects are
-///   ignored (the endpoint is asked, and its answer replaces them).
+///   `gatekeeper:introspection:`) followed by the lowercase hex SHA-256 of the endpoint, the
+///   client id and the token ([`IntrospectionAuthenticator::shared_cache_key`](super::IntrospectionAuthenticator::shared_cache_key)).
+///   Raw tokens are never stored, and authenticators of different authorization servers (or
+///   clients) never read each other's entries, whatever prefix they share.
+/// - **Values**: the endpoint's JSON response (`{"active":false}` for inactive tokens) and
+///   its fetch time, written with `SET … PX` and the TTL of the local cache: active results
+///   until the earlier of `exp` and `cache_ttl`, inactive ones for `negative_ttl`. Failures
+///   are never written. Each replica re-checks what it reads (`active`, `exp`, `iss`, `aud`)
+///   with its own configuration, uses it only while it is younger than its own `cache_ttl`
+///   (or `negative_ttl`) counted from the fetch time, and keeps it locally no longer than
+///   that nor than the key's remaining `PTTL`. Values over 64 KiB, keys without an expiry,
+///   values without a fetch time and values that are not JSON objects are ignored (the
+///   endpoint is asked, and its answer replaces them).
 /// - **Failures never fail a request**: every Redis operation (connecting included) is
 ///   bounded by a short [timeout](RedisIntrospectionCacheBuilder::timeout) (default 250 ms);
 ///   on failure the request falls through to the endpoint, a warning is logged (never the
@@ -51,8 +55,7 @@ use crate::config_error::ConfigError;
 /// un-revoke tokens. Use a Redis (or a database number and prefix on it) that only the
 /// gateways can reach, with a password (`redis://:password@host:6379/0`, or an ACL user),
 /// on a private network: this crate builds the `redis` client without TLS, so `rediss://`
-/// URLs are refused; across untrusted networks put a TLS tunnel in front. Replicas sharing a
-/// prefix must introspect at the same authorization server.
+/// URLs are refused; across untrusted networks put a TLS tunnel in front.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -104,7 +107,7 @@ impl fmt::Debug for RedisIntrospectionCacheBuilder {
 }
 
 impl RedisIntrospectionCacheBuilder {
-    /// The prefix of the keys (default `gatekeeper:introspection:`); the hex SHA-256 of the
+    /// The prefix of the keys (default `gatekeeper:introspection:`); the shared cache key of the
     /// token follows it. Replicas that share results use the same prefix.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -178,7 +181,8 @@ impl RedisIntrospectionCache {
         }
     }
 
-    /// The Redis key of a token whose SHA-256 is `token_hash` (lowercase hex).
+    /// The Redis key of the shared cache key `token_hash` (see
+    /// [`IntrospectionAuthenticator::shared_cache_key`](super::IntrospectionAuthenticator::shared_cache_key)).
     pub fn key(&self, token_hash: &str) -> String {
         format!("{}{token_hash}", self.inner.prefix)
     }

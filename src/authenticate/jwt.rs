@@ -269,7 +269,10 @@ impl<K: KeySource> Authenticator for JwtAuthenticator<K> {
             .issuers
             .iter()
             .find(|i| i.validation.issuer() == iss)
-            .is_some_and(|i| i.keys.contains_kid(Some(iss), ctx.key_id()))
+            .is_some_and(|i| match ctx.key_fingerprint() {
+                Some(fingerprint) => i.keys.contains_key(Some(iss), ctx.key_id(), fingerprint),
+                None => i.keys.contains_kid(Some(iss), ctx.key_id()),
+            })
     }
 }
 

@@ -136,4 +136,17 @@ impl KeySource for IssuerKeys {
             IssuerKeys::Remote(keys) => keys.contains_kid(issuer, kid),
         }
     }
+
+    fn contains_key(
+        &self,
+        issuer: Option<&str>,
+        kid: Option<&str>,
+        fingerprint: &super::KeyFingerprint,
+    ) -> bool {
+        match self {
+            IssuerKeys::Static(keys) => keys.contains_key(issuer, kid, fingerprint),
+            #[cfg(feature = "remote")]
+            IssuerKeys::Remote(keys) => keys.contains_key(issuer, kid, fingerprint),
+        }
+    }
 }

@@ -37,6 +37,7 @@ mod fetch;
 #[cfg(feature = "remote")]
 mod http;
 mod jwks;
+mod fingerprint;
 #[cfg(feature = "jwks-client-rs")]
 mod jwks_client;
 #[cfg(feature = "remote")]
@@ -63,6 +64,7 @@ pub use fetch::FetchError;
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use fetch::{FetchFuture, JwksDocument, JwksFetcher};
+pub use fingerprint::KeyFingerprint;
 #[cfg(feature = "jwks-client-rs")]
 pub use jwks_client::JwksClientFetcher;
 #[cfg(feature = "remote")]
@@ -130,6 +132,26 @@ pub trait KeySource: Clone + Send + Sync + 'static {
     fn contains_kid(&self, issuer: Option<&str>, kid: Option<&str>) -> bool {
         let _ = (issuer, kid);
         true
+    }
+
+    /// Whether the exact key that verified a token, named `kid` and with material
+    /// `fingerprint`, is still in this source's current key set for `issuer`: unlike
+    /// [`contains_kid`](Self::contains_kid), a different key published under the same `kid`
+    /// does not count. [`CachedAuthenticator`](crate::authenticate::CachedAuthenticator)
+    /// asks this on every hit for results that carry a fingerprint (every JWT verified by
+    /// this crate).
+    ///
+    /// The default answers [`contains_kid`](Self::contains_kid), right for sources whose
+    /// keys never change. Sources whose keys change should override it and compare
+    /// [`VerifyingKey::fingerprint`].
+    fn contains_key(
+        &self,
+        issuer: Option<&str>,
+        kid: Option<&str>,
+        fingerprint: &KeyFingerprint,
+    ) -> bool {
+        let _ = fingerprint;
+        self.contains_kid(issuer, kid)
     }
 }
 
@@ -265,6 +287,7 @@ struct KeyInner {
     key: DecodingKey,
     /// The key parsed once for the backend (see [`crate::crypto::PreparedKey`]).
     prepared: Arc<crate::crypto::PreparedKey>,
+    fingerprint: KeyFingerprint,
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -287,10 +310,16 @@ impl VerifyingKey {
                 kid: None,
                 key_type,
                 algorithms,
+                fingerprint: KeyFingerprint::of(key_type, &key),
                 key,
                 prepared: Arc::new(prepared),
             }),
         })
+    }
+
+    /// The fingerprint of this key's material (not of its `kid` or algorithms).
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        self.inner.fingerprint
     }
 
     /// A public key from PEM: `PUBLIC KEY` (SPKI: RSA, EC P-256/P-384, Ed25519),

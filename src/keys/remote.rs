@@ -16,7 +16,7 @@ use super::fetch::{FetchError, JwksFetcher};
 use super::http::{Http, HttpJwks, check_url};
 use super::jwks;
 use super::oidc::{Discovery, well_known_url};
-use super::{KeyError, KeyFuture, KeyQuery, KeySet, KeySource, ReadyFuture};
+use super::{KeyError, KeyFingerprint, KeyFuture, KeyQuery, KeySet, KeySource, ReadyFuture};
 use crate::algorithm::{Algorithm, AlgorithmSet};
 use crate::config_error::ConfigError;
 
@@ -201,6 +201,46 @@ impl RemoteJwks {
     /// The error of the last fetch, if it failed (for health endpoints and logs).
     pub fn last_error(&self) -> Option<FetchError> {
         self.shared.status.borrow().last_error.clone()
+    }
+
+    /// Fetches the key set now, outside the schedule and the unknown-`kid` budget, and
+    /// waits until that fetch has finished (starting the background task if needed). After a
+    /// key compromise: once the IdP has removed the key, this stops it verifying at once,
+    /// instead of at the next scheduled refresh (up to 90 % of `max-age` away). Tokens the
+    /// removed key verified earlier stop being served from a
+    /// [`CachedAuthenticator`](crate::authenticate::CachedAuthenticator) too (every hit
+    /// checks the key); call its
+    /// [`purge_untrusted`](crate::authenticate::CachedAuthenticator::purge_untrusted) to free
+    /// them at once.
+    ///
+    /// Apply a timeout: while the IdP cannot be reached this waits for the fetch timeout.
+    ///
+    /// # Errors
+    ///
+    /// The [`FetchError`] of the fetch when it failed: the previous keys then stay in use,
+    /// including the one you meant to drop.
+    ///
+    /// ```no_run
+    /// # use tower_gatekeeper::keys::RemoteJwks;
+    /// # async fn example(keys: RemoteJwks) {
+    /// if let Err(error) = keys.refresh_now().await {
+    ///     eprintln!("the key set was not refreshed: {error}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn refresh_now(&self) -> Result<(), FetchError> {
+        self.ensure_started();
+        let mut status = self.shared.status.subscribe();
+        let wanted = self.shared.request_refetch();
+        let done = status
+            .wait_for(|s| s.completed >= wanted)
+            .await
+            .map(|s| s.last_error.clone());
+        match done {
+            Ok(None) => Ok(()),
+            Ok(Some(error)) => Err(error),
+            Err(_) => Err(FetchError::Other("the key source was dropped".into())),
+        }
     }
 
     /// Waits until at least `count` fetches have finished, successfully or not (starting the
@@ -690,6 +730,27 @@ impl KeySource for RemoteJwks {
         let Some(kid) = kid else { return false };
         match &self.shared.snapshot.load().keys {
             Some(set) => set.keys().iter().any(|k| k.kid() == Some(kid)),
+            None => false,
+        }
+    }
+
+    fn contains_key(
+        &self,
+        issuer: Option<&str>,
+        kid: Option<&str>,
+        fingerprint: &KeyFingerprint,
+    ) -> bool {
+        if let Some(expected) = &self.shared.issuer
+            && issuer != Some(expected.as_str())
+        {
+            return false;
+        }
+        let Some(kid) = kid else { return false };
+        match &self.shared.snapshot.load().keys {
+            Some(set) => set
+                .keys()
+                .iter()
+                .any(|k| k.kid() == Some(kid) && k.fingerprint() == *fingerprint),
             None => false,
         }
     }

@@ -109,14 +109,27 @@ impl Propagator {
 
     /// Removes every owned inbound header (and `Authorization` unless kept), then inserts
     /// the request id and the context's values. Returns the request id forwarded.
+    #[cfg(test)]
     pub(crate) fn apply(&self, headers: &mut HeaderMap, ctx: Option<&AuthContext>) -> HeaderValue {
+        self.apply_to(&http::Method::GET, "/", headers, ctx)
+    }
+
+    /// As [`apply`](Self::apply), for a request with `method` and `path` (which the signed
+    /// context is bound to).
+    pub(crate) fn apply_to(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &mut HeaderMap,
+        ctx: Option<&AuthContext>,
+    ) -> HeaderValue {
         // Read the client's request id before stripping it with the other owned names, so
         // that underscore spellings and duplicates never survive next to the one we send.
         let request_id = self.request_id(headers);
         self.strip(headers);
         headers.insert(self.names.request_id.clone(), request_id.clone());
         if let Some(ctx) = ctx {
-            self.inject(headers, ctx, &request_id);
+            self.inject(headers, ctx, &request_id, method, path);
         }
         request_id
     }
@@ -194,13 +207,20 @@ impl Propagator {
         HeaderValue::from_str(text).expect("uuid is ASCII")
     }
 
-    fn inject(&self, headers: &mut HeaderMap, ctx: &AuthContext, request_id: &HeaderValue) {
+    fn inject(
+        &self,
+        headers: &mut HeaderMap,
+        ctx: &AuthContext,
+        request_id: &HeaderValue,
+        method: &http::Method,
+        path: &str,
+    ) {
         if self.plain_headers {
             self.inject_plain(headers, ctx);
         }
         if let Some(signer) = &self.signer {
             let claims = self.selected_claims(ctx);
-            match signer.mint(ctx, claims, request_id) {
+            match signer.mint(ctx, claims, request_id, method, path) {
                 Ok(token) => self.insert(headers, &self.names.context, &token),
                 // Fail closed: without the header, verifying services reject the request.
                 Err(error) => tracing::warn!(%error, "signed context not minted"),

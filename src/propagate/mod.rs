@@ -57,15 +57,18 @@
 //! the target service when [`context_audience`](PropagationBuilder::context_audience) is
 //! set) carrying the same context: `sub`, `roles` (array), `scope`, `tenant`, the
 //! allow-listed `claims`, the original credential's issuer (`src.iss`, the value of
-//! `x-user-issuer`), kind and expiry (`src`) and the
-//! request id (`rid`). Services verify it with [`TrustedContextLayer::signed`] and get the
+//! `x-user-issuer`), kind and expiry (`src`), the request id (`rid`), and the request it was
+//! minted for: its method (`htm`) and path without the query (`htu`), as DPoP (RFC 9449)
+//! binds a proof. Services verify it with [`TrustedContextLayer::signed`] and get the
 //! caller's [`AuthContext`](crate::AuthContext) back. The context is not encrypted: it holds
 //! nothing the plain headers do not.
 //!
 //! What it protects against: a request that reaches the service without passing the
-//! gateway, a forged or altered context, a context minted for another service, and replay
-//! beyond the lifetime. Within its few seconds a captured context can be replayed to the
-//! same service; keep the lifetime short and the links encrypted.
+//! gateway, a forged or altered context, a context minted for another service or for
+//! another method or path, one issued in the future or living longer than the service
+//! allows, and replay beyond the lifetime. Within its few seconds a captured context can be
+//! replayed to the same method and path of the same service; keep the lifetime short and
+//! the links encrypted.
 //!
 //! # Example
 //!
@@ -112,6 +115,6 @@ pub use self::layer::{ContextPropagationLayer, PropagationBuilder};
 pub use self::service::ContextPropagation;
 pub use self::signed::{CONTEXT_TYP, DEFAULT_CONTEXT_ISSUER, DEFAULT_CONTEXT_LIFETIME};
 pub use self::trusted::{
-    DEFAULT_CONTEXT_LEEWAY, SignedContextValidation, TrustedContext, TrustedContextFuture,
-    TrustedContextLayer,
+    DEFAULT_CONTEXT_LEEWAY, DEFAULT_MAX_CONTEXT_LIFETIME, SignedContextValidation, TrustedContext,
+    TrustedContextFuture, TrustedContextLayer,
 };

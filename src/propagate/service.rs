@@ -46,7 +46,9 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         let ctx = parts.extensions.get::<AuthContext>();
-        let request_id = self.propagator.apply(&mut parts.headers, ctx);
+        let request_id =
+            self.propagator
+                .apply_to(&parts.method, parts.uri.path(), &mut parts.headers, ctx);
         let name = self.propagator.request_id_name().clone();
         ResponseFuture::new(
             self.inner.call(Request::from_parts(parts, body)),

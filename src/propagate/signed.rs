@@ -37,6 +37,11 @@ pub(crate) mod claim {
     pub(crate) const CLAIMS: &str = "claims";
     /// The request id the gateway forwarded with this context.
     pub(crate) const REQUEST_ID: &str = "rid";
+    /// The method of the request the context was minted for (as DPoP's `htm`).
+    pub(crate) const METHOD: &str = "htm";
+    /// The path of the request the context was minted for, without the query (as DPoP's
+    /// `htu`, the path alone: the gateway and the service see different authorities).
+    pub(crate) const PATH: &str = "htu";
 }
 
 /// Mints signed contexts; part of the propagation rules.
@@ -85,12 +90,15 @@ impl ContextSigner {
         })
     }
 
-    /// Signs the context of one request.
+    /// Signs the context of one request: `method` and `path` (without the query) are the
+    /// request's, and bind the context to it.
     pub(crate) fn mint(
         &self,
         ctx: &AuthContext,
         claims: Map<String, Value>,
         request_id: &HeaderValue,
+        method: &http::Method,
+        path: &str,
     ) -> Result<String, KeyError> {
         let now = self
             .clock
@@ -137,6 +145,8 @@ impl ContextSigner {
         if let Ok(rid) = request_id.to_str() {
             payload.insert(claim::REQUEST_ID.into(), rid.into());
         }
+        payload.insert(claim::METHOD.into(), method.as_str().into());
+        payload.insert(claim::PATH.into(), path.into());
         let mut header = Map::new();
         header.insert("typ".into(), CONTEXT_TYP.into());
         self.key.sign_with_header(header, &Value::Object(payload))

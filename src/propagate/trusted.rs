@@ -17,7 +17,7 @@ use tower_layer::Layer;
 
 use super::PropagationBuilder;
 use super::headers::{HeaderNames, percent_decode};
-use super::signed::{CONTEXT_TYP, DEFAULT_CONTEXT_ISSUER, claim, rebuild};
+use super::signed::{CONTEXT_TYP, DEFAULT_CONTEXT_ISSUER, MAX_CONTEXT_LIFETIME, claim, rebuild};
 use crate::JwtAuthenticator;
 use crate::authenticate::{AuthMode, Authenticate, AuthenticateLayer, Authenticator, JwtFuture};
 use crate::clock::Clock;
@@ -28,8 +28,13 @@ use crate::jwt::Validation;
 use crate::keys::{KeySource, StaticKeys};
 use crate::reject::{DefaultRejection, Rejection};
 
-/// The default leeway for a signed context's `exp`: small, as contexts live seconds.
+/// The default leeway for a signed context's `exp` and `iat`: small, as contexts live
+/// seconds.
 pub const DEFAULT_CONTEXT_LEEWAY: Duration = Duration::from_secs(5);
+
+/// The default longest lifetime (`exp` − `iat`) of a signed context accepted (5 minutes,
+/// the longest a gateway may mint).
+pub const DEFAULT_MAX_CONTEXT_LIFETIME: Duration = MAX_CONTEXT_LIFETIME;
 
 /// The largest signed context accepted, in bytes.
 const MAX_CONTEXT_BYTES: usize = 16 * 1024;
@@ -40,7 +45,14 @@ const MAX_CONTEXT_BYTES: usize = 16 * 1024;
 ///
 /// Checked: the signature with the configured keys (picked by `kid`, bound to their
 /// algorithms), `typ` `gatekeeper-ctx+jwt`, `iss` (default `tower-gatekeeper`), `aud` (this
-/// service), `exp` with a small leeway (default 5 s).
+/// service), `exp` with a small leeway (default 5 s), `iat` no later than now plus the
+/// leeway, a lifetime (`exp` − `iat`) no longer than
+/// [`max_lifetime`](Self::max_lifetime) (default 5 minutes: a gateway with a fast clock or a
+/// stolen key cannot mint long-lived contexts), and the request the context was minted for:
+/// its `htm` must be this request's method and its `htu` this request's path (so a context
+/// captured from one request cannot be replayed to another method or path). The path is
+/// compared as the service receives it: a proxy between the gateway and the service must not
+/// rewrite it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -57,6 +69,7 @@ pub struct SignedContextValidation {
     audience: Option<String>,
     any_audience: bool,
     leeway: Duration,
+    max_lifetime: Duration,
     clock: Clock,
     header: String,
 }
@@ -77,6 +90,7 @@ impl SignedContextValidation {
             audience: None,
             any_audience: false,
             leeway: DEFAULT_CONTEXT_LEEWAY,
+            max_lifetime: DEFAULT_MAX_CONTEXT_LIFETIME,
             clock: Clock::system(),
             header: "x-auth-context".to_owned(),
         }
@@ -110,7 +124,15 @@ impl SignedContextValidation {
         self
     }
 
-    /// The clock used for `exp` (tests).
+    /// The longest lifetime (`exp` − `iat`) of a context accepted (default
+    /// [`DEFAULT_MAX_CONTEXT_LIFETIME`], 5 minutes). Set it to the gateway's
+    /// `context_lifetime` (default 5 s) to refuse anything longer.
+    pub fn max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
+    }
+
+    /// The clock used for `exp` and `iat` (tests).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
@@ -122,11 +144,21 @@ impl SignedContextValidation {
         self
     }
 
-    fn into_parts(self) -> Result<(Validation, HeaderName), ConfigError> {
+    fn into_parts(self) -> Result<(Validation, HeaderName, Arc<Checks>), ConfigError> {
         let header = PropagationBuilder::default()
             .context_header(self.header)
             .header_names()?
             .context;
+        if self.max_lifetime < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "signed context: max_lifetime must be at least one second",
+            ));
+        }
+        let checks = Arc::new(Checks {
+            clock: self.clock.clone(),
+            leeway: self.leeway,
+            max_lifetime: self.max_lifetime,
+        });
         let mut validation = Validation::new(self.issuer)
             .required_typ(CONTEXT_TYP)
             // The gateway decides whether a caller needs a subject.
@@ -145,7 +177,56 @@ impl SignedContextValidation {
                 ));
             }
         };
-        Ok((validation, header))
+        Ok((validation, header, checks))
+    }
+}
+
+/// What is checked of a verified context beyond the JWT rules.
+#[derive(Debug)]
+struct Checks {
+    clock: Clock,
+    leeway: Duration,
+    max_lifetime: Duration,
+}
+
+impl Checks {
+    /// `iat`, the lifetime and the request binding of a verified context.
+    fn check(
+        &self,
+        verified: &AuthContext,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<(), Rejection> {
+        let claims = verified.claims_map();
+        let number = |name| claims.get(name).and_then(Value::as_f64);
+        let (Some(iat), Some(exp)) = (number("iat"), number("exp")) else {
+            return Err(Rejection::invalid_token(
+                "the signed context has no iat or exp",
+            ));
+        };
+        let now = self
+            .clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if iat > now + self.leeway.as_secs_f64() {
+            return Err(Rejection::invalid_token(
+                "the signed context was issued in the future",
+            ));
+        }
+        if exp - iat > self.max_lifetime.as_secs_f64() {
+            return Err(Rejection::invalid_token(
+                "the signed context lives longer than allowed",
+            ));
+        }
+        let bound = claims.get(claim::METHOD).and_then(Value::as_str) == Some(method.as_str())
+            && claims.get(claim::PATH).and_then(Value::as_str) == Some(path);
+        if !bound {
+            return Err(Rejection::invalid_token(
+                "the signed context was minted for another request",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -159,6 +240,7 @@ enum Mode<K> {
     Signed {
         verifier: JwtAuthenticator<K>,
         header: HeaderName,
+        checks: Arc<Checks>,
     },
     Plain(Arc<HeaderNames>),
 }
@@ -166,9 +248,14 @@ enum Mode<K> {
 impl<K> Clone for TrustedContext<K> {
     fn clone(&self) -> Self {
         let mode = match &self.mode {
-            Mode::Signed { verifier, header } => Mode::Signed {
+            Mode::Signed {
+                verifier,
+                header,
+                checks,
+            } => Mode::Signed {
                 verifier: verifier.clone(),
                 header: header.clone(),
+                checks: Arc::clone(checks),
             },
             Mode::Plain(names) => Mode::Plain(Arc::clone(names)),
         };
@@ -179,10 +266,15 @@ impl<K> Clone for TrustedContext<K> {
 impl<K> fmt::Debug for TrustedContext<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.mode {
-            Mode::Signed { verifier, header } => f
+            Mode::Signed {
+                verifier,
+                header,
+                checks,
+            } => f
                 .debug_struct("TrustedContext::Signed")
                 .field("verifier", verifier)
                 .field("header", header)
+                .field("checks", checks)
                 .finish(),
             Mode::Plain(names) => f
                 .debug_struct("TrustedContext::PlainHeaders")
@@ -197,7 +289,11 @@ impl<K: KeySource> Authenticator for TrustedContext<K> {
 
     fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
         match &self.mode {
-            Mode::Signed { verifier, header } => {
+            Mode::Signed {
+                verifier,
+                header,
+                checks,
+            } => {
                 let value =
                     single(head.headers(), header)?.ok_or_else(Rejection::missing_credential)?;
                 let token = value
@@ -206,6 +302,11 @@ impl<K: KeySource> Authenticator for TrustedContext<K> {
                 Ok(TrustedContextFuture {
                     kind: FutureKind::Verifying {
                         fut: verifier.start(token)?,
+                        request: Some(Bound {
+                            checks: Arc::clone(checks),
+                            method: head.method().clone(),
+                            path: head.uri().path().to_owned(),
+                        }),
                     },
                 })
             }
@@ -305,10 +406,17 @@ pin_project! {
     }
 }
 
+/// The request a signed context must have been minted for, and the checks to apply.
+struct Bound {
+    checks: Arc<Checks>,
+    method: http::Method,
+    path: String,
+}
+
 pin_project! {
     #[project = FutureKindProj]
     enum FutureKind<F> {
-        Verifying { #[pin] fut: F },
+        Verifying { #[pin] fut: F, request: Option<Bound> },
         Ready { ctx: Option<AuthContext> },
     }
 }
@@ -325,7 +433,12 @@ impl<K: KeySource> Future for TrustedContextFuture<K> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            FutureKindProj::Verifying { fut } => fut.poll(cx).map_ok(|verified| rebuild(&verified)),
+            FutureKindProj::Verifying { fut, request } => {
+                let verified = std::task::ready!(fut.poll(cx))?;
+                let bound = request.take().expect("polled after completion");
+                bound.checks.check(&verified, &bound.method, &bound.path)?;
+                Poll::Ready(Ok(rebuild(&verified)))
+            }
             FutureKindProj::Ready { ctx } => {
                 Poll::Ready(Ok(ctx.take().expect("polled after completion")))
             }
@@ -434,9 +547,13 @@ impl<K: KeySource> TrustedContextLayer<K> {
     /// [`ConfigError`] when no audience is configured, the header name is invalid or
     /// reserved, or none of `keys` can verify anything.
     pub fn signed(keys: K, validation: SignedContextValidation) -> Result<Self, ConfigError> {
-        let (validation, header) = validation.into_parts()?;
+        let (validation, header, checks) = validation.into_parts()?;
         let verifier = JwtAuthenticator::new(keys, validation)?;
-        Ok(Self::from_mode(Mode::Signed { verifier, header }))
+        Ok(Self::from_mode(Mode::Signed {
+            verifier,
+            header,
+            checks,
+        }))
     }
 }
 

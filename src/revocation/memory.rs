@@ -8,9 +8,11 @@ use super::{Revocation, RevocationError, RevocationStatus, RevocationStore, Toke
 
 /// Revocations of one process, in memory. Clones share the set.
 ///
-/// Token entries are dropped after their expiry; subject entries after
+/// Token entries are dropped after their expiry plus [`token_grace`](Self::token_grace)
+/// (default 5 minutes); subject entries after
 /// [`subject_retention`](Self::subject_retention) (default 24 hours: set it to at least the
-/// longest token lifetime of your issuers).
+/// longest token lifetime of your issuers). See the [module docs](super#bounds) for the
+/// bounds every store applies.
 #[derive(Clone)]
 pub struct MemoryRevocations {
     set: Arc<RevocationSet>,
@@ -30,6 +32,24 @@ impl MemoryRevocations {
     #[must_use]
     pub fn subject_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// How long a token entry is kept past the token's `exp` (default
+    /// [`DEFAULT_TOKEN_GRACE`](super::DEFAULT_TOKEN_GRACE)): at least the largest `exp`
+    /// leeway of the verifiers in front of this store.
+    #[must_use]
+    pub fn token_grace(self, grace: Duration) -> Self {
+        self.set.set_grace(grace);
+        self
+    }
+
+    /// The most entries of each kind kept (default
+    /// [`DEFAULT_MAX_REVOCATIONS`](super::DEFAULT_MAX_REVOCATIONS)); beyond it,
+    /// [`revoke`](RevocationStore::revoke) fails with [`RevocationError::Refused`].
+    #[must_use]
+    pub fn max_entries(self, max: usize) -> Self {
+        self.set.set_max_entries(max);
         self
     }
 
@@ -68,7 +88,12 @@ impl RevocationStore for MemoryRevocations {
         &self,
         revocation: Revocation,
     ) -> impl Future<Output = Result<(), RevocationError>> + Send {
-        self.set.insert(&revocation);
-        ready(Ok(()))
+        ready(match self.set.insert(&revocation) {
+            Ok(_) => Ok(()),
+            Err(refused) => {
+                tracing::warn!(revocation = ?revocation, reason = refused.reason(), "revocation refused");
+                Err(RevocationError::Refused(refused.reason()))
+            }
+        })
     }
 }

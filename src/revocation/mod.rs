@@ -2,11 +2,36 @@
 //!
 //! A [`RevocationStore`] knows two kinds of [`Revocation`]:
 //!
-//! - one token, by its `jti`, until its `exp` (after that the token is rejected anyway);
-//! - every token of a subject issued before a time ("log out everywhere"), by `sub` and
+//! - one token, by its `jti`, until its `exp` plus a grace ([`DEFAULT_TOKEN_GRACE`], 5
+//!   minutes; `token_grace` on each store). Verifiers accept a token until `exp` plus their
+//!   leeway (30 s by default), so the entry must outlive `exp` by at least the largest leeway
+//!   of any verifier in front of the store: within the grace the entry is kept, published
+//!   and shared even when the revocation is issued after `exp`;
+//! - every token of a subject issued up to a time ("log out everywhere"), by `sub` and
 //!   `iat`. A token without `iat` cannot prove it was issued after the cut-off and is treated
-//!   as revoked. Times are whole seconds, rounded towards revoking: a token issued in the
-//!   same second as the cut-off is revoked too.
+//!   as revoked. `iat` is in whole seconds, so the cut-off is too, rounded towards revoking:
+//!   a token issued in the same second as the cut-off is revoked too, one issued in a later
+//!   second is not.
+//!
+//! # Bounds
+//!
+//! Whatever a store is told (by a caller, or by whoever can write to a shared backend), it
+//! keeps: ids (`jti`, `sub`) of at most [`MAX_ID_BYTES`] bytes; at most `max_entries` entries
+//! of each kind (default [`DEFAULT_MAX_REVOCATIONS`]); token expiries at most
+//! [`MAX_TOKEN_HORIZON`] ahead and subject cut-offs at most [`MAX_CUTOFF_SKEW`] ahead (clamped
+//! to them). What is refused or clamped is logged (without the id).
+//!
+//! # Trust
+//!
+//! A shared store is believed like the identity provider's own word about withdrawn
+//! credentials. Whoever can write to its backend (the Redis of `RedisRevocations`) can
+//! revoke any token or subject (a denial of service against any user, bounded in time by the
+//! clamps above) and, by deleting entries, un-revoke tokens within the time a replica takes
+//! to resynchronise: it can never make a token authenticate that the verifier rejects, and
+//! never mint an identity. Protect it like the introspection cache: a Redis (or a database
+//! number and prefix on it) that only the gateways and the revoking tool can reach, with a
+//! password or an ACL user, on a private network (the client is built without TLS: across
+//! untrusted networks put a TLS tunnel in front).
 //!
 //! [`Revocable`] wraps any [`Authenticator`] and checks the store for every request it
 //! authenticates, whatever the inner authenticator did (a verified-token cache hit
@@ -74,6 +99,9 @@ use crate::reject::Rejection;
 pub use self::memory::MemoryRevocations;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
+pub use self::set::{
+    DEFAULT_MAX_REVOCATIONS, DEFAULT_TOKEN_GRACE, MAX_CUTOFF_SKEW, MAX_ID_BYTES, MAX_TOKEN_HORIZON,
+};
 
 /// What a [`RevocationStore`] says about a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +180,7 @@ fn numeric_date(value: &Value) -> Option<u64> {
     })
 }
 
-/// One revocation: a token by `jti`, or every token of a subject issued before a time.
+/// One revocation: a token by `jti`, or every token of a subject issued up to a time.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Revocation {
     kind: RevocationKind,
@@ -160,22 +188,32 @@ pub struct Revocation {
 
 #[derive(Clone, PartialEq, Eq)]
 enum RevocationKind {
-    Token { jti: String, expires_at: u64 },
-    Subject { subject: String, issued_before: u64 },
+    Token {
+        jti: String,
+        expires_at: u64,
+    },
+    /// Tokens of `subject` whose `iat` is at most `issued_through` (seconds) are revoked.
+    Subject {
+        subject: String,
+        issued_through: u64,
+    },
 }
 
 impl Revocation {
-    /// Revokes the token whose `jti` is `jti`, until `expires_at` (its `exp`; after that it
-    /// is rejected as expired, and the entry is dropped).
+    /// Revokes the token whose `jti` is `jti`, which expires at `expires_at` (its `exp`).
+    /// The entry is kept until `exp` plus the store's token grace (see the
+    /// [module docs](self)), so it outlives any verifier's leeway; a revocation issued after
+    /// `exp` but within the grace is enforced and shared too.
     pub fn token(jti: impl Into<String>, expires_at: SystemTime) -> Self {
         Revocation::token_at(jti, set::unix_secs_ceil(expires_at))
     }
 
-    /// Revokes every token of `subject` issued before `issued_before` (seconds, rounded up:
-    /// tokens issued in that second are revoked too). Pass `SystemTime::now()` to log a
-    /// user out everywhere; tokens issued afterwards are accepted.
+    /// Revokes every token of `subject` issued up to `issued_before`. Tokens carry `iat` in
+    /// whole seconds, so the cut-off is the whole second it falls in: tokens issued in that
+    /// second are revoked too (the safe side), tokens issued in a later second are
+    /// accepted. Pass `SystemTime::now()` to log a user out everywhere.
     pub fn subject(subject: impl Into<String>, issued_before: SystemTime) -> Self {
-        Revocation::subject_at(subject, set::unix_secs_ceil(issued_before))
+        Revocation::subject_at(subject, set::unix_secs(issued_before))
     }
 
     pub(crate) fn token_at(jti: impl Into<String>, expires_at: u64) -> Self {
@@ -187,23 +225,25 @@ impl Revocation {
         }
     }
 
-    pub(crate) fn subject_at(subject: impl Into<String>, issued_before: u64) -> Self {
+    pub(crate) fn subject_at(subject: impl Into<String>, issued_through: u64) -> Self {
         Revocation {
             kind: RevocationKind::Subject {
                 subject: subject.into(),
-                issued_before,
+                issued_through,
             },
         }
     }
 
-    /// Whether the entry still matters at `now` (seconds), given how long subject entries
-    /// are kept.
+    /// Whether the entry still matters at `now` (seconds), given how long token entries
+    /// outlive their expiry and how long subject entries are kept.
     #[cfg(feature = "redis")]
-    pub(crate) fn is_live(&self, now: u64, retention: Duration) -> bool {
+    pub(crate) fn is_live(&self, now: u64, grace: Duration, retention: Duration) -> bool {
         match &self.kind {
-            RevocationKind::Token { expires_at, .. } => *expires_at >= now,
-            RevocationKind::Subject { issued_before, .. } => {
-                *issued_before >= now.saturating_sub(retention.as_secs())
+            RevocationKind::Token { expires_at, .. } => {
+                expires_at.saturating_add(grace.as_secs()) >= now
+            }
+            RevocationKind::Subject { issued_through, .. } => {
+                *issued_through >= now.saturating_sub(retention.as_secs())
             }
         }
     }
@@ -217,9 +257,9 @@ impl fmt::Debug for Revocation {
                 .debug_struct("Revocation::Token")
                 .field("expires_at", expires_at)
                 .finish_non_exhaustive(),
-            RevocationKind::Subject { issued_before, .. } => f
+            RevocationKind::Subject { issued_through, .. } => f
                 .debug_struct("Revocation::Subject")
-                .field("issued_before", issued_before)
+                .field("issued_through", issued_through)
                 .finish_non_exhaustive(),
         }
     }
@@ -236,6 +276,10 @@ pub enum RevocationError {
     /// The store is misconfigured (bad URL, bad option).
     #[error("revocation store configuration: {0}")]
     Config(String),
+    /// The revocation was refused: its id is empty or longer than [`MAX_ID_BYTES`], or the
+    /// store holds its most entries of this kind. It is not enforced.
+    #[error("revocation refused: {0}")]
+    Refused(&'static str),
 }
 
 /// Where revocations live. Checked for every authenticated request by [`Revocable`].
@@ -408,22 +452,34 @@ mod tests {
             store.check(&TokenFacts::of(&ctx(None, "u1", Some(1_499)))),
             RevocationStatus::Revoked
         );
-        // Same second as the cut-off (rounded towards revoking) and no iat: revoked.
-        assert_eq!(
-            store.check(&TokenFacts::of(&ctx(None, "u1", Some(1_500)))),
-            RevocationStatus::Active
-        );
-        store
-            .revoke(Revocation::subject(
-                "u1",
-                at(1_500) + Duration::from_millis(1),
-            ))
-            .await
-            .unwrap();
+        // Same second as a whole-second cut-off: revoked (the safe side); the next second
+        // is not.
         assert_eq!(
             store.check(&TokenFacts::of(&ctx(None, "u1", Some(1_500)))),
             RevocationStatus::Revoked
         );
+        assert_eq!(
+            store.check(&TokenFacts::of(&ctx(None, "u1", Some(1_501)))),
+            RevocationStatus::Active
+        );
+        // A cut-off within a second revokes that second too, not the next one.
+        let u3 = |iat| ctx(None, "u3", Some(iat));
+        store
+            .revoke(Revocation::subject(
+                "u3",
+                at(1_500) + Duration::from_millis(999),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.check(&TokenFacts::of(&u3(1_500))),
+            RevocationStatus::Revoked
+        );
+        assert_eq!(
+            store.check(&TokenFacts::of(&u3(1_501))),
+            RevocationStatus::Active
+        );
+        // No iat: revoked.
         assert_eq!(
             store.check(&TokenFacts::of(&ctx(None, "u1", None))),
             RevocationStatus::Revoked
@@ -441,13 +497,69 @@ mod tests {
     }
 
     #[test]
-    fn expired_entries_are_pruned() {
+    fn expired_entries_are_pruned_after_the_grace() {
         let set = set::RevocationSet::default();
-        set.insert(&Revocation::token("old", at(10)));
-        set.insert(&Revocation::token("new", at(4_102_444_800)));
-        set.insert(&Revocation::subject("u", at(10)));
+        let now = set::unix_now();
+        set.insert(&Revocation::token("old", at(10))).unwrap();
+        set.insert(&Revocation::token("new", at(4_102_444_800)))
+            .unwrap();
+        // Expired five seconds ago: a verifier with the default 30 s leeway still accepts
+        // the token, so its revocation is kept.
+        set.insert(&Revocation::token_at("just-expired", now - 5))
+            .unwrap();
+        set.insert(&Revocation::subject("u", at(10))).unwrap();
         set.prune(Duration::from_secs(3600));
+        assert_eq!(set.len(), (2, 0));
+        let facts = TokenFacts::new(Some("just-expired"), None, None);
+        assert!(set.is_revoked(&facts));
+        // Past the grace it goes.
+        set.set_grace(Duration::from_secs(2));
+        set.prune(Duration::from_secs(3600));
+        assert!(!set.is_revoked(&facts));
         assert_eq!(set.len(), (1, 0));
+    }
+
+    #[test]
+    fn hostile_entries_are_bounded() {
+        let set = set::RevocationSet::default();
+        let now = set::unix_now();
+        // An 8 MiB id, or an empty one: refused.
+        let huge = "j".repeat(8 << 20);
+        assert!(set.insert(&Revocation::token_at(huge, now + 60)).is_err());
+        assert!(set.insert(&Revocation::subject_at("", now)).is_err());
+        assert!(
+            set.insert(&Revocation::token_at("j".repeat(MAX_ID_BYTES), now))
+                .is_ok()
+        );
+        // A subject cut-off of u64::MAX: clamped, so the lock-out ends with the skew bound.
+        set.insert(&Revocation::subject_at("victim", u64::MAX))
+            .unwrap();
+        let later = now + MAX_CUTOFF_SKEW.as_secs() + 60;
+        assert!(!set.is_revoked(&TokenFacts::new(None, Some("victim"), Some(later))));
+        assert!(set.is_revoked(&TokenFacts::new(None, Some("victim"), Some(now))));
+        // A token expiry of u64::MAX: kept no longer than the horizon.
+        set.insert(&Revocation::token_at("forever", u64::MAX))
+            .unwrap();
+        let kept = set
+            .snapshot()
+            .into_iter()
+            .find_map(|r| match r.kind {
+                RevocationKind::Token { jti, expires_at } if jti == "forever" => Some(expires_at),
+                _ => None,
+            })
+            .unwrap();
+        assert!(kept <= now + MAX_TOKEN_HORIZON.as_secs() + 1);
+        // Counts are capped.
+        set.set_max_entries(2);
+        assert_eq!(
+            set.insert(&Revocation::token_at("one-too-many", now + 60)),
+            Err(set::Refused::Full)
+        );
+        // Raising an existing entry is still possible when full.
+        assert_eq!(
+            set.insert(&Revocation::token_at("forever", u64::MAX)),
+            Ok(false)
+        );
     }
 
     #[test]

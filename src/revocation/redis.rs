@@ -3,7 +3,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 use tracing::{debug, info, warn};
 
-use super::set::{RevocationSet, unix_now};
+use super::set::{MAX_ID_BYTES, RevocationSet, clamp, unix_now};
 use super::{
     FailMode, Revocation, RevocationError, RevocationKind, RevocationStatus, RevocationStore,
     TokenFacts,
@@ -43,7 +43,23 @@ type Scored = Vec<(String, f64)>;
 /// While Redis is unreachable the replica keeps enforcing its last known set, logs a
 /// warning once, retries with a backoff of at most one second, and then catches up. What it
 /// does for the revocations it cannot see meanwhile is the [`FailMode`] (default
-/// [`FailMode::Open`]).
+/// [`FailMode::Open`]). An outage that closes no connection (a stopped or partitioned
+/// server) is found by a heartbeat: every
+/// [`heartbeat_interval`](RedisRevocationsBuilder::heartbeat_interval) (default 1 s) the
+/// replica publishes a heartbeat on the channel, and when it cannot publish within the
+/// [`timeout`](RedisRevocationsBuilder::timeout), or hears nothing on its subscription (its
+/// own heartbeats included) for an interval plus the timeout, it counts Redis as lost: the
+/// store is unsynced (503 under [`FailMode::Closed`]) within about an interval plus the
+/// timeout (3 s by default) and reconnects.
+///
+/// Token entries are kept until the token's `exp` plus the
+/// [`token_grace`](RedisRevocationsBuilder::token_grace) (default 5 minutes), in Redis
+/// (scores are expiries; `ZREMRANGEBYSCORE` removes them only after the grace) and locally.
+/// What the store reads from Redis is bounded like any revocation (see the
+/// [module docs](super#bounds)): members longer than the id limit are removed from Redis on
+/// resync, at most `max_entries` of each set are read, and scores are clamped; refused
+/// entries are logged (counted, never with the id). The [trust
+/// boundary](super#trust) of the Redis is that of a revocation store.
 ///
 /// Before its first synchronisation a store knows nothing: await
 /// [`ready`](Self::ready) at startup (under [`FailMode::Closed`] requests are rejected with
@@ -80,6 +96,9 @@ pub struct RedisRevocationsBuilder {
     retention: Duration,
     timeout: Duration,
     resync_interval: Duration,
+    heartbeat_interval: Duration,
+    token_grace: Duration,
+    max_entries: usize,
 }
 
 impl fmt::Debug for RedisRevocationsBuilder {
@@ -91,6 +110,9 @@ impl fmt::Debug for RedisRevocationsBuilder {
             .field("subject_retention", &self.retention)
             .field("timeout", &self.timeout)
             .field("resync_interval", &self.resync_interval)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("token_grace", &self.token_grace)
+            .field("max_entries", &self.max_entries)
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +151,30 @@ impl RedisRevocationsBuilder {
         self
     }
 
+    /// How often a connected replica proves Redis alive by a heartbeat through its channel
+    /// (default 1 second). A silent outage (a stopped server, a partition) is noticed within
+    /// about this plus the [`timeout`](Self::timeout).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// How long a token entry is kept past the token's `exp` (default
+    /// [`DEFAULT_TOKEN_GRACE`](super::DEFAULT_TOKEN_GRACE), 5 minutes): at least the largest
+    /// `exp` leeway of any verifier in front of the store. Replicas sharing a prefix should
+    /// use the same grace (the longest wins in Redis).
+    pub fn token_grace(mut self, grace: Duration) -> Self {
+        self.token_grace = grace;
+        self
+    }
+
+    /// The most entries of each kind kept (default
+    /// [`DEFAULT_MAX_REVOCATIONS`](super::DEFAULT_MAX_REVOCATIONS)), and read from Redis.
+    pub fn max_entries(mut self, max: usize) -> Self {
+        self.max_entries = max;
+        self
+    }
+
     /// Opens the store and starts its background task on the current tokio runtime.
     ///
     /// # Errors
@@ -139,9 +185,13 @@ impl RedisRevocationsBuilder {
         let client = redis::Client::open(self.url.as_str()).map_err(|e| {
             RevocationError::Config(format!("invalid Redis URL (redis://host:port/db): {e}"))
         })?;
-        if self.timeout.is_zero() || self.resync_interval.is_zero() {
+        if self.timeout.is_zero()
+            || self.resync_interval.is_zero()
+            || self.heartbeat_interval.is_zero()
+            || self.max_entries == 0
+        {
             return Err(RevocationError::Config(
-                "timeout and resync_interval must be greater than zero".into(),
+                "timeout, resync_interval, heartbeat_interval and max_entries must be greater than zero".into(),
             ));
         }
         if self.prefix.is_empty() {
@@ -151,8 +201,11 @@ impl RedisRevocationsBuilder {
             RevocationError::Config("RedisRevocations must be built inside a tokio runtime".into())
         })?;
         let (synced_tx, _) = watch::channel(false);
+        let set = RevocationSet::default();
+        set.set_grace(self.token_grace);
+        set.set_max_entries(self.max_entries);
         let shared = Arc::new(Shared {
-            set: RevocationSet::default(),
+            set,
             client,
             conn: Mutex::new(None),
             tokens_key: format!("{}:tokens", self.prefix),
@@ -163,6 +216,8 @@ impl RedisRevocationsBuilder {
             retention: self.retention,
             timeout: self.timeout,
             resync_interval: self.resync_interval,
+            heartbeat_interval: self.heartbeat_interval,
+            refused: AtomicU64::new(0),
             synced: AtomicBool::new(false),
             synced_tx,
         });
@@ -184,6 +239,9 @@ impl RedisRevocations {
             retention: Duration::from_secs(24 * 3600),
             timeout: Duration::from_secs(2),
             resync_interval: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(1),
+            token_grace: super::DEFAULT_TOKEN_GRACE,
+            max_entries: super::DEFAULT_MAX_REVOCATIONS,
         }
     }
 
@@ -238,8 +296,11 @@ impl RevocationStore for RedisRevocations {
     ) -> impl Future<Output = Result<(), RevocationError>> + Send {
         let shared = Arc::clone(&self.shared);
         async move {
-            shared.set.insert(&revocation);
-            if !revocation.is_live(unix_now(), shared.retention) {
+            if let Err(refused) = shared.set.insert(&revocation) {
+                warn!(revocation = ?revocation, reason = refused.reason(), "revocation refused");
+                return Err(RevocationError::Refused(refused.reason()));
+            }
+            if !revocation.is_live(unix_now(), shared.set.grace(), shared.retention) {
                 return Ok(());
             }
             shared.publish(&[revocation]).await.map_err(|e| {
@@ -271,6 +332,9 @@ struct Shared {
     retention: Duration,
     timeout: Duration,
     resync_interval: Duration,
+    heartbeat_interval: Duration,
+    /// Entries read from Redis and refused since the last report.
+    refused: AtomicU64,
     synced: AtomicBool,
     synced_tx: watch::Sender<bool>,
 }
@@ -318,6 +382,7 @@ impl Shared {
 
     /// Writes `entries` to the sets and announces them, atomically.
     async fn publish(&self, entries: &[Revocation]) -> Result<(), BoxError> {
+        let now = unix_now();
         let mut pipe = redis::pipe();
         pipe.atomic();
         for entry in entries {
@@ -327,9 +392,10 @@ impl Shared {
                 }
                 RevocationKind::Subject {
                     subject,
-                    issued_before,
-                } => (&self.subjects_key, subject, *issued_before, 's'),
+                    issued_through,
+                } => (&self.subjects_key, subject, *issued_through, 's'),
             };
+            let score = clamp(&entry.kind, score, now);
             pipe.cmd("ZADD")
                 .arg(key)
                 .arg("GT")
@@ -344,67 +410,121 @@ impl Shared {
         self.query::<()>(&pipe).await
     }
 
-    /// Applies one pub/sub message.
+    /// Applies one pub/sub message (heartbeats only prove the subscription alive).
     fn apply_message(&self, payload: &[u8]) {
+        if payload == HEARTBEAT {
+            return;
+        }
         let Some(revocation) = parse_message(payload) else {
             debug!("ignoring a malformed revocation message");
             return;
         };
-        self.set.insert(&revocation);
+        self.take(&revocation);
     }
 
-    /// Reads both sets in full, merges them into the local set, and writes back what Redis
-    /// lacks.
+    /// Inserts an entry read from Redis, counting what is refused.
+    fn take(&self, revocation: &Revocation) {
+        if let Err(refused) = self.set.insert(revocation) {
+            debug!(reason = refused.reason(), "revocation from Redis refused");
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Logs (once) what was refused since the last report.
+    fn report_refused(&self) {
+        let refused = self.refused.swap(0, Ordering::Relaxed);
+        if refused > 0 {
+            warn!(
+                refused,
+                max_entries = self.set.max_entries(),
+                max_id_bytes = MAX_ID_BYTES,
+                "revocations read from Redis were refused (over a bound); check who writes to it"
+            );
+        }
+    }
+
+    /// Publishes a heartbeat on the channel.
+    async fn heartbeat(&self) -> Result<(), BoxError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(HEARTBEAT)
+            .ignore();
+        self.query::<()>(&pipe).await
+    }
+
+    /// Reads both sets (bounded: see [`RESYNC_SCRIPT`]), merges them into the local set,
+    /// and writes back what Redis lacks.
     async fn resync(&self) -> Result<(), BoxError> {
         let now = unix_now();
+        let grace = self.set.grace();
+        let oldest_token = now.saturating_sub(grace.as_secs());
         let oldest = now.saturating_sub(self.retention.as_secs());
+        let max = self.set.max_entries();
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("ZREMRANGEBYSCORE")
+        pipe.cmd("EVAL")
+            .arg(RESYNC_SCRIPT)
+            .arg(2)
             .arg(&self.tokens_key)
-            .arg("-inf")
-            .arg(format!("({now}"))
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
             .arg(&self.subjects_key)
-            .arg("-inf")
-            .arg(format!("({oldest}"))
-            .ignore()
-            .cmd("ZRANGE")
-            .arg(&self.tokens_key)
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .cmd("ZRANGE")
-            .arg(&self.subjects_key)
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES");
-        let (tokens, subjects): (Scored, Scored) = self.query(&pipe).await?;
-        let tokens: HashMap<String, u64> = tokens.into_iter().map(|(m, s)| (m, s as u64)).collect();
+            .arg(oldest_token)
+            .arg(oldest)
+            .arg(MAX_ID_BYTES)
+            .arg(max);
+        let ((tokens, subjects, total_tokens, total_subjects, removed),): ((
+            Scored,
+            Scored,
+            u64,
+            u64,
+            u64,
+        ),) = self.query(&pipe).await?;
+        if removed > 0 {
+            warn!(
+                removed,
+                max_id_bytes = MAX_ID_BYTES,
+                "revocations with over-long ids were removed from Redis; check who writes to it"
+            );
+        }
+        let unread = total_tokens.saturating_sub(tokens.len() as u64)
+            + total_subjects.saturating_sub(subjects.len() as u64);
+        if unread > 0 {
+            warn!(
+                unread,
+                max_entries = max,
+                "Redis holds more revocations than max_entries; the latest were not read"
+            );
+        }
+        let score = |s: f64| {
+            if s.is_finite() && s > 0.0 {
+                s as u64
+            } else {
+                0
+            }
+        };
+        let tokens: HashMap<String, u64> = tokens.into_iter().map(|(m, s)| (m, score(s))).collect();
         let subjects: HashMap<String, u64> =
-            subjects.into_iter().map(|(m, s)| (m, s as u64)).collect();
+            subjects.into_iter().map(|(m, s)| (m, score(s))).collect();
         for (jti, exp) in &tokens {
-            self.set.insert(&Revocation::token_at(jti.as_str(), *exp));
+            self.take(&Revocation::token_at(jti.as_str(), *exp));
         }
-        for (sub, before) in &subjects {
-            self.set
-                .insert(&Revocation::subject_at(sub.as_str(), *before));
+        for (sub, through) in &subjects {
+            self.take(&Revocation::subject_at(sub.as_str(), *through));
         }
+        self.report_refused();
         self.set.prune(self.retention);
         let missing: Vec<Revocation> = self
             .set
             .snapshot()
             .into_iter()
-            .filter(|r| r.is_live(now, self.retention))
+            .filter(|r| r.is_live(now, grace, self.retention))
             .filter(|r| match &r.kind {
                 RevocationKind::Token { jti, expires_at } => {
                     tokens.get(jti).is_none_or(|s| s < expires_at)
                 }
                 RevocationKind::Subject {
                     subject,
-                    issued_before,
-                } => subjects.get(subject).is_none_or(|s| s < issued_before),
+                    issued_through,
+                } => subjects.get(subject).is_none_or(|s| s < issued_through),
             })
             .collect();
         if !missing.is_empty() {
@@ -431,6 +551,37 @@ impl Shared {
         Ok(pubsub.into_on_message())
     }
 }
+
+/// The heartbeat published on the channel.
+const HEARTBEAT: &[u8] = b"h";
+
+/// Resynchronisation, in one script (atomic, bounded): drops token entries past their
+/// expiry plus the grace (`ARGV[1]`) and subject entries past the retention (`ARGV[2]`),
+/// removes members longer than `ARGV[3]` bytes, and returns at most `ARGV[4]` entries of each
+/// set (lowest scores first), the sets' sizes, and how many members were removed.
+const RESYNC_SCRIPT: &str = r"
+local maxlen = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
+local removed = 0
+local out = {}
+for i, key in ipairs(KEYS) do
+  local items = redis.call('ZRANGE', key, 0, cap - 1, 'WITHSCORES')
+  local kept = {}
+  for j = 1, #items, 2 do
+    if #items[j] > 0 and #items[j] <= maxlen then
+      kept[#kept + 1] = items[j]
+      kept[#kept + 1] = items[j + 1]
+    else
+      redis.call('ZREM', key, items[j])
+      removed = removed + 1
+    end
+  end
+  out[i] = kept
+end
+return {out[1], out[2], redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), removed}
+";
 
 fn parse_message(payload: &[u8]) -> Option<Revocation> {
     let text = std::str::from_utf8(payload).ok()?;
@@ -465,16 +616,33 @@ async fn run(shared: Arc<Shared>) {
                     debug!(tokens, subjects, "revocation store in sync with Redis");
                 }
                 let mut next_resync = Instant::now() + shared.resync_interval;
+                let mut next_heartbeat = Instant::now() + shared.heartbeat_interval;
+                let mut last_heard = Instant::now();
+                let silence = shared.heartbeat_interval + shared.timeout;
                 loop {
-                    match timeout_at(next_resync, messages.next()).await {
-                        Ok(Some(msg)) => shared.apply_message(msg.get_payload_bytes()),
+                    match timeout_at(next_resync.min(next_heartbeat), messages.next()).await {
+                        Ok(Some(msg)) => {
+                            last_heard = Instant::now();
+                            shared.apply_message(msg.get_payload_bytes());
+                        }
                         Ok(None) => break,
-                        Err(_) => {
+                        Err(_) if Instant::now() >= next_resync => {
                             if let Err(e) = shared.resync().await {
                                 debug!(error = %e, "periodic revocation resync failed");
                                 break;
                             }
                             next_resync = Instant::now() + shared.resync_interval;
+                        }
+                        Err(_) => {
+                            if last_heard.elapsed() > silence {
+                                debug!("no heartbeat heard from Redis");
+                                break;
+                            }
+                            if let Err(e) = shared.heartbeat().await {
+                                debug!(error = %e, "revocation heartbeat failed");
+                                break;
+                            }
+                            next_heartbeat = Instant::now() + shared.heartbeat_interval;
                         }
                     }
                 }

@@ -91,6 +91,29 @@ impl RedisServer {
         child.wait().unwrap();
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as in a
+    /// partition or a hung host.
+    #[allow(dead_code)]
+    pub(crate) fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    #[allow(dead_code)]
+    pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts it again, empty, on the same port.
     pub(crate) fn restart(&mut self) {
         self.spawn();

@@ -480,3 +480,99 @@ fn bearer_candidate_matches_bearer_token() {
         }
     }
 }
+
+#[tokio::test]
+async fn authenticators_sharing_a_cache_never_serve_each_others_entries() {
+    let signer = SigningKey::hmac(Algorithm::HS256, &[7u8; 32])
+        .unwrap()
+        .with_kid("k1");
+    let keys = StaticKeys::new([signer.verifying_key().clone()]);
+    let cache = TokenCache::new(CacheConfig::default()).unwrap();
+    let for_audience = |aud: &str| {
+        let jwt =
+            JwtAuthenticator::new(keys.clone(), Validation::new(ISS).audiences([aud])).unwrap();
+        CachedAuthenticator::with_cache(jwt, cache.clone())
+    };
+    let (a, b) = (for_audience("api://a"), for_audience("api://b"));
+    let token = signer
+        .sign(&json!({"iss": ISS, "aud": "api://a", "sub": "alice", "exp": 4102444800u64}))
+        .unwrap();
+    let run = |auth: &CachedAuthenticator<JwtAuthenticator<StaticKeys>>| {
+        let req = Request::builder()
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        let fut = auth.authenticate(&RequestHead::of(&req));
+        async move { fut?.await }
+    };
+    assert_eq!(run(&a).await.unwrap().subject(), Some("alice"));
+    assert_eq!(run(&a).await.unwrap().subject(), Some("alice"));
+    cache.run_pending_tasks();
+    assert_eq!(cache.entry_count(), 1, "A cached it");
+    // B's audience is another: B verifies for itself, and refuses.
+    assert_eq!(
+        run(&b).await.unwrap_err().kind(),
+        RejectionKind::InvalidToken
+    );
+    // A clone of A shares A's entries.
+    assert_eq!(run(&a.clone()).await.unwrap().subject(), Some("alice"));
+    // Invalidating the token reaches every scope.
+    cache.invalidate(&token);
+    cache.run_pending_tasks();
+    assert_eq!(cache.entry_count(), 0);
+}
+
+/// An authenticator whose verification waits until released.
+#[derive(Clone)]
+struct Gated {
+    release: Arc<tokio::sync::Notify>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Authenticator for Gated {
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<AuthContext, Rejection>> + Send>>;
+
+    fn authenticate(&self, _head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let release = Arc::clone(&self.release);
+        Ok(Box::pin(async move {
+            release.notified().await;
+            Ok(AuthContext::builder(crate::CredentialKind::Jwt)
+                .subject("before-the-purge")
+                .build())
+        }))
+    }
+}
+
+#[tokio::test]
+async fn invalidate_all_is_not_undone_by_a_verification_in_flight() {
+    let gated = Gated {
+        release: Arc::new(tokio::sync::Notify::new()),
+        calls: Arc::new(AtomicUsize::new(0)),
+    };
+    let auth = CachedAuthenticator::new(gated.clone(), CacheConfig::default()).unwrap();
+    let req = Request::builder()
+        .header("authorization", "Bearer abc.def.ghi")
+        .body(())
+        .unwrap();
+    let in_flight = auth.authenticate(&RequestHead::of(&req)).unwrap();
+    let in_flight = tokio::spawn(in_flight);
+    tokio::task::yield_now().await;
+    // The key is purged while that verification runs...
+    auth.cache().invalidate_all();
+    gated.release.notify_one();
+    assert!(in_flight.await.unwrap().is_ok());
+    // ...so its result is not cached: the next request is verified again.
+    auth.cache().run_pending_tasks();
+    assert_eq!(auth.cache().entry_count(), 0);
+    let next = auth.authenticate(&RequestHead::of(&req)).unwrap();
+    let next = tokio::spawn(next);
+    tokio::task::yield_now().await;
+    gated.release.notify_one();
+    next.await.unwrap().unwrap();
+    assert_eq!(gated.calls.load(Ordering::SeqCst), 2);
+    // A verification that began after the purge is cached as usual.
+    auth.cache().run_pending_tasks();
+    assert_eq!(auth.cache().entry_count(), 1);
+}
