@@ -473,12 +473,16 @@ async fn audiences_are_required_and_iss_is_checked_when_an_issuer_is_set() {
         auth.verify("no-iss").await.unwrap_err().kind(),
         RejectionKind::InvalidToken
     );
-    // Without one, it is accepted, and the context names no issuer.
+    // Without one, it is accepted, and the context names the endpoint as its issuer (the
+    // authenticator's name, forwarded as x-user-issuer).
+    let endpoint = format!("http://{addr}/introspect");
     let lax = IntrospectionAuthenticator::new(
-        IntrospectionConfig::new(format!("http://{addr}/introspect"), ClientAuth::None)
-            .audiences(["api://orders"]),
+        IntrospectionConfig::new(endpoint.clone(), ClientAuth::None).audiences(["api://orders"]),
     )
     .unwrap();
-    assert_eq!(lax.verify("no-iss").await.unwrap().issuer(), None);
+    assert_eq!(
+        lax.verify("no-iss").await.unwrap().issuer(),
+        Some(endpoint.as_str())
+    );
     assert_eq!(idp.count("no-iss"), 2);
 }

@@ -23,6 +23,8 @@ pub(crate) struct Credentials {
     pub(crate) api_keys: Option<ApiKeySource>,
     pub(crate) introspection: Option<OpaqueAuth>,
     pub(crate) revocations: Option<Revocations>,
+    /// The issuer names the API keys and introspection give their callers.
+    pub(crate) names: Vec<String>,
 }
 
 impl Credentials {

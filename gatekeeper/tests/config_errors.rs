@@ -316,7 +316,7 @@ upstream = "http://127.0.0.1:9"
 #[cfg(feature = "introspection")]
 #[test]
 fn gateway_redis_keys_of_the_introspection_section_are_checked() {
-    let section = "[introspection]\nendpoint = \"http://127.0.0.1:9/i\"\nauth_method = \"none\"\n";
+    let section = "[introspection]\nendpoint = \"http://127.0.0.1:9/i\"\nauth_method = \"none\"\nany_audience = true\n";
     let error = config_error(&format!(
         "{ROUTE_ONLY}{section}redis_prefix = \"gw:introspection:\"\n"
     ));
@@ -353,7 +353,10 @@ fn gateway_redis_keys_of_the_introspection_section_are_checked() {
 fn server_keys_are_checked() {
     let server = |body: &str| format!("[server]\n{body}\n{ISSUER}{ROUTE}");
     for (body, key) in [
-        ("header_read_timeout_seconds = 0", "header_read_timeout_seconds"),
+        (
+            "header_read_timeout_seconds = 0",
+            "header_read_timeout_seconds",
+        ),
         ("idle_timeout_seconds = -1", "idle_timeout_seconds"),
         ("body_timeout_seconds = nan", "body_timeout_seconds"),
         ("max_connections = 0", "max_connections"),
@@ -368,4 +371,44 @@ fn server_keys_are_checked() {
 
     let error = config_error(&format!("{ISSUER}{ROUTE}max_concurrency = 0\n"));
     assert_mentions(&error, &["[[route]] #1", "max_concurrency"]);
+}
+
+#[cfg(feature = "introspection")]
+#[test]
+fn introspection_needs_audiences_or_an_explicit_any_audience() {
+    let section = "[introspection]\nendpoint = \"http://127.0.0.1:9/i\"\nauth_method = \"none\"\n";
+    let error = config_error(&format!("{ROUTE_ONLY}{section}"));
+    assert_mentions(&error, &["[introspection]", "audiences", "any_audience"]);
+    let error = config_error(&format!(
+        "{ROUTE_ONLY}{section}audiences = [\"api://orders\"]\nany_audience = true\n"
+    ));
+    assert_mentions(
+        &error,
+        &["[introspection]", "audiences", "any_audience", "both"],
+    );
+    let dir = gateway_dir();
+    for extra in ["audiences = [\"api://orders\"]\n", "any_audience = true\n"] {
+        let path = dir.write_config(&format!("{ROUTE_ONLY}{section}{extra}"));
+        gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{extra}: {e}"));
+    }
+}
+
+#[test]
+fn route_issuers_are_checked_against_the_configured_ones() {
+    let two = format!(
+        "{ISSUER}[[issuer]]\nissuer = \"https://other.example.test\"\naudiences = [\"api://orders\"]\njwks_file = \"keys/jwks.json\"\n"
+    );
+    let route = "[[route]]\npath = \"/users/{user_id}\"\nupstream = \"http://127.0.0.1:9001\"\nowner_param = \"user_id\"\n";
+    // With two issuers, an owner rule must say whose `sub` it compares.
+    let error = config_error(&format!("{two}{route}"));
+    assert_mentions(&error, &["[[route]] #1", "owner_param"]);
+    let error = config_error(&format!(
+        "{two}{route}issuers = [\"https://nobody.example.test\"]\n"
+    ));
+    assert_mentions(&error, &["[[route]] #1", "nobody.example.test"]);
+    let dir = gateway_dir();
+    let path = dir.write_config(&format!(
+        "{two}{route}issuers = [\"https://idp.example.test\"]\n"
+    ));
+    gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
 }

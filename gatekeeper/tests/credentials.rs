@@ -180,7 +180,7 @@ async fn introspection_section_checks_opaque_tokens_at_the_idp() {
             let form = String::from_utf8(body.to_vec()).unwrap();
             let answer = if form.split('&').any(|kv| kv == "token=goodopaque") {
                 json!({"active": true, "sub": "opaque-user", "roles": ["clerk"],
-                       "scope": "orders:read", "exp": 4102444800u64})
+                       "scope": "orders:read", "aud": "api://orders", "exp": 4102444800u64})
             } else {
                 json!({"active": false})
             };
@@ -197,7 +197,7 @@ async fn introspection_section_checks_opaque_tokens_at_the_idp() {
         &format!(
             "[introspection]\nendpoint = \"http://{idp}/introspect\"\nclient_id = \"gateway\"\n\
              client_secret_file = \"introspection.secret\"\nauth_method = \"post\"\n\
-             timeout_seconds = 5\ncache_ttl_seconds = 30\nnegative_ttl_seconds = 1\n"
+             audiences = [\"api://orders\"]\ntimeout_seconds = 5\ncache_ttl_seconds = 30\nnegative_ttl_seconds = 1\n"
         ),
     ));
     let gw = Running::start(gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{e}"))).await;
@@ -207,6 +207,11 @@ async fn introspection_section_checks_opaque_tokens_at_the_idp() {
     let echo = json_body(response).await;
     assert_eq!(echo["headers"]["x-user-id"], "opaque-user");
     assert_eq!(echo["headers"]["x-user-roles"], "clerk");
+    // No `issuer` configured: the endpoint vouches for the caller and names it.
+    assert_eq!(
+        echo["headers"]["x-user-issuer"],
+        format!("http://{idp}/introspect")
+    );
     let response = get_with(&gw, "authorization", "Bearer inactiveopaque").await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     // JWTs are still verified locally, not introspected.
@@ -318,10 +323,17 @@ mod introspection_redis {
             .unwrap()
     }
 
-    /// The Redis key of `token`'s result: the prefix, then the hex SHA-256 of the token.
-    fn key(prefix: &str, token: &str) -> String {
-        let digest = Sha256::digest(token.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    /// The Redis key of `token`'s result for an authenticator of `endpoint` without a client
+    /// id: the prefix, then the hex SHA-256 of the length-prefixed endpoint and client id and
+    /// the token (the documented format, computed independently here).
+    fn key(endpoint: &str, prefix: &str, token: &str) -> String {
+        let mut hash = Sha256::new();
+        for part in [endpoint, ""] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        hash.update(token.as_bytes());
+        let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         format!("{prefix}{hex}")
     }
 
@@ -463,7 +475,15 @@ mod introspection_redis {
         let response = call(replicas[0].0, "gw-opaque").await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.text().await.unwrap(), "user-of-gw-opaque");
-        stored(&mut conn, &key("gw-test:introspection:", "gw-opaque")).await;
+        stored(
+            &mut conn,
+            &key(
+                &format!("http://{idp_addr}/introspect"),
+                "gw-test:introspection:",
+                "gw-opaque",
+            ),
+        )
+        .await;
         let response = call(replicas[1].0, "gw-opaque").await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.text().await.unwrap(), "user-of-gw-opaque");
@@ -475,7 +495,15 @@ mod introspection_redis {
 
         let response = call(replicas[0].0, "inactive").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        stored(&mut conn, &key("gw-test:introspection:", "inactive")).await;
+        stored(
+            &mut conn,
+            &key(
+                &format!("http://{idp_addr}/introspect"),
+                "gw-test:introspection:",
+                "inactive",
+            ),
+        )
+        .await;
         let response = call(replicas[1].0, "inactive").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(idp.count("inactive"), 1);

@@ -22,6 +22,17 @@ pub(crate) fn compile_credentials(
     revocation: Option<FileRevocation>,
     base: &Path,
 ) -> Result<Credentials, String> {
+    let mut names = Vec::new();
+    if let Some(raw) = &api_keys {
+        names.push(
+            raw.issuer
+                .clone()
+                .unwrap_or_else(|| ApiKeyAuthenticator::DEFAULT_ISSUER.to_owned()),
+        );
+    }
+    if let Some(raw) = &introspection {
+        names.push(raw.issuer.clone().unwrap_or_else(|| raw.endpoint.clone()));
+    }
     Ok(Credentials {
         api_keys: api_keys
             .map(|raw| compile_api_keys(raw, base))
@@ -30,6 +41,7 @@ pub(crate) fn compile_credentials(
             .map(|raw| compile_introspection(raw, base))
             .transpose()?,
         revocations: revocation.map(compile_revocation).transpose()?,
+        names,
     })
 }
 
@@ -49,6 +61,11 @@ pub(crate) fn compile_api_keys(raw: FileApiKeys, base: &Path) -> Result<ApiKeySo
         keys = keys
             .with_header(header)
             .map_err(|e| format!("[api_keys]: `header`: {e}"))?;
+    }
+    if let Some(name) = &raw.issuer {
+        keys = keys
+            .with_issuer(name)
+            .map_err(|e| format!("[api_keys]: `issuer`: {e}"))?;
     }
     Ok(ApiKeySource {
         keys,
@@ -146,8 +163,24 @@ pub(crate) fn compile_introspection(
     if let Some(issuer) = raw.issuer {
         config = config.issuer(issuer);
     }
-    if let Some(audiences) = raw.audiences {
-        config = config.audiences(audiences);
+    match (raw.audiences, raw.any_audience) {
+        (Some(_), Some(true)) => {
+            return Err(
+                "[introspection]: `audiences` and `any_audience = true` are both set; keep one"
+                    .to_owned(),
+            );
+        }
+        (Some(audiences), _) => config = config.audiences(audiences),
+        (None, Some(true)) => config = config.any_audience(),
+        (None, _) => {
+            return Err(
+                "[introspection]: `audiences` is required: list this API's identifiers (the `aud` the authorization server puts in its answers), or set `any_audience = true` to accept answers for any audience"
+                    .to_owned(),
+            );
+        }
+    }
+    if let Some(require) = raw.require_subject {
+        config = config.require_subject(require);
     }
     if let Some(claim) = raw.roles_claim {
         config = config.roles_claim(claim);

@@ -59,6 +59,8 @@ pub(crate) struct FileIssuer {
     pub(crate) tenant_claim: Option<String>,
     pub(crate) leeway_seconds: Option<u64>,
     pub(crate) typ: Option<String>,
+    /// `false`: tokens without a `sub` are accepted (default: a subject is required).
+    pub(crate) require_subject: Option<bool>,
     /// Keys given in code (the embedded demo); never read from a file.
     #[serde(skip)]
     pub(crate) keys: Option<StaticKeys>,
@@ -215,6 +217,8 @@ pub(crate) struct FileApiKeys {
     pub(crate) header: Option<String>,
     /// How often the file is checked for changes, in seconds (default 5).
     pub(crate) reload_interval_seconds: Option<f64>,
+    /// The name these keys' callers carry as issuer (`x-user-issuer`; default `api-key`).
+    pub(crate) issuer: Option<String>,
 }
 
 /// The keys file: `[[key]]` entries.
@@ -264,6 +268,9 @@ pub(crate) struct FileIntrospection {
     pub(crate) auth_method: Option<IntrospectionAuthMethod>,
     pub(crate) issuer: Option<String>,
     pub(crate) audiences: Option<Vec<String>>,
+    /// `true`: accept answers for any audience (instead of listing `audiences`).
+    pub(crate) any_audience: Option<bool>,
+    pub(crate) require_subject: Option<bool>,
     pub(crate) roles_claim: Option<String>,
     pub(crate) tenant_claim: Option<String>,
     pub(crate) timeout_seconds: Option<f64>,

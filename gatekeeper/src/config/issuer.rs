@@ -96,6 +96,9 @@ pub(crate) fn compile_issuer(
     if let Some(secs) = raw.leeway_seconds {
         validation = validation.leeway(Duration::from_secs(secs));
     }
+    if let Some(require) = raw.require_subject {
+        validation = validation.require_subject(require);
+    }
     if let Some(typ) = raw.typ {
         if typ.is_empty() {
             return Err(format!(

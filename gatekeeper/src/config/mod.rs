@@ -20,8 +20,8 @@ use crate::config::ops::Ops;
 use crate::config::ops::compile_cache;
 use crate::config::ops::compile_ops;
 use crate::config::route::RouteSpec;
-use crate::config::route::compile_route;
 use crate::config::route::compile_table;
+use crate::config::route::{RouteContext, compile_route};
 use crate::config::server::Server;
 use crate::credentials::Credentials;
 use tower_gatekeeper::JwtAuthenticator;
@@ -150,6 +150,9 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
     let server = server::compile(file.server.unwrap_or_default())?;
 
     let mut authenticator: Option<JwtAuthenticator<IssuerKeys>> = None;
+    // Every name a caller's issuer can have: each `[[issuer]]`, then the API keys' and the
+    // introspection endpoint's names.
+    let mut issuers: Vec<String> = file.issuers.iter().map(|i| i.issuer.clone()).collect();
     for (i, issuer) in file.issuers.into_iter().enumerate() {
         let n = i + 1;
         let (keys, validation) = compile_issuer(n, issuer, base)?;
@@ -162,6 +165,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
     let credentials =
         compile_credentials(file.api_keys, file.introspection, file.revocation, base)?;
     let can_authenticate = authenticator.is_some() || credentials.authenticates();
+    issuers.extend(credentials.names.iter().cloned());
 
     if file.routes.is_empty() {
         return Err(
@@ -172,7 +176,15 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         .routes
         .into_iter()
         .enumerate()
-        .map(|(i, route)| compile_route(i + 1, route, can_authenticate, file.rego.as_ref(), base))
+        .map(|(i, route)| {
+            let context = RouteContext {
+                can_authenticate,
+                issuers: &issuers,
+                global_rego: file.rego.as_ref(),
+                base,
+            };
+            compile_route(i + 1, route, &context)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let table = compile_table(&routes)?;
     let token_cache = compile_cache(file.cache)?;

@@ -26,13 +26,30 @@ pub(crate) struct RouteSpec {
     pub(crate) policy: BoxPolicy,
 }
 
+/// What every route is checked against.
+#[derive(Clone, Copy)]
+pub(crate) struct RouteContext<'a> {
+    /// Whether anything can authenticate callers.
+    pub(crate) can_authenticate: bool,
+    /// Every issuer name a caller can have (`[[issuer]]`, API keys, introspection).
+    pub(crate) issuers: &'a [String],
+    /// The top-level `rego`, for routes without their own.
+    pub(crate) global_rego: Option<&'a RegoConfig>,
+    /// The configuration file's directory.
+    pub(crate) base: &'a Path,
+}
+
 pub(crate) fn compile_route(
     n: usize,
     raw: FileRoute,
-    can_authenticate: bool,
-    global_rego: Option<&RegoConfig>,
-    base: &Path,
+    context: &RouteContext<'_>,
 ) -> Result<RouteSpec, String> {
+    let RouteContext {
+        can_authenticate,
+        issuers,
+        global_rego,
+        base,
+    } = *context;
     let label = format!("[[route]] #{n} (path {:?})", raw.path);
     if !raw.path.starts_with('/') {
         return Err(format!("{label}: `path` must start with \"/\""));
@@ -101,6 +118,9 @@ pub(crate) fn compile_route(
             ));
         }
         auth => {
+            rules
+                .check_issuers(issuers)
+                .map_err(|e| format!("{label}: {e}"))?;
             let mut rules = rules;
             // The global policy applies where the route has no Rego policy of its own.
             if rules.rego.is_none() {
