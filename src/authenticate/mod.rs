@@ -50,6 +50,7 @@
 mod api_key;
 pub mod cache;
 mod chain;
+mod decision;
 mod future;
 #[cfg(feature = "introspection")]
 mod introspect;
