@@ -1,5 +1,5 @@
 //! Decision tracing, the audit hook, limits and metrics of the authenticate and authorize
-//! layers, over the real layers with real tokens (issue #8).
+//! layers, over the real layers with real tokens.
 
 use std::convert::Infallible;
 use std::io;
