@@ -360,15 +360,15 @@ async fn audit_hook_sees_every_decision_of_both_layers() {
 async fn limits_apply_with_documented_answers() {
     let _serial = serial();
     let f = fixture();
-    let layer = AuthenticateLayer::new(f.auth.clone())
-        .limits(
-            Limits::default()
-                .max_credential_header_bytes(2048)
-                .max_claims_bytes(1024)
-                .max_roles(3)
-                .max_scopes(2),
-        )
-        .unwrap();
+    let layer = AuthenticateLayer::new(f.auth.clone()).limits(
+        Limits::builder()
+            .max_credential_header_bytes(2048)
+            .max_claims_bytes(1024)
+            .max_roles(3)
+            .max_scopes(2)
+            .build()
+            .unwrap(),
+    );
     let service = ServiceBuilder::new().layer(layer).service_fn(echo);
 
     // Too many roles: the first three are kept.
@@ -425,9 +425,7 @@ async fn limits_apply_with_documented_answers() {
     );
 
     // Mistakes are build-time errors naming the limit.
-    let error = AuthenticateLayer::new(f.auth.clone())
-        .limits(Limits::default().max_scopes(0))
-        .unwrap_err();
+    let error = Limits::builder().max_scopes(0).build().unwrap_err();
     assert!(error.to_string().contains("max_scopes"), "{error}");
 }
 
