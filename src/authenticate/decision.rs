@@ -10,14 +10,22 @@ use crate::context::AuthContext;
 use crate::limits::Limits;
 use crate::reject::{Protocol, Rejection, RejectionKind, RejectionResponse, render};
 
+/// What becomes of the request.
+pub(super) enum Verdict<B> {
+    /// It goes on to the inner service.
+    Admit,
+    /// It is answered with this rejection.
+    Reject(Response<ResponseBody<B>>),
+}
+
 /// What the layer does with a request once the credential's `outcome` is known, with the
 /// decision observed:
 ///
 /// - authenticated: the context, within the list limits, goes into the extensions and the
-///   request goes on (`Ok`);
+///   request goes on;
 /// - no credential on an [`AuthMode::Optional`] route: the request goes on anonymous, marked
-///   [`AuthenticateSeen`] (`Ok`);
-/// - anything else: the rejection rendered for `protocol` (`Err`).
+///   [`AuthenticateSeen`];
+/// - anything else: the rejection rendered for `protocol`.
 pub(super) fn decide<B, R, ResBody>(
     req: &mut Request<B>,
     outcome: Result<AuthContext, Rejection>,
@@ -26,7 +34,7 @@ pub(super) fn decide<B, R, ResBody>(
     observation: Observation,
     renderer: &R,
     protocol: Protocol,
-) -> Result<(), Response<ResponseBody<ResBody>>>
+) -> Verdict<ResBody>
 where
     R: RejectionResponse,
 {
@@ -41,7 +49,7 @@ where
             }
             observation.finish(Outcome::Allow, "authenticated", Some(&ctx), None);
             req.extensions_mut().insert(ctx);
-            Ok(())
+            Verdict::Admit
         }
         Err(rejection)
             if rejection.kind() == RejectionKind::MissingCredential
@@ -49,7 +57,7 @@ where
         {
             observation.finish(Outcome::Allow, "anonymous", None, None);
             req.extensions_mut().insert(AuthenticateSeen);
-            Ok(())
+            Verdict::Admit
         }
         Err(rejection) => {
             let span = observation.span().clone();
@@ -60,7 +68,7 @@ where
                 None,
                 Some(&rejection),
             );
-            Err(render(renderer, rejection, protocol))
+            Verdict::Reject(render(renderer, rejection, protocol))
         }
     }
 }

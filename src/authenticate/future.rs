@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::AuthMode;
-use super::decision::decide;
+use super::decision::{Verdict, decide};
 use crate::audit::Observation;
 use crate::body::ResponseBody;
 use crate::context::AuthContext;
@@ -133,7 +133,7 @@ where
                         limits,
                         observation,
                     } = *this.pending.take().expect("polled after completion");
-                    if let Err(response) = decide(
+                    if let Verdict::Reject(response) = decide(
                         &mut req,
                         outcome,
                         mode,

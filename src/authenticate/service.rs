@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::decision::decide;
+use super::decision::{Verdict, decide};
 use super::future::ResponseFuture;
 use super::{AuthMode, Authenticator, Started};
 use crate::audit::{HookSlot, Observation, Stage};
@@ -113,8 +113,8 @@ where
             protocol,
         ) {
             // Straight to the inner service, which `poll_ready` readied for this call.
-            Ok(()) => ResponseFuture::calling(self.inner.call(req)).private(from_query),
-            Err(response) => ResponseFuture::rejected(response),
+            Verdict::Admit => ResponseFuture::calling(self.inner.call(req)).private(from_query),
+            Verdict::Reject(response) => ResponseFuture::rejected(response),
         }
     }
 }
