@@ -10,12 +10,15 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_gatekeeper::audit::{DecisionEvent, Outcome, Stage};
+use tower_gatekeeper::audit::{DecisionEvent, JsonLines, Outcome, Stage};
 use tower_gatekeeper::authorize::roles_any;
 use tower_gatekeeper::jwt::Validation;
 use tower_gatekeeper::keys::{SigningKey, StaticKeys};
 use tower_gatekeeper::limits::Limits;
 use tower_gatekeeper::{AuthContext, AuthenticateLayer, AuthorizeLayer, JwtAuthenticator};
+
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
 
 const ISS: &str = "https://idp.example.test";
 
@@ -473,4 +476,66 @@ fn metrics_count_decisions_by_outcome_and_reason() {
         text.contains("gatekeeper_decision_duration_seconds"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn json_lines_trail_records_each_request_once_without_tokens() {
+    let dir = temp_dir::TempDir::new("audit");
+    let path = dir.0.join("audit.jsonl");
+    let f = fixture();
+    let audit = JsonLines::append_to(&path).unwrap().once_per_request();
+    let service = ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(f.auth.clone()).on_decision(audit.clone()))
+        .layer(AuthorizeLayer::new(roles_any(["clerk"])).on_decision(audit.clone()))
+        .service_fn(echo);
+    let clerk = f.signer.sign(&claims(json!({}))).unwrap();
+    let guest = f.signer.sign(&claims(json!({"roles": ["guest"]}))).unwrap();
+    let forged = SigningKey::generate_ed25519()
+        .unwrap()
+        .with_kid("kid-1")
+        .sign(&claims(json!({})))
+        .unwrap();
+    for (path, token, status) in [
+        ("/allowed", &clerk, 200),
+        ("/forbidden", &guest, 403),
+        ("/forged", &forged, 401),
+    ] {
+        let response = service
+            .clone()
+            .oneshot(request(path, Some(token)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+    }
+    audit.flush();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap(),
+                r["stage"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+                r["subject"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("/allowed", "authorize", "allow", Some("alice")),
+            ("/forbidden", "authorize", "deny", Some("alice")),
+            ("/forged", "authenticate", "deny", None),
+        ]
+    );
+    for token in [&clerk, &guest, &forged] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!text.contains(signature), "a token is in the trail");
+    }
+    assert_eq!(audit.dropped(), 0);
 }
