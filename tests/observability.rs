@@ -17,6 +17,7 @@ use tower_gatekeeper::keys::{SigningKey, StaticKeys};
 use tower_gatekeeper::limits::Limits;
 use tower_gatekeeper::{AuthContext, AuthenticateLayer, AuthorizeLayer, JwtAuthenticator};
 
+#[allow(dead_code)]
 #[path = "support/temp_dir.rs"]
 mod temp_dir;
 
