@@ -17,10 +17,6 @@ use tower_gatekeeper::keys::{SigningKey, StaticKeys};
 use tower_gatekeeper::limits::Limits;
 use tower_gatekeeper::{AuthContext, AuthenticateLayer, AuthorizeLayer, JwtAuthenticator};
 
-#[allow(dead_code)]
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-
 const ISS: &str = "https://idp.example.test";
 
 struct Fixture {
@@ -481,8 +477,16 @@ fn metrics_count_decisions_by_outcome_and_reason() {
 
 #[tokio::test]
 async fn json_lines_trail_records_each_request_once_without_tokens() {
-    let dir = temp_dir::TempDir::new("audit");
-    let path = dir.0.join("audit.jsonl");
+    let dir = std::env::temp_dir().join(format!(
+        "tower-gatekeeper-audit-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("audit.jsonl");
     let f = fixture();
     let audit = JsonLines::append_to(&path).unwrap().once_per_request();
     let service = ServiceBuilder::new()
@@ -539,4 +543,5 @@ async fn json_lines_trail_records_each_request_once_without_tokens() {
         assert!(!text.contains(signature), "a token is in the trail");
     }
     assert_eq!(audit.dropped(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
