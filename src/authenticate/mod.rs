@@ -48,6 +48,7 @@
 //! ```
 
 mod api_key;
+mod boxed;
 pub mod cache;
 mod chain;
 mod decision;
@@ -63,6 +64,7 @@ mod service;
 use std::future::Future;
 
 pub use self::api_key::{ApiKeyAuthenticator, ApiKeyEntry, ApiKeyHash};
+pub use self::boxed::{BoxAuthFuture, BoxAuthenticator};
 pub use self::cache::{CacheConfig, CachedAuthenticator, TokenCache};
 pub use self::chain::{ChainFuture, CredentialChain, Unconfigured};
 pub use self::future::ResponseFuture;
