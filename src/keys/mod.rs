@@ -34,10 +34,10 @@
 mod any;
 mod der;
 mod fetch;
+mod fingerprint;
 #[cfg(feature = "remote")]
 mod http;
 mod jwks;
-mod fingerprint;
 #[cfg(feature = "jwks-client-rs")]
 mod jwks_client;
 #[cfg(feature = "remote")]
