@@ -13,7 +13,8 @@
 //!   `tower_gatekeeper::decision=debug` to see every decision. Key sources log their own
 //!   operational problems at `WARN`/`ERROR`;
 //! - call the [`DecisionHook`] installed with `on_decision`, for audit trails and SIEM
-//!   export ([`DecisionEvent::to_json`] gives a stable JSON record);
+//!   export ([`DecisionEvent::to_json`] gives a stable JSON record; [`JsonLines`] writes
+//!   those records to a file or any writer, one per line);
 //! - count the decision in the [`metrics`](crate::metrics) (feature `metrics`).
 //!
 //! The token is never in any of them, nor any secret. `issuer`, `kid` and `alg` of a denied
@@ -55,6 +56,8 @@
 //! # }
 //! ```
 
+mod json_lines;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -65,6 +68,7 @@ use http::{HeaderMap, Method, Request};
 use serde_json::{Value, json};
 use tracing::field::Empty;
 
+pub use self::json_lines::JsonLines;
 use crate::context::AuthContext;
 pub use crate::outcome::{Outcome, Stage};
 use crate::reject::{Protocol, Rejection};

@@ -43,7 +43,7 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), getrandom::Error> {
 /// token. With aws-lc-rs we keep parsed keys (`ParsedPublicKey`, `hmac::Key`) instead, so a
 /// verification is the signature check alone, and a key aws-lc-rs refuses (an EC point off
 /// its curve, an unusable RSA key) fails when it is loaded rather than on every token. With
-/// rust-crypto alone, verification goes through jsonwebtoken's provider as before, and EC
+/// rust-crypto alone, verification goes through jsonwebtoken's provider per call, and EC
 /// points are checked at load with the `p256` / `p384` crates it uses.
 ///
 /// ES512 (P-521) is not in jsonwebtoken's providers: with aws-lc-rs it is a prepared key

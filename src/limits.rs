@@ -3,10 +3,10 @@
 //!
 //! | limit | default | when exceeded |
 //! |---|---|---|
-//! | [`max_credential_header_bytes`](Limits::max_credential_header_bytes): total size of the `Authorization` header(s) | 32 KiB | `400 invalid_request`, before any parsing |
-//! | [`max_claims_bytes`](Limits::max_claims_bytes): decoded size of a bearer JWT's claims | 8 KiB | `401 invalid_token` ("claims too large"), before any decoding |
-//! | [`max_roles`](Limits::max_roles): roles kept in the [`AuthContext`](crate::AuthContext) | 256 | the first 256 are kept, the rest dropped |
-//! | [`max_scopes`](Limits::max_scopes): scopes kept in the [`AuthContext`](crate::AuthContext) | 256 | the first 256 are kept, the rest dropped |
+//! | [`max_credential_header_bytes`](LimitsBuilder::max_credential_header_bytes): total size of the `Authorization` header(s) | 32 KiB | `400 invalid_request`, before any parsing |
+//! | [`max_claims_bytes`](LimitsBuilder::max_claims_bytes): decoded size of a bearer JWT's claims | 8 KiB | `401 invalid_token` ("claims too large"), before any decoding |
+//! | [`max_roles`](LimitsBuilder::max_roles): roles kept in the [`AuthContext`](crate::AuthContext) | 256 | the first 256 are kept, the rest dropped |
+//! | [`max_scopes`](LimitsBuilder::max_scopes): scopes kept in the [`AuthContext`](crate::AuthContext) | 256 | the first 256 are kept, the rest dropped |
 //!
 //! These sit on top of the per-issuer token size limit
 //! ([`Validation::max_token_bytes`](crate::jwt::Validation::max_token_bytes), 16 KiB) and
@@ -30,13 +30,12 @@
 //! let signer = SigningKey::generate_ed25519().unwrap();
 //! let keys = StaticKeys::new([signer.verifying_key().clone()]);
 //! let auth = JwtAuthenticator::new(keys, Validation::new("https://idp").any_audience()).unwrap();
-//! let layer = AuthenticateLayer::new(auth)
-//!     .limits(Limits::default().max_roles(32).max_claims_bytes(4 * 1024))
-//!     .unwrap();
+//! let limits = Limits::builder().max_roles(32).max_claims_bytes(4 * 1024).build().unwrap();
+//! let layer = AuthenticateLayer::new(auth).limits(limits);
 //! # let _ = layer;
 //!
-//! // Mistakes are found when the layer is built, naming the limit.
-//! let error = Limits::default().max_roles(0).check().unwrap_err();
+//! // Mistakes are found when the limits are built, naming the limit.
+//! let error = Limits::builder().max_roles(0).build().unwrap_err();
 //! assert!(error.to_string().contains("max_roles"));
 //! ```
 
@@ -46,7 +45,8 @@ use http::header::AUTHORIZATION;
 use crate::config_error::ConfigError;
 use crate::reject::Rejection;
 
-/// Abuse limits with documented defaults; see the [module docs](self).
+/// Abuse limits with documented defaults, checked when built ([`Limits::builder`]), so a
+/// `Limits` always works; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct Limits {
@@ -56,40 +56,42 @@ pub struct Limits {
     max_scopes: usize,
 }
 
+/// Builds [`Limits`]: every setter is optional and starts from the default; [`build`]
+/// checks the result.
+///
+/// [`build`]: LimitsBuilder::build
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct LimitsBuilder {
+    limits: Limits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_credential_header_bytes: Self::DEFAULT_MAX_CREDENTIAL_HEADER_BYTES,
+            max_claims_bytes: Self::DEFAULT_MAX_CLAIMS_BYTES,
+            max_roles: Self::DEFAULT_MAX_ROLES,
+            max_scopes: Self::DEFAULT_MAX_SCOPES,
+        }
+    }
+}
+
 impl Limits {
-    /// Default for [`max_credential_header_bytes`](Self::max_credential_header_bytes): 32 KiB.
+    /// Default for [`max_credential_header_bytes`](LimitsBuilder::max_credential_header_bytes): 32 KiB.
     pub const DEFAULT_MAX_CREDENTIAL_HEADER_BYTES: usize = 32 * 1024;
-    /// Default for [`max_claims_bytes`](Self::max_claims_bytes): 8 KiB.
+    /// Default for [`max_claims_bytes`](LimitsBuilder::max_claims_bytes): 8 KiB.
     pub const DEFAULT_MAX_CLAIMS_BYTES: usize = 8 * 1024;
-    /// Default for [`max_roles`](Self::max_roles): 256.
+    /// Default for [`max_roles`](LimitsBuilder::max_roles): 256.
     pub const DEFAULT_MAX_ROLES: usize = 256;
-    /// Default for [`max_scopes`](Self::max_scopes): 256.
+    /// Default for [`max_scopes`](LimitsBuilder::max_scopes): 256.
     pub const DEFAULT_MAX_SCOPES: usize = 256;
 
-    /// The most bytes the `Authorization` header(s) of a request may have together; larger
-    /// requests get `400 invalid_request` before anything is parsed.
-    pub fn max_credential_header_bytes(mut self, max: usize) -> Self {
-        self.max_credential_header_bytes = max;
-        self
-    }
-
-    /// The most bytes a bearer JWT's decoded claims may have; larger tokens get
-    /// `401 invalid_token` before anything is decoded.
-    pub fn max_claims_bytes(mut self, max: usize) -> Self {
-        self.max_claims_bytes = max;
-        self
-    }
-
-    /// How many roles the [`AuthContext`](crate::AuthContext) keeps (the first ones).
-    pub fn max_roles(mut self, max: usize) -> Self {
-        self.max_roles = max;
-        self
-    }
-
-    /// How many scopes the [`AuthContext`](crate::AuthContext) keeps (the first ones).
-    pub fn max_scopes(mut self, max: usize) -> Self {
-        self.max_scopes = max;
-        self
+    /// A builder starting from the defaults.
+    pub fn builder() -> LimitsBuilder {
+        LimitsBuilder {
+            limits: Limits::default(),
+        }
     }
 
     /// The credential header limit.
@@ -110,40 +112,6 @@ impl Limits {
     /// The number of scopes kept.
     pub fn scopes_limit(&self) -> usize {
         self.max_scopes
-    }
-
-    /// Checks that the limits can work.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] naming the limit: a credential header limit below 64 bytes (no JWT
-    /// fits), a claims limit below 2 bytes, or zero roles or scopes kept.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        if self.max_credential_header_bytes < 64 {
-            return Err(ConfigError::invalid(format!(
-                "limits: max_credential_header_bytes = {} is too small to hold any credential; use at least 64 (default {})",
-                self.max_credential_header_bytes,
-                Self::DEFAULT_MAX_CREDENTIAL_HEADER_BYTES
-            )));
-        }
-        if self.max_claims_bytes < 2 {
-            return Err(ConfigError::invalid(format!(
-                "limits: max_claims_bytes = {} is too small to hold any claims; use at least 2 (default {})",
-                self.max_claims_bytes,
-                Self::DEFAULT_MAX_CLAIMS_BYTES
-            )));
-        }
-        for (name, value, default) in [
-            ("max_roles", self.max_roles, Self::DEFAULT_MAX_ROLES),
-            ("max_scopes", self.max_scopes, Self::DEFAULT_MAX_SCOPES),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::invalid(format!(
-                    "limits: {name} = 0 would drop every one; use at least 1 (default {default})"
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// The rejection for a request over the header or claims limit, if any.
@@ -172,14 +140,68 @@ impl Limits {
     }
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_credential_header_bytes: Self::DEFAULT_MAX_CREDENTIAL_HEADER_BYTES,
-            max_claims_bytes: Self::DEFAULT_MAX_CLAIMS_BYTES,
-            max_roles: Self::DEFAULT_MAX_ROLES,
-            max_scopes: Self::DEFAULT_MAX_SCOPES,
+impl LimitsBuilder {
+    /// The most bytes the `Authorization` header(s) of a request may have together; larger
+    /// requests get `400 invalid_request` before anything is parsed. At least 64.
+    pub fn max_credential_header_bytes(mut self, max: usize) -> Self {
+        self.limits.max_credential_header_bytes = max;
+        self
+    }
+
+    /// The most bytes a bearer JWT's decoded claims may have; larger tokens get
+    /// `401 invalid_token` before anything is decoded. At least 2.
+    pub fn max_claims_bytes(mut self, max: usize) -> Self {
+        self.limits.max_claims_bytes = max;
+        self
+    }
+
+    /// How many roles the [`AuthContext`](crate::AuthContext) keeps (the first ones). At
+    /// least 1.
+    pub fn max_roles(mut self, max: usize) -> Self {
+        self.limits.max_roles = max;
+        self
+    }
+
+    /// How many scopes the [`AuthContext`](crate::AuthContext) keeps (the first ones). At
+    /// least 1.
+    pub fn max_scopes(mut self, max: usize) -> Self {
+        self.limits.max_scopes = max;
+        self
+    }
+
+    /// Checks that the limits can work and returns them.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the limit: a credential header limit below 64 bytes (no JWT
+    /// fits), a claims limit below 2 bytes, or zero roles or scopes kept.
+    pub fn build(self) -> Result<Limits, ConfigError> {
+        let l = self.limits;
+        if l.max_credential_header_bytes < 64 {
+            return Err(ConfigError::invalid(format!(
+                "limits: max_credential_header_bytes = {} is too small to hold any credential; use at least 64 (default {})",
+                l.max_credential_header_bytes,
+                Limits::DEFAULT_MAX_CREDENTIAL_HEADER_BYTES
+            )));
         }
+        if l.max_claims_bytes < 2 {
+            return Err(ConfigError::invalid(format!(
+                "limits: max_claims_bytes = {} is too small to hold any claims; use at least 2 (default {})",
+                l.max_claims_bytes,
+                Limits::DEFAULT_MAX_CLAIMS_BYTES
+            )));
+        }
+        for (name, value, default) in [
+            ("max_roles", l.max_roles, Limits::DEFAULT_MAX_ROLES),
+            ("max_scopes", l.max_scopes, Limits::DEFAULT_MAX_SCOPES),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(format!(
+                    "limits: {name} = 0 would drop every one; use at least 1 (default {default})"
+                )));
+            }
+        }
+        Ok(l)
     }
 }
 
@@ -220,28 +242,31 @@ mod tests {
         assert_eq!(l.claims_limit(), 8 * 1024);
         assert_eq!(l.roles_limit(), 256);
         assert_eq!(l.scopes_limit(), 256);
-        l.check().unwrap();
+        assert_eq!(Limits::builder().build().unwrap(), l);
     }
 
     #[test]
     fn config_mistakes_name_the_limit() {
         for (limits, name) in [
             (
-                Limits::default().max_credential_header_bytes(10),
+                Limits::builder().max_credential_header_bytes(10),
                 "max_credential_header_bytes",
             ),
-            (Limits::default().max_claims_bytes(1), "max_claims_bytes"),
-            (Limits::default().max_roles(0), "max_roles"),
-            (Limits::default().max_scopes(0), "max_scopes"),
+            (Limits::builder().max_claims_bytes(1), "max_claims_bytes"),
+            (Limits::builder().max_roles(0), "max_roles"),
+            (Limits::builder().max_scopes(0), "max_scopes"),
         ] {
-            let error = limits.check().unwrap_err().to_string();
+            let error = limits.build().unwrap_err().to_string();
             assert!(error.contains(name), "{error}");
         }
     }
 
     #[test]
     fn header_limit_counts_every_authorization_value() {
-        let l = Limits::default().max_credential_header_bytes(100);
+        let l = Limits::builder()
+            .max_credential_header_bytes(100)
+            .build()
+            .unwrap();
         assert!(l.check_request(&headers(&[&"a".repeat(100)])).is_ok());
         let err = l.check_request(&headers(&[&"a".repeat(101)])).unwrap_err();
         assert_eq!(err.kind(), crate::RejectionKind::InvalidRequest);
@@ -253,7 +278,7 @@ mod tests {
 
     #[test]
     fn claims_limit_estimates_the_decoded_payload() {
-        let l = Limits::default().max_claims_bytes(30);
+        let l = Limits::builder().max_claims_bytes(30).build().unwrap();
         // 40 base64url characters decode to exactly 30 bytes.
         let ok = format!("Bearer h.{}.s", "A".repeat(40));
         assert!(l.check_request(&headers(&[&ok])).is_ok());

@@ -1,4 +1,4 @@
-//! Memory under a flood of unique tokens (issue #6): one million distinct valid tokens go
+//! Memory under a flood of unique tokens: one million distinct valid tokens go
 //! through a [`CachedAuthenticator`] with the default bounds, while one hot token keeps
 //! coming back. The cache's weighted size must stay within `max_bytes`, its entry count
 //! within `max_entries`, the hot token must stay cached, and the process RSS is reported.

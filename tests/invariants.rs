@@ -1,4 +1,4 @@
-//! Property tests of the stack's security invariants (issue #8):
+//! Property tests of the stack's security invariants:
 //!
 //! 1. no inbound owned header (any case, underscore spellings) and no `Authorization` ever
 //!    reaches the inner service;

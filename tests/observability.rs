@@ -1,5 +1,5 @@
 //! Decision tracing, the audit hook, limits and metrics of the authenticate and authorize
-//! layers, over the real layers with real tokens (issue #8).
+//! layers, over the real layers with real tokens.
 
 use std::convert::Infallible;
 use std::io;
@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_gatekeeper::audit::{DecisionEvent, Outcome, Stage};
+use tower_gatekeeper::audit::{DecisionEvent, JsonLines, Outcome, Stage};
 use tower_gatekeeper::authorize::roles_any;
 use tower_gatekeeper::jwt::Validation;
 use tower_gatekeeper::keys::{SigningKey, StaticKeys};
@@ -360,15 +360,15 @@ async fn audit_hook_sees_every_decision_of_both_layers() {
 async fn limits_apply_with_documented_answers() {
     let _serial = serial();
     let f = fixture();
-    let layer = AuthenticateLayer::new(f.auth.clone())
-        .limits(
-            Limits::default()
-                .max_credential_header_bytes(2048)
-                .max_claims_bytes(1024)
-                .max_roles(3)
-                .max_scopes(2),
-        )
-        .unwrap();
+    let layer = AuthenticateLayer::new(f.auth.clone()).limits(
+        Limits::builder()
+            .max_credential_header_bytes(2048)
+            .max_claims_bytes(1024)
+            .max_roles(3)
+            .max_scopes(2)
+            .build()
+            .unwrap(),
+    );
     let service = ServiceBuilder::new().layer(layer).service_fn(echo);
 
     // Too many roles: the first three are kept.
@@ -425,9 +425,7 @@ async fn limits_apply_with_documented_answers() {
     );
 
     // Mistakes are build-time errors naming the limit.
-    let error = AuthenticateLayer::new(f.auth.clone())
-        .limits(Limits::default().max_scopes(0))
-        .unwrap_err();
+    let error = Limits::builder().max_scopes(0).build().unwrap_err();
     assert!(error.to_string().contains("max_scopes"), "{error}");
 }
 
@@ -475,4 +473,75 @@ fn metrics_count_decisions_by_outcome_and_reason() {
         text.contains("gatekeeper_decision_duration_seconds"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn json_lines_trail_records_each_request_once_without_tokens() {
+    let dir = std::env::temp_dir().join(format!(
+        "tower-gatekeeper-audit-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("audit.jsonl");
+    let f = fixture();
+    let audit = JsonLines::append_to(&path).unwrap().once_per_request();
+    let service = ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(f.auth.clone()).on_decision(audit.clone()))
+        .layer(AuthorizeLayer::new(roles_any(["clerk"])).on_decision(audit.clone()))
+        .service_fn(echo);
+    let clerk = f.signer.sign(&claims(json!({}))).unwrap();
+    let guest = f.signer.sign(&claims(json!({"roles": ["guest"]}))).unwrap();
+    let forged = SigningKey::generate_ed25519()
+        .unwrap()
+        .with_kid("kid-1")
+        .sign(&claims(json!({})))
+        .unwrap();
+    for (path, token, status) in [
+        ("/allowed", &clerk, 200),
+        ("/forbidden", &guest, 403),
+        ("/forged", &forged, 401),
+    ] {
+        let response = service
+            .clone()
+            .oneshot(request(path, Some(token)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+    }
+    audit.flush();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap(),
+                r["stage"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+                r["subject"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("/allowed", "authorize", "allow", Some("alice")),
+            ("/forbidden", "authorize", "deny", Some("alice")),
+            ("/forged", "authenticate", "deny", None),
+        ]
+    );
+    for token in [&clerk, &guest, &forged] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!text.contains(signature), "a token is in the trail");
+    }
+    assert_eq!(audit.dropped(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -18,7 +18,8 @@ use tower_gatekeeper::credential::RequestHead;
 use tower_gatekeeper::jwt::Validation;
 use tower_gatekeeper::keys::{SigningKey, StaticKeys};
 use tower_gatekeeper::revocation::{
-    FailMode, RedisRevocations, Revocable, Revocation, RevocationError, RevocationStore,
+    FailMode, MemoryRevocations, RedisRevocations, Revocable, Revocation, RevocationError,
+    RevocationStore, Revocations,
 };
 use tower_gatekeeper::{Authenticator, JwtAuthenticator, RejectionKind};
 
@@ -68,7 +69,7 @@ fn token(signer: &SigningKey, jti: &str, sub: &str, iat: u64) -> String {
 }
 
 /// What a request with `token` gets from `replica`: `Ok(())` or the rejection kind.
-async fn outcome(replica: &Replica, token: &str) -> Result<(), RejectionKind> {
+async fn outcome(replica: &impl Authenticator, token: &str) -> Result<(), RejectionKind> {
     let req = http::Request::builder()
         .header("authorization", format!("Bearer {token}"))
         .body(())
@@ -81,7 +82,11 @@ async fn outcome(replica: &Replica, token: &str) -> Result<(), RejectionKind> {
 
 /// Polls until `replica` answers `want` for `token`; returns how long it took. Fails after
 /// [`BOUND`].
-async fn until(replica: &Replica, token: &str, want: Result<(), RejectionKind>) -> Duration {
+async fn until(
+    replica: &impl Authenticator,
+    token: &str,
+    want: Result<(), RejectionKind>,
+) -> Duration {
     let start = Instant::now();
     let mut attempts = 0u32;
     loop {
@@ -458,4 +463,58 @@ fn building_outside_a_runtime_is_an_error() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_either_store_shares_through_redis_or_keeps_to_itself_in_memory() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let signer = SigningKey::generate_ed25519().unwrap().with_kid("k1");
+    let with = |store: Revocations| {
+        let keys = StaticKeys::new([signer.verifying_key().clone()]);
+        let validation = Validation::new(ISS).audiences([AUD]);
+        Revocable::new(JwtAuthenticator::new(keys, validation).unwrap(), store)
+    };
+    let shared = Revocations::from(store(&redis, "either", FailMode::Open));
+    let plain = store(&redis, "either", FailMode::Open);
+    let memory = Revocations::from(MemoryRevocations::new());
+    timeout(BOUND, shared.ready())
+        .await
+        .expect("store synchronised with Redis");
+    ready(&plain).await;
+    assert!(shared.is_synced());
+    let (a, b, local) = (
+        with(shared.clone()),
+        replica(&signer, plain.clone()),
+        with(memory.clone()),
+    );
+
+    // Revoked through the enum: shared with the other replica, not with the memory store.
+    let t1 = token(&signer, "either-1", "user-1", now());
+    shared
+        .revoke(Revocation::token("either-1", far()))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&a, &t1).await, Err(RejectionKind::InvalidToken));
+    assert!(until(&b, &t1, Err(RejectionKind::InvalidToken)).await <= PROPAGATION);
+    assert_eq!(outcome(&local, &t1).await, Ok(()));
+
+    // Revoked by the other replica: seen through the enum within a second.
+    let t2 = token(&signer, "either-2", "user-2", now());
+    assert_eq!(outcome(&a, &t2).await, Ok(()));
+    plain
+        .revoke(Revocation::token("either-2", far()))
+        .await
+        .unwrap();
+    assert!(until(&a, &t2, Err(RejectionKind::InvalidToken)).await <= PROPAGATION);
+
+    // Revoked in memory: this process only.
+    let t3 = token(&signer, "either-3", "user-3", now());
+    memory
+        .revoke(Revocation::token("either-3", far()))
+        .await
+        .unwrap();
+    assert_eq!(outcome(&local, &t3).await, Err(RejectionKind::InvalidToken));
+    assert_eq!(outcome(&a, &t3).await, Ok(()));
 }

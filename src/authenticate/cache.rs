@@ -132,9 +132,7 @@
 //! grows memory beyond the bound; the flood's tokens are verified like any uncached token.
 //! The ghost keys are bounded too: at most half as many as the entries that fit, each a
 //! slot of about a hundred bytes, not counted in `max_bytes`.
-//! (An earlier version used moka's TinyLFU; quick_cache gives the same flood resistance at a
-//! fraction of the cost: a hit about 30 ns instead of 200, an insert about 0.1 µs instead
-//! of 1.3, measured in `benches/README.md`.)
+//! A hit costs about 30 ns and an insert about 0.1 µs (figures in `benches/README.md`).
 //!
 //! # Stacking with revocation
 //!

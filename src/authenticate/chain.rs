@@ -54,10 +54,58 @@ impl Authenticator for Unconfigured {
     type Future = std::future::Ready<Result<AuthContext, Rejection>>;
 
     fn authenticate(&self, _: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
-        Err(Rejection::invalid_token(
-            "this kind of credential is not accepted",
-        ))
+        Err(not_accepted())
     }
+}
+
+/// An authenticator that may not be configured: `Some(a)` is `a`; `None` is
+/// [`Unconfigured`], so its credentials are refused as `invalid_token` ("this kind of
+/// credential is not accepted"). For a gateway whose credential kinds are optional, a
+/// [`CredentialChain`] slot of type `Option<A>` keeps one type whether the kind is configured
+/// or not.
+///
+/// `start` and `still_trusted` are forwarded, so a ready outcome of `a` (a cache hit, an API
+/// key) stays ready; `None` trusts no context (it produced none).
+///
+/// ```
+/// use tower_gatekeeper::{JwtAuthenticator, jwt::Validation};
+/// use tower_gatekeeper::authenticate::CredentialChain;
+/// use tower_gatekeeper::keys::{SigningKey, StaticKeys};
+///
+/// # fn introspection_from_config() -> Option<JwtAuthenticator<StaticKeys>> { None }
+/// let signer = SigningKey::generate_ed25519().unwrap();
+/// let jwt = JwtAuthenticator::new(
+///     StaticKeys::new([signer.verifying_key().clone()]),
+///     Validation::new("https://idp.example.test").audiences(["api://orders"]),
+/// ).unwrap();
+/// // Opaque tokens are accepted only when the configuration asks for it.
+/// let opaque: Option<_> = introspection_from_config();
+/// let chain = CredentialChain::new().jwt(Some(jwt)).opaque(opaque);
+/// ```
+impl<A: Authenticator> Authenticator for Option<A> {
+    type Future = A::Future;
+
+    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
+        match self {
+            Some(auth) => auth.authenticate(head),
+            None => Err(not_accepted()),
+        }
+    }
+
+    fn start(&self, head: &RequestHead<'_>) -> Result<Started<Self::Future>, Rejection> {
+        match self {
+            Some(auth) => auth.start(head),
+            None => Err(not_accepted()),
+        }
+    }
+
+    fn still_trusted(&self, ctx: &AuthContext) -> bool {
+        self.as_ref().is_some_and(|auth| auth.still_trusted(ctx))
+    }
+}
+
+fn not_accepted() -> Rejection {
+    Rejection::invalid_token("this kind of credential is not accepted")
 }
 
 impl CredentialChain {
@@ -313,5 +361,65 @@ mod tests {
             pick(&jwt_only, &[("x-api-key", "the-key")]).await,
             Err(RejectionKind::MissingCredential)
         );
+    }
+
+    #[tokio::test]
+    async fn an_optional_slot_is_its_authenticator_or_unconfigured() {
+        let keys =
+            ApiKeyAuthenticator::new([ApiKeyEntry::new(ApiKeyHash::of("the-key"), "bot")]).unwrap();
+        let jwt = "Bearer a.b.c";
+        let opaque = "Bearer abc123";
+        let configured = CredentialChain::new()
+            .jwt(Some(Named("jwt")))
+            .opaque(Some(Named("opaque")));
+        assert_eq!(
+            pick(&configured, &[("authorization", jwt)]).await,
+            Ok("jwt".to_owned())
+        );
+        assert_eq!(
+            pick(&configured, &[("authorization", opaque)]).await,
+            Ok("opaque".to_owned())
+        );
+        let empty = CredentialChain::new()
+            .jwt(None::<Named>)
+            .opaque(None::<Named>)
+            .api_keys(keys.clone());
+        let unconfigured = CredentialChain::new()
+            .jwt(Unconfigured)
+            .opaque(Unconfigured)
+            .api_keys(keys.clone());
+        for headers in [
+            &[("authorization", jwt)][..],
+            &[("authorization", opaque)],
+            &[("x-api-key", "the-key")],
+            &[],
+        ] {
+            assert_eq!(
+                pick(&empty, headers).await,
+                pick(&unconfigured, headers).await,
+                "{headers:?}"
+            );
+        }
+        let head = http::Request::builder()
+            .header("authorization", jwt)
+            .body(())
+            .unwrap();
+        let rejection = None::<Named>.start(&RequestHead::of(&head)).err().unwrap();
+        assert_eq!(rejection.kind(), RejectionKind::InvalidToken);
+        assert_eq!(
+            rejection.description(),
+            "this kind of credential is not accepted"
+        );
+
+        // A ready outcome stays ready through `Some`.
+        let head = http::Request::builder()
+            .header("x-api-key", "the-key")
+            .body(())
+            .unwrap();
+        let Ok(Started::Ready(ctx)) = Some(keys.clone()).start(&RequestHead::of(&head)) else {
+            panic!("an API key is known at once");
+        };
+        assert!(Some(keys).still_trusted(&ctx));
+        assert!(!None::<ApiKeyAuthenticator>.still_trusted(&ctx));
     }
 }

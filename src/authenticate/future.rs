@@ -7,13 +7,13 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::service::admit;
-use super::{AuthMode, AuthenticateSeen};
-use crate::audit::{Observation, Outcome};
+use super::AuthMode;
+use super::decision::{Verdict, decide};
+use crate::audit::Observation;
 use crate::body::ResponseBody;
 use crate::context::AuthContext;
 use crate::limits::Limits;
-use crate::reject::{Protocol, Rejection, RejectionKind, RejectionResponse, render};
+use crate::reject::{Protocol, Rejection, RejectionResponse};
 
 pin_project! {
     /// Response future of [`Authenticate`](super::Authenticate).
@@ -133,25 +133,19 @@ where
                         limits,
                         observation,
                     } = *this.pending.take().expect("polled after completion");
-                    match outcome {
-                        Ok(ctx) => admit(&mut req, ctx, limits, observation),
-                        Err(r)
-                            if r.kind() == RejectionKind::MissingCredential
-                                && mode == AuthMode::Optional =>
-                        {
-                            observation.finish(Outcome::Allow, "anonymous", None, None);
-                            req.extensions_mut().insert(AuthenticateSeen);
-                        }
-                        Err(r) => {
-                            let span = observation.span().clone();
-                            let _entered = span.enter();
-                            observation.finish(Outcome::Deny, r.description(), None, Some(&r));
-                            let response = render(&rejection, r, protocol);
-                            this.state.set(State::Rejected {
-                                response: Some(response),
-                            });
-                            continue;
-                        }
+                    if let Verdict::Reject(response) = decide(
+                        &mut req,
+                        outcome,
+                        mode,
+                        limits,
+                        observation,
+                        &rejection,
+                        protocol,
+                    ) {
+                        this.state.set(State::Rejected {
+                            response: Some(response),
+                        });
+                        continue;
                     }
                     let fut = inner.call(req);
                     this.state.set(State::Calling { fut });

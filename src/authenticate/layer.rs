@@ -4,7 +4,6 @@ use tower_layer::Layer;
 
 use super::Authenticate;
 use crate::audit::{DecisionHook, HookSlot};
-use crate::config_error::ConfigError;
 use crate::limits::Limits;
 use crate::reject::DefaultRejection;
 
@@ -103,14 +102,10 @@ impl<A, R> AuthenticateLayer<A, R> {
     }
 
     /// Holds requests to `limits` instead of the defaults (see [`limits`](crate::limits)).
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] naming the limit that cannot work (see [`Limits::check`]).
-    pub fn limits(mut self, limits: Limits) -> Result<Self, ConfigError> {
-        limits.check()?;
+    /// [`Limits`] are checked when they are built, so this cannot fail.
+    pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
-        Ok(self)
+        self
     }
 }
 

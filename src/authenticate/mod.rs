@@ -48,8 +48,10 @@
 //! ```
 
 mod api_key;
+mod boxed;
 pub mod cache;
 mod chain;
+mod decision;
 mod future;
 #[cfg(feature = "introspection")]
 mod introspect;
@@ -62,6 +64,7 @@ mod service;
 use std::future::Future;
 
 pub use self::api_key::{ApiKeyAuthenticator, ApiKeyEntry, ApiKeyHash};
+pub use self::boxed::{BoxAuthFuture, BoxAuthenticator};
 pub use self::cache::{CacheConfig, CachedAuthenticator, TokenCache};
 pub use self::chain::{ChainFuture, CredentialChain, Unconfigured};
 pub use self::future::ResponseFuture;

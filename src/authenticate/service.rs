@@ -4,15 +4,15 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
+use super::decision::{Verdict, decide};
 use super::future::ResponseFuture;
-use super::{AuthMode, AuthenticateSeen, Authenticator, Started};
-use crate::audit::{HookSlot, Observation, Outcome, Stage};
+use super::{AuthMode, Authenticator, Started};
+use crate::audit::{HookSlot, Observation, Stage};
 use crate::body::ResponseBody;
-use crate::context::AuthContext;
 use crate::credential::RequestHead;
 use crate::limits::Limits;
 use crate::macros::define_inner_service_accessors;
-use crate::reject::{Protocol, RejectionKind, RejectionResponse};
+use crate::reject::{Protocol, RejectionResponse};
 
 /// Verifies each request's credential before calling the inner service; on success the
 /// [`AuthContext`](crate::AuthContext) is in the request extensions. Rejected requests never
@@ -82,18 +82,12 @@ where
             .and_then(|()| self.limits.check_request(req.headers()))
             .and_then(|()| self.authenticator.start(&RequestHead::of(&req)))
         };
-        match started {
-            Ok(Started::Ready(ctx)) => {
-                // Known at once (a cache hit, an API key): straight to the inner service,
-                // which `poll_ready` readied for this call.
-                admit(&mut req, ctx, self.limits, observation);
-                ResponseFuture::calling(self.inner.call(req)).private(from_query)
-            }
+        let outcome = match started {
             Ok(Started::Pending(fut)) => {
                 // Keep the service that was driven to readiness for this request.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::authenticating(
+                return ResponseFuture::authenticating(
                     fut,
                     req,
                     inner,
@@ -103,50 +97,24 @@ where
                     self.limits,
                     observation,
                 )
-                .private(from_query)
+                .private(from_query);
             }
-            Err(rejection)
-                if rejection.kind() == RejectionKind::MissingCredential
-                    && self.mode == AuthMode::Optional =>
-            {
-                observation.finish(Outcome::Allow, "anonymous", None, None);
-                req.extensions_mut().insert(AuthenticateSeen);
-                ResponseFuture::calling(self.inner.call(req))
-            }
-            Err(rejection) => {
-                let span = observation.span().clone();
-                let _entered = span.enter();
-                observation.finish(
-                    Outcome::Deny,
-                    rejection.description(),
-                    None,
-                    Some(&rejection),
-                );
-                ResponseFuture::rejected(crate::reject::render(
-                    &self.rejection,
-                    rejection,
-                    protocol,
-                ))
-            }
+            // Known at once (a cache hit, an API key, a bad credential).
+            Ok(Started::Ready(ctx)) => Ok(ctx),
+            Err(rejection) => Err(rejection),
+        };
+        match decide(
+            &mut req,
+            outcome,
+            self.mode,
+            self.limits,
+            observation,
+            &self.rejection,
+            protocol,
+        ) {
+            // Straight to the inner service, which `poll_ready` readied for this call.
+            Verdict::Admit => ResponseFuture::calling(self.inner.call(req)).private(from_query),
+            Verdict::Reject(response) => ResponseFuture::rejected(response),
         }
     }
-}
-
-/// Lets an authenticated request through: the context, within the list limits, goes into
-/// its extensions and the decision is observed.
-pub(super) fn admit<B>(
-    req: &mut Request<B>,
-    mut ctx: AuthContext,
-    limits: Limits,
-    observation: Observation,
-) {
-    if ctx.truncate_lists(limits.roles_limit(), limits.scopes_limit()) {
-        tracing::debug!(
-            max_roles = limits.roles_limit(),
-            max_scopes = limits.scopes_limit(),
-            "roles or scopes beyond the limits were dropped"
-        );
-    }
-    observation.finish(Outcome::Allow, "authenticated", Some(&ctx), None);
-    req.extensions_mut().insert(ctx);
 }

@@ -40,7 +40,7 @@
 //! synchronise in the background.
 //!
 //! Stores: [`MemoryRevocations`] for one process, and `RedisRevocations` (feature `redis`)
-//! shared by every replica of a gateway.
+//! shared by every replica of a gateway; [`Revocations`] is either, chosen at run time.
 //!
 //! # Example
 //!
@@ -77,6 +77,7 @@
 //! # }
 //! ```
 
+mod any;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -96,6 +97,7 @@ use crate::context::AuthContext;
 use crate::credential::RequestHead;
 use crate::reject::Rejection;
 
+pub use self::any::Revocations;
 pub use self::memory::MemoryRevocations;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};

@@ -58,19 +58,20 @@ pub(crate) fn compile_ops(
         .transpose()?;
     let mut checked = Limits::default();
     if let Some(raw) = limits {
+        let mut builder = Limits::builder();
         if let Some(n) = raw.max_credential_header_bytes {
-            checked = checked.max_credential_header_bytes(n);
+            builder = builder.max_credential_header_bytes(n);
         }
         if let Some(n) = raw.max_claims_bytes {
-            checked = checked.max_claims_bytes(n);
+            builder = builder.max_claims_bytes(n);
         }
         if let Some(n) = raw.max_roles {
-            checked = checked.max_roles(n);
+            builder = builder.max_roles(n);
         }
         if let Some(n) = raw.max_scopes {
-            checked = checked.max_scopes(n);
+            builder = builder.max_scopes(n);
         }
-        checked.check().map_err(|e| format!("[limits]: {e}"))?;
+        checked = builder.build().map_err(|e| format!("[limits]: {e}"))?;
     }
     Ok(Ops {
         admin_listen,
@@ -84,10 +85,7 @@ impl Ops {
         &self,
         layer: AuthenticateLayer<A, R>,
     ) -> AuthenticateLayer<A, R> {
-        let layer = match layer.limits(self.limits) {
-            Ok(layer) => layer,
-            Err(_) => unreachable!("limits are checked when the configuration is loaded"),
-        };
+        let layer = layer.limits(self.limits);
         match &self.audit {
             Some(audit) => layer.on_decision(audit.hook()),
             None => layer,
