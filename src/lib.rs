@@ -100,6 +100,7 @@ pub mod jwt;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod path;
 pub mod propagate;
 pub mod reject;
 pub mod revocation;
