@@ -123,7 +123,8 @@ pub use self::policy::{
     BoxPolicy, BoxPolicyFuture, Decision, Denial, PolicyEvaluator, Unavailable,
 };
 pub use self::route_table::{
-    RouteMatch, RouteTable, RouteTableBuilder, RouteTableError, RouteTableFuture,
+    Lookup, MethodNotAllowed, RouteMatch, RouteTable, RouteTableBuilder, RouteTableError,
+    RouteTableFuture, Shadowed,
 };
 pub use self::service::Authorize;
 pub use self::shadow::{Shadow, ShadowFuture, ShadowStats, shadow};
