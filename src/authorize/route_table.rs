@@ -1091,11 +1091,20 @@ mod tests {
             .any_method("/{*rest}", "root")
             .build()
             .unwrap();
-        for path in ["/api/admin", "/api/admin/", "/api/admin/users", "/api/admin/a/b/"] {
+        for path in [
+            "/api/admin",
+            "/api/admin/",
+            "/api/admin/users",
+            "/api/admin/a/b/",
+        ] {
             assert_eq!(route(&t, Method::GET, path), Ok("admin"), "{path}");
             assert_eq!(route(&t, Method::HEAD, path), Ok("admin"), "{path}");
             // Not handed to `/api/{*rest}` or `/{*rest}` for another method.
-            assert_eq!(route(&t, Method::DELETE, path), allow("GET, HEAD"), "{path}");
+            assert_eq!(
+                route(&t, Method::DELETE, path),
+                allow("GET, HEAD"),
+                "{path}"
+            );
         }
         for path in ["/api", "/api/", "/api/other", "/api/administrator"] {
             assert_eq!(route(&t, Method::DELETE, path), Ok("api"), "{path}");
@@ -1134,7 +1143,10 @@ mod tests {
             .route([Method::PUT], "/admin/{id}", "admin-put")
             .build()
             .unwrap();
-        assert_eq!(route(&t, Method::DELETE, "/admin"), allow("GET, HEAD, POST"));
+        assert_eq!(
+            route(&t, Method::DELETE, "/admin"),
+            allow("GET, HEAD, POST")
+        );
         assert_eq!(route(&t, Method::GET, "/admin/1"), allow("PUT"));
         assert_eq!(route(&t, Method::PUT, "/admin/1"), Ok("admin-put"));
         assert_eq!(route(&t, Method::DELETE, "/admin/1/x"), Ok("public"));
@@ -1167,14 +1179,23 @@ mod tests {
             .build()
             .unwrap();
         let m = t.at(&Method::GET, "/a/1").unwrap();
-        assert_eq!((*m.value(), m.param("id"), m.param("name")), ("get", Some("1"), None));
+        assert_eq!(
+            (*m.value(), m.param("id"), m.param("name")),
+            ("get", Some("1"), None)
+        );
         let m = t.at(&Method::POST, "/a/1").unwrap();
-        assert_eq!((*m.value(), m.param("name"), m.param("id")), ("post", Some("1"), None));
+        assert_eq!(
+            (*m.value(), m.param("name"), m.param("id")),
+            ("post", Some("1"), None)
+        );
         assert_eq!(route(&t, Method::PUT, "/a/1"), allow("GET, HEAD, POST"));
         let m = t.at(&Method::POST, "/t/7/z").unwrap();
         assert_eq!((m.param("y"), m.param("tail")), (Some("7"), Some("z")));
         let m = t.at(&Method::POST, "/t/7").unwrap();
-        assert_eq!((*m.value(), m.param("y"), m.param("x")), ("ty", Some("7"), None));
+        assert_eq!(
+            (*m.value(), m.param("y"), m.param("x")),
+            ("ty", Some("7"), None)
+        );
         let m = t.at(&Method::GET, "/t/7/").unwrap();
         assert_eq!((*m.value(), m.param("x")), ("tx", Some("7")));
     }
@@ -1250,8 +1271,10 @@ mod tests {
         );
         assert_eq!(less[0].methods, Some(vec![Method::GET]));
         let all = t.shadowed(|_, _| true);
-        let pairs: Vec<(usize, usize, &str)> =
-            all.iter().map(|s| (s.route, s.by, s.example.as_str())).collect();
+        let pairs: Vec<(usize, usize, &str)> = all
+            .iter()
+            .map(|s| (s.route, s.by, s.example.as_str()))
+            .collect();
         assert_eq!(
             pairs,
             [

@@ -17,7 +17,10 @@ fn accepted_forms() {
         ("/a", "/a"),
         ("/a/", "/a/"),
         ("/a/b/c.txt", "/a/b/c.txt"),
-        ("/.well-known/openid-configuration", "/.well-known/openid-configuration"),
+        (
+            "/.well-known/openid-configuration",
+            "/.well-known/openid-configuration",
+        ),
         ("/a/.../b", "/a/.../b"),
         ("/a/..b/.c/b..", "/a/..b/.c/b.."),
         // Unreserved characters, encoded in any case, are decoded.
@@ -45,7 +48,11 @@ fn accepted_forms() {
     for (input, expected) in cases {
         let got = canonicalize(input, STRICT).unwrap_or_else(|e| panic!("{input}: {e}"));
         assert_eq!(got.as_str(), *expected, "{input}");
-        assert_eq!(got.is_unchanged(), input == expected, "{input}: borrowed iff unchanged");
+        assert_eq!(
+            got.is_unchanged(),
+            input == expected,
+            "{input}: borrowed iff unchanged"
+        );
         assert!(got.forms().is_empty(), "{input}");
     }
 }
@@ -110,7 +117,11 @@ fn refused_forms() {
         if let Refused(form) = expected {
             let others: PathForms = PathForm::ALL.into_iter().filter(|f| f != form).collect();
             let got = canonicalize(input, PathPolicy::allowing(others));
-            assert_eq!(got, Err(*expected), "{input:?} with every other form allowed");
+            assert_eq!(
+                got,
+                Err(*expected),
+                "{input:?} with every other form allowed"
+            );
         }
     }
 }
@@ -143,7 +154,11 @@ fn allowed_forms_keep_what_was_authorized() {
         assert_eq!(got.forms(), PathForms::EMPTY.with(*form), "{input:?}");
         assert_eq!(policy.check(got.forms()), Ok(()));
         assert_eq!(STRICT.check(got.forms()), Err(Refused(*form)));
-        assert_eq!(canon(expected, policy).as_deref(), Ok(*expected), "fixed point");
+        assert_eq!(
+            canon(expected, policy).as_deref(),
+            Ok(*expected),
+            "fixed point"
+        );
     }
 }
 
@@ -162,7 +177,9 @@ fn matrix_parameters_do_not_hide_dot_or_empty_segments() {
     assert_eq!(got.as_str(), "/..;x//a;");
     assert_eq!(
         got.forms(),
-        [MatrixParameter, DotSegment, EmptySegment].into_iter().collect()
+        [MatrixParameter, DotSegment, EmptySegment]
+            .into_iter()
+            .collect()
     );
 }
 
@@ -198,10 +215,7 @@ fn borrowed_when_canonical() {
     for input in ["/", "/a/b", "/a:b@c/%C3%A9/%3B/%2F", "/x?"] {
         let policy = PathPolicy::strict().allow(EncodedSlash);
         match canonicalize(input, policy) {
-            Ok(got) => assert!(
-                got.is_unchanged() == (got.as_str() == input),
-                "{input}"
-            ),
+            Ok(got) => assert!(got.is_unchanged() == (got.as_str() == input), "{input}"),
             Err(e) => panic!("{input}: {e}"),
         }
     }
