@@ -1133,6 +1133,15 @@ mod tests {
         assert_eq!(m.param("tenant"), Some("acme"));
         assert_eq!(route(&t, Method::GET, "/t/acme/"), Ok("t"));
         assert_eq!(route(&t, Method::GET, "/t"), Err(None));
+        // A route whose pattern has the bare prefix's shape keeps it.
+        let t = RouteTable::builder()
+            .route([Method::GET], "/t/{x}/{*rest}", "prefix")
+            .route([Method::POST], "/t/{y}", "param")
+            .build()
+            .unwrap();
+        assert_eq!(route(&t, Method::POST, "/t/1"), Ok("param"));
+        assert_eq!(route(&t, Method::GET, "/t/1"), allow("POST"));
+        assert_eq!(route(&t, Method::GET, "/t/1/"), Ok("prefix"));
     }
 
     #[test]
@@ -1229,6 +1238,22 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("both handle all methods"), "{err}");
+        // matchit cannot hold a parameter and a catch-all at one position, whatever the
+        // methods: the path alone would not say which route a request is for.
+        let err = RouteTable::builder()
+            .route([Method::GET], "/a/{id}", ())
+            .route([Method::POST], "/a/{*rest}", ())
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            RouteTableError::Ambiguous {
+                index: 1,
+                pattern: "/a/{*rest}".into(),
+                other: 0,
+                other_pattern: "/a/{id}".into(),
+            }
+        );
         let err = RouteTable::builder()
             .any_method("/a/{*rest}/b", ())
             .build()
