@@ -502,11 +502,11 @@ impl<T> RouteTableBuilder<T> {
         let mut groups: Vec<Group> = Vec::new();
         // Group of each route.
         let mut group_of: Vec<usize> = Vec::with_capacity(routes.len());
+        // The shape of each group's pattern.
+        let mut shapes: Vec<String> = Vec::new();
         for (index, route) in routes.iter().enumerate() {
             let shape = shape(&route.pattern);
-            let existing = groups
-                .iter()
-                .position(|g| shape == self::shape(&routes[g.first].pattern));
+            let existing = shapes.iter().position(|s| *s == shape);
             let group = match existing {
                 Some(group) => group,
                 None => {
@@ -538,6 +538,7 @@ impl<T> RouteTableBuilder<T> {
                             other_pattern: routes[other].pattern.clone(),
                         });
                     }
+                    shapes.push(shape);
                     groups.push(Group {
                         first: index,
                         by_method: Vec::new(),
