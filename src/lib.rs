@@ -11,6 +11,11 @@
 //! 3. [`ContextPropagationLayer`] strips client-supplied identity headers, drops the raw
 //!    token and forwards only the context (`x-user-id`, `x-user-roles`, …) downstream.
 //!
+//! The layers and route tables match the request path as they are given it. A server that
+//! forwards or serves requests canonicalises the path first with [`path::canonicalize`]
+//! (refusing `..`, `%2F`, `//`, `;` and the other spellings that upstreams read differently),
+//! routes on the canonical path and forwards that same path; see [`path`].
+//!
 //! Rejections are responses, rendered per the wire contract (see [`reject`]): 401/403 with
 //! RFC 6750 `WWW-Authenticate` and a JSON body for HTTP, Trailers-Only `grpc-status` for gRPC,
 //! 503 with `Retry-After` when keys cannot be had.
@@ -103,6 +108,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 mod outcome;
+pub mod path;
 pub mod propagate;
 pub mod reject;
 pub mod revocation;

@@ -10,6 +10,7 @@
 //! | [`Forbidden`](RejectionKind::Forbidden) | 403 | `Bearer realm="…", error="insufficient_scope", error_description="…"` | 7 PERMISSION_DENIED |
 //! | [`KeysUnavailable`](RejectionKind::KeysUnavailable) | 503 + `Retry-After` | none | 14 UNAVAILABLE |
 //! | [`AuthorizerUnavailable`](RejectionKind::AuthorizerUnavailable) | 503 + `Retry-After` | none | 14 UNAVAILABLE |
+//! | [`MethodNotAllowed`](RejectionKind::MethodNotAllowed) | 405 + `Allow` | none | 12 UNIMPLEMENTED |
 //!
 //! Descriptions are fixed texts chosen by this crate: they never contain the token, a secret
 //! or any other client input.
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, Request, Response, StatusCode};
 
 /// What went wrong, at the granularity of the wire contract.
@@ -50,6 +51,10 @@ pub enum RejectionKind {
     /// slow): fail closed.
     #[error("authorizer unavailable")]
     AuthorizerUnavailable,
+    /// The path is routed, but its route does not take the request's method
+    /// ([`RouteTable`](crate::authorize::RouteTable)): 405 with `Allow`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
 }
 
 impl RejectionKind {
@@ -64,6 +69,7 @@ impl RejectionKind {
             RejectionKind::KeysUnavailable | RejectionKind::AuthorizerUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            RejectionKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -74,6 +80,7 @@ impl RejectionKind {
             RejectionKind::InvalidRequest => 3,
             RejectionKind::InsufficientScope | RejectionKind::Forbidden => 7,
             RejectionKind::KeysUnavailable | RejectionKind::AuthorizerUnavailable => 14,
+            RejectionKind::MethodNotAllowed => 12,
         }
     }
 
@@ -82,7 +89,8 @@ impl RejectionKind {
         match self {
             RejectionKind::MissingCredential
             | RejectionKind::KeysUnavailable
-            | RejectionKind::AuthorizerUnavailable => None,
+            | RejectionKind::AuthorizerUnavailable
+            | RejectionKind::MethodNotAllowed => None,
             RejectionKind::InvalidRequest => Some("invalid_request"),
             RejectionKind::InvalidToken => Some("invalid_token"),
             RejectionKind::InsufficientScope | RejectionKind::Forbidden => {
@@ -102,6 +110,7 @@ impl RejectionKind {
             RejectionKind::KeysUnavailable | RejectionKind::AuthorizerUnavailable => {
                 "temporarily_unavailable"
             }
+            RejectionKind::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -116,6 +125,7 @@ impl RejectionKind {
             RejectionKind::AuthorizerUnavailable => {
                 "the authorization service is temporarily unavailable"
             }
+            RejectionKind::MethodNotAllowed => "the route does not allow this method",
         }
     }
 }
@@ -131,6 +141,7 @@ pub struct Rejection {
     description: Cow<'static, str>,
     scope: Option<Arc<str>>,
     retry_after: Option<Duration>,
+    allow: Option<HeaderValue>,
     #[source]
     source: Option<Arc<dyn StdError + Send + Sync>>,
 }
@@ -142,6 +153,7 @@ impl fmt::Debug for Rejection {
             .field("description", &self.description)
             .field("scope", &self.scope)
             .field("retry_after", &self.retry_after)
+            .field("allow", &self.allow)
             .field("source", &self.source)
             .finish()
     }
@@ -155,6 +167,7 @@ impl Rejection {
             description: Cow::Borrowed(kind.default_description()),
             scope: None,
             retry_after: None,
+            allow: None,
             source: None,
         }
     }
@@ -187,6 +200,15 @@ impl Rejection {
         let mut rejection = Self::new(RejectionKind::AuthorizerUnavailable);
         rejection.description = Cow::Borrowed(description);
         rejection.retry_after = Some(retry_after);
+        rejection
+    }
+
+    /// The route does not take the request's method; `allow` is the `Allow` header value
+    /// (the methods it takes, comma-separated). See
+    /// [`RouteTable::lookup`](crate::authorize::RouteTable::lookup).
+    pub fn method_not_allowed(allow: HeaderValue) -> Self {
+        let mut rejection = Self::new(RejectionKind::MethodNotAllowed);
+        rejection.allow = Some(allow);
         rejection
     }
 
@@ -255,6 +277,11 @@ impl Rejection {
         self.retry_after
     }
 
+    /// The `Allow` header value (405 only).
+    pub fn allow(&self) -> Option<&HeaderValue> {
+        self.allow.as_ref()
+    }
+
     /// Renders this rejection with the given realm, for `protocol`.
     pub fn to_response(&self, realm: &str, protocol: Protocol) -> Response<Bytes> {
         match protocol {
@@ -275,15 +302,20 @@ impl Rejection {
         if let Some(challenge) = self.challenge(realm) {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
+        if let Some(allow) = &self.allow {
+            headers.insert(ALLOW, allow.clone());
+        }
         self.insert_retry_after(headers);
         response
     }
 
-    /// The RFC 6750 `WWW-Authenticate` challenge, or `None` for 503.
+    /// The RFC 6750 `WWW-Authenticate` challenge, or `None` for 503 and 405.
     pub fn challenge(&self, realm: &str) -> Option<HeaderValue> {
         if matches!(
             self.kind,
-            RejectionKind::KeysUnavailable | RejectionKind::AuthorizerUnavailable
+            RejectionKind::KeysUnavailable
+                | RejectionKind::AuthorizerUnavailable
+                | RejectionKind::MethodNotAllowed
         ) {
             return None;
         }
@@ -560,6 +592,29 @@ mod tests {
         }
         let r = d.response(&Rejection::invalid_token("token expired"), Protocol::Grpc);
         assert_eq!(header(&r, "grpc-message"), Some("token%20expired"));
+    }
+
+    #[test]
+    fn method_not_allowed_has_allow_and_no_challenge() {
+        let d = DefaultRejection::new("gw");
+        let rejection = Rejection::method_not_allowed(HeaderValue::from_static("GET, HEAD"));
+        let r = d.response(&rejection, Protocol::Http);
+        assert_eq!(r.status(), 405);
+        assert_eq!(header(&r, "allow"), Some("GET, HEAD"));
+        assert_eq!(header(&r, "www-authenticate"), None);
+        let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(body["error"], "method_not_allowed");
+        assert_eq!(
+            body["error_description"],
+            "the route does not allow this method"
+        );
+        let r = d.response(&rejection, Protocol::Grpc);
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "grpc-status"), Some("12"));
+        assert_eq!(
+            header(&r, "grpc-message"),
+            Some("the%20route%20does%20not%20allow%20this%20method")
+        );
     }
 
     #[test]

@@ -252,9 +252,9 @@ async fn every_rule_kind_allows_and_denies_over_http() {
         ),
         (&get, "/versioned", Some(&user), &[], 403),
         (&get, "/public", None, &[], 200),
-        // Default deny: no route, or a route without this method.
+        // Default deny without a route; 405 for a route without this method.
         (&get, "/nowhere", Some(&user), &[], 403),
-        (&Method::POST, "/claim", Some(&user), &[], 403),
+        (&Method::POST, "/claim", Some(&user), &[], 405),
         (&get, "/nowhere", None, &[], 401),
     ] {
         let response = status(addr, method.clone(), path, who.map(String::as_str), headers).await;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::HeaderValue;
+
 use crate::context::AuthContext;
 use crate::credential::RequestHead;
 use crate::reject::Rejection;
@@ -250,6 +252,8 @@ pub struct Denial {
     reason: &'static str,
     missing_scopes: Vec<String>,
     missing_roles: Vec<String>,
+    /// For a route that does not take the request's method: the `Allow` header value.
+    allow: Option<HeaderValue>,
 }
 
 impl Denial {
@@ -259,7 +263,24 @@ impl Denial {
             reason,
             missing_scopes: Vec::new(),
             missing_roles: Vec::new(),
+            allow: None,
         }
+    }
+
+    /// The path is routed but the route does not take the request's method; `allow` lists
+    /// the methods it takes (the `Allow` header). Rendered as 405 (gRPC 12 UNIMPLEMENTED)
+    /// with or without a caller; [`RouteTable`](super::RouteTable) denies with it.
+    pub fn method_not_allowed(allow: HeaderValue) -> Self {
+        Denial {
+            allow: Some(allow),
+            ..Denial::new("the route does not allow this method")
+        }
+    }
+
+    /// The `Allow` header value of a [`method_not_allowed`](Denial::method_not_allowed)
+    /// denial.
+    pub fn allow(&self) -> Option<&HeaderValue> {
+        self.allow.as_ref()
     }
 
     /// Names scopes whose absence caused the denial (they go into the 403 challenge's
@@ -316,9 +337,13 @@ impl Denial {
         &self.missing_roles
     }
 
-    /// The rejection for this denial: 401 without a caller, 403 `insufficient_scope` with
-    /// `scope` when scopes are missing, 403 otherwise.
+    /// The rejection for this denial: 405 with `Allow` for a method the route does not take,
+    /// else 401 without a caller, 403 `insufficient_scope` with `scope` when scopes are
+    /// missing, 403 otherwise.
     pub fn into_rejection(self, authenticated: bool) -> Rejection {
+        if let Some(allow) = self.allow {
+            return Rejection::method_not_allowed(allow);
+        }
         if !authenticated {
             return Rejection::missing_credential();
         }
