@@ -1,8 +1,6 @@
 use std::convert::Infallible;
-use std::fmt;
 use std::future::{self, Future};
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,87 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tower_gatekeeper::audit::{DecisionEvent, Outcome, Stage};
 use tracing::{info, warn};
-
-/// Audit records as JSON lines (`audit_log = "stdout"` or a file path, appended to).
-///
-/// Records are written by a dedicated thread: the request path only formats the record and
-/// hands it over without blocking. When the writer falls 8192 records behind, records are
-/// dropped (and counted) rather than slowing requests down.
-#[derive(Clone)]
-pub(crate) struct AuditLog {
-    pub(crate) tx: std::sync::mpsc::SyncSender<String>,
-    pub(crate) dropped: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl fmt::Debug for AuditLog {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuditLog").finish_non_exhaustive()
-    }
-}
-
-impl AuditLog {
-    pub(crate) fn open(target: &str, base: &Path) -> Result<AuditLog, String> {
-        let mut out: Box<dyn io::Write + Send> = if target == "stdout" {
-            Box::new(io::stdout())
-        } else if target.is_empty() {
-            return Err(
-                "`audit_log` is empty; use \"stdout\" or a file path (appended to)".to_owned(),
-            );
-        } else {
-            let path = base.join(target);
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| format!("`audit_log` {:?}: cannot open: {e}", path.display()))?;
-            Box::new(io::BufWriter::new(file))
-        };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(8192);
-        std::thread::Builder::new()
-            .name("audit-log".to_owned())
-            .spawn(move || {
-                while let Ok(line) = rx.recv() {
-                    let mut write = |line: String| {
-                        out.write_all(line.as_bytes())
-                            .and_then(|()| out.write_all(b"\n"))
-                    };
-                    let mut result = write(line);
-                    while let Ok(more) = rx.try_recv() {
-                        result = result.and_then(|()| write(more));
-                    }
-                    if let Err(error) = result.and_then(|()| out.flush()) {
-                        warn!(%error, "cannot write the audit log");
-                    }
-                }
-            })
-            .map_err(|e| format!("`audit_log`: cannot start the writer thread: {e}"))?;
-        Ok(AuditLog {
-            tx,
-            dropped: Arc::default(),
-        })
-    }
-
-    /// The hook for both layers. A request that authenticates is recorded once, by the
-    /// authorize layer (which sees the caller); denials are recorded by the layer that denied.
-    pub(crate) fn hook(&self) -> impl Fn(&DecisionEvent<'_>) + Send + Sync + 'static {
-        let audit = self.clone();
-        move |event: &DecisionEvent<'_>| {
-            if event.stage() == Stage::Authenticate && event.outcome() == Outcome::Allow {
-                return;
-            }
-            if audit.tx.try_send(event.to_json().to_string()).is_err() {
-                let dropped = audit
-                    .dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if dropped.is_power_of_two() {
-                    warn!(dropped = dropped + 1, "audit log behind; records dropped");
-                }
-            }
-        }
-    }
-}
 
 /// Serves the admin endpoints on `listener` until `shutdown` resolves: `/healthz` (200 while
 /// the process serves), `/readyz` (200 once `ready` resolved `Ok`: every issuer has keys;

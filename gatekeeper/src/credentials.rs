@@ -1,15 +1,11 @@
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::credentials::parse_api_keys;
+use tower_gatekeeper::Authenticator;
 use tower_gatekeeper::authenticate::{ApiKeyAuthenticator, CredentialChain};
-use tower_gatekeeper::credential::RequestHead;
-use tower_gatekeeper::revocation::{
-    MemoryRevocations, Revocation, RevocationError, RevocationStatus, RevocationStore, TokenFacts,
-};
-use tower_gatekeeper::{AuthContext, Authenticator, Rejection};
+use tower_gatekeeper::revocation::Revocations;
 use tracing::{info, warn};
 
 #[cfg(feature = "introspection")]
@@ -33,42 +29,21 @@ impl Credentials {
         self.api_keys.is_some() || self.introspection.is_some()
     }
 
-    /// The credential chain of `jwt` (an empty slot without `[[issuer]]`), introspection and
-    /// API keys, as configured.
+    /// The credential chain of `jwt` (`None` without `[[issuer]]`), introspection and API
+    /// keys, as configured.
     // Without the feature the opaque slot is `Unconfigured`, which is `Copy`.
     #[cfg_attr(not(feature = "introspection"), allow(clippy::clone_on_copy))]
     pub(crate) fn chain<J: Authenticator>(
         &self,
         jwt: Option<J>,
-    ) -> Option<CredentialChain<Slot<J>, Slot<OpaqueAuth>>> {
+    ) -> CredentialChain<Option<J>, Option<OpaqueAuth>> {
         let chain = CredentialChain::new()
-            .jwt(Slot(jwt))
-            .opaque(Slot(self.introspection.clone()));
-        Some(match &self.api_keys {
+            .jwt(jwt)
+            .opaque(self.introspection.clone());
+        match &self.api_keys {
             Some(source) => chain.api_keys(source.keys.clone()),
             None => chain,
-        })
-    }
-}
-
-/// A slot of the credential chain that may be empty (its credentials are then refused).
-#[derive(Clone, Debug)]
-pub(crate) struct Slot<A>(Option<A>);
-
-impl<A: Authenticator> Authenticator for Slot<A> {
-    type Future = A::Future;
-
-    fn authenticate(&self, head: &RequestHead<'_>) -> Result<Self::Future, Rejection> {
-        match &self.0 {
-            Some(auth) => auth.authenticate(head),
-            None => Err(Rejection::invalid_token(
-                "this kind of credential is not accepted",
-            )),
         }
-    }
-
-    fn still_trusted(&self, ctx: &AuthContext) -> bool {
-        self.0.as_ref().is_some_and(|auth| auth.still_trusted(ctx))
     }
 }
 
@@ -80,55 +55,6 @@ pub(crate) struct ApiKeySource {
     pub(crate) interval: Duration,
     /// The file's contents when the keys were loaded (hashes only, no secrets).
     pub(crate) loaded: Arc<Vec<u8>>,
-}
-
-/// The gateway's revocation store (`[revocation]`). Revoke through it (an admin tool, a
-/// test): the gateway enforces the revocation for every authenticated request.
-#[derive(Debug, Clone)]
-pub enum Revocations {
-    /// In memory: this process only.
-    Memory(MemoryRevocations),
-    /// Shared by every replica configured with the same Redis and prefix.
-    #[cfg(feature = "redis")]
-    Redis(tower_gatekeeper::revocation::RedisRevocations),
-}
-
-impl Revocations {
-    /// Resolves once the store holds the shared set (at once in memory).
-    pub(crate) fn ready(&self) -> impl Future<Output = ()> + Send + 'static {
-        let store = self.clone();
-        async move {
-            match store {
-                Revocations::Memory(_) => {}
-                #[cfg(feature = "redis")]
-                Revocations::Redis(store) => store.ready().await,
-            }
-        }
-    }
-}
-
-impl RevocationStore for Revocations {
-    fn check(&self, token: &TokenFacts<'_>) -> RevocationStatus {
-        match self {
-            Revocations::Memory(store) => store.check(token),
-            #[cfg(feature = "redis")]
-            Revocations::Redis(store) => store.check(token),
-        }
-    }
-
-    fn revoke(
-        &self,
-        revocation: Revocation,
-    ) -> impl Future<Output = Result<(), RevocationError>> + Send {
-        let store = self.clone();
-        async move {
-            match store {
-                Revocations::Memory(store) => store.revoke(revocation).await,
-                #[cfg(feature = "redis")]
-                Revocations::Redis(store) => store.revoke(revocation).await,
-            }
-        }
-    }
 }
 
 /// Aborts a background task when dropped.

@@ -15,8 +15,9 @@ pub(crate) mod serve;
 
 pub use admin::{run_admin, start_admin};
 pub use config::{Config, ConfigFileError, DEFAULT_LISTEN, DEFAULT_UPSTREAM_TIMEOUT, load_config};
-pub use credentials::Revocations;
 pub use demo::{DEMO_AUDIENCE, DEMO_ISSUER, Demo, demo_instructions, start_demo};
 pub use explain::explain_command;
 pub use serve::BoxError;
 pub use serve::run;
+/// The revocation store `[revocation]` configures ([`Config::revocations`]).
+pub use tower_gatekeeper::revocation::Revocations;

@@ -313,54 +313,6 @@ fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     }
 }
 
-/// The canonical form of a request path, used for routing and forwarded upstream, so the
-/// route the gateway checks is the resource the upstream serves: escapes of unreserved
-/// characters decoded (RFC 3986 §6.2.2.2), other escapes upper-cased. `None` for a path that
-/// is not absolute, has a malformed escape, or has a `.` or `..` segment (also when escaped),
-/// which an upstream would resolve to a path under another route.
-pub(crate) fn normalize_path(path: &str) -> Option<Cow<'_, str>> {
-    if !path.starts_with('/') {
-        return None;
-    }
-    let normalized = if path.contains('%') {
-        let bytes = path.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] != b'%' {
-                out.push(bytes[i]);
-                i += 1;
-                continue;
-            }
-            let hex = bytes.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            let value = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-            if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
-                out.push(value);
-            } else {
-                out.push(b'%');
-                out.extend(hex.iter().map(u8::to_ascii_uppercase));
-            }
-            i += 3;
-        }
-        // Only ASCII was decoded, so the result is as valid UTF-8 as the input.
-        let out = String::from_utf8(out).ok()?;
-        if out == path {
-            Cow::Borrowed(path)
-        } else {
-            Cow::Owned(out)
-        }
-    } else {
-        Cow::Borrowed(path)
-    };
-    if normalized.split('/').any(|s| s == "." || s == "..") {
-        return None;
-    }
-    Some(normalized)
-}
-
 /// `uri` with its path replaced, query kept.
 pub(crate) fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     let path_and_query = match uri.query() {

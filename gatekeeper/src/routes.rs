@@ -1,7 +1,6 @@
 //! Routing: the route table, one service stack per route (authenticate, authorize,
 //! propagate, proxy), and the checks made before a route is chosen.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,14 +8,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_gatekeeper::authenticate::{CachedAuthenticator, TokenCache};
-use tower_gatekeeper::authorize::RouteTable;
-use tower_gatekeeper::reject::{DefaultRejection, Protocol};
+use tower_gatekeeper::authenticate::{BoxAuthenticator, CachedAuthenticator};
+use tower_gatekeeper::authorize::{Lookup, RouteTable};
+use tower_gatekeeper::path::{PathError, PathPolicy};
+use tower_gatekeeper::reject::{DefaultRejection, Protocol, RejectionResponse};
 use tower_gatekeeper::revocation::Revocable;
 use tower_gatekeeper::{
     AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, ContextPropagationLayer,
@@ -24,12 +24,11 @@ use tower_gatekeeper::{
 use tracing::{debug, info};
 
 use crate::Config;
-use crate::Revocations;
 use crate::config::file::RouteAuth;
 use crate::config::ops::Ops;
 use crate::config::route::{RouteSpec, method_list};
 use crate::config::server::Server;
-use crate::proxy::{Clients, Proxy, normalize_path, with_path};
+use crate::proxy::{Clients, Proxy, with_path};
 use crate::response::gateway_error;
 use crate::serve::{BoxError, GatewayBody};
 
@@ -46,11 +45,17 @@ pub(crate) struct Table {
     /// (method, path pattern) → index into `entries`.
     pub(crate) table: RouteTable<usize>,
     pub(crate) entries: Vec<RouteEntry>,
+    /// What any route allows of the refused path forms: the canonicalisation before routing.
+    pub(crate) path_policy: PathPolicy,
+    /// Renders the gateway's own rejections (405) like the layers' ones.
+    pub(crate) realm: DefaultRejection,
 }
 
 pub(crate) struct RouteEntry {
     pub(crate) path: Arc<str>,
     pub(crate) service: RouteService,
+    /// The path forms this route accepts.
+    pub(crate) path_policy: PathPolicy,
 }
 
 impl Gateway {
@@ -85,23 +90,30 @@ impl Gateway {
         // holds JWTs only, so introspection results keep their own TTLs (`cache_ttl_seconds`,
         // `negative_ttl_seconds`) instead of living as long as `[cache] max_ttl_seconds`. Each
         // layer only when configured; revocation is checked outermost, for every request.
-        let revocations = credentials.revocations.clone();
-        let entries = if !credentials.authenticates() {
-            layered(authenticator, token_cache, revocations, routes, &parts)
-        } else if let Some(cache) = token_cache {
-            let jwt = authenticator.map(|a| CachedAuthenticator::with_cache(a, cache));
-            layered(credentials.chain(jwt), None, revocations, routes, &parts)
+        let jwt = authenticator.map(|jwt| match token_cache {
+            Some(cache) => BoxAuthenticator::new(CachedAuthenticator::with_cache(jwt, cache)),
+            None => BoxAuthenticator::new(jwt),
+        });
+        let mut authenticator = if credentials.authenticates() {
+            Some(BoxAuthenticator::new(credentials.chain(jwt)))
         } else {
-            layered(
-                credentials.chain(authenticator),
-                None,
-                revocations,
-                routes,
-                &parts,
-            )
+            jwt
         };
+        if let Some(store) = credentials.revocations.clone() {
+            authenticator =
+                authenticator.map(|auth| BoxAuthenticator::new(Revocable::new(auth, store)));
+        }
+        let path_policy = routes.iter().fold(PathPolicy::strict(), |all, route| {
+            all.union(route.path_policy)
+        });
+        let entries = route_entries(authenticator.as_ref(), routes, &parts);
         Gateway {
-            inner: Arc::new(Table { table, entries }),
+            inner: Arc::new(Table {
+                table,
+                entries,
+                path_policy,
+                realm: parts.realm,
+            }),
         }
     }
 
@@ -131,47 +143,50 @@ impl Gateway {
                 problem,
             );
         }
-        let (service, rewritten, params) = {
-            let Some(path) = normalize_path(req.uri().path()) else {
-                return gateway_error(
-                    protocol,
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "the request path has dot segments or malformed escapes",
-                );
-            };
-            let Some(matched) = self.inner.table.at(req.method(), &path) else {
+        let canonical = match self.inner.path_policy.canonicalize(req.uri().path()) {
+            Ok(canonical) => canonical,
+            Err(refused) => return bad_path(protocol, refused),
+        };
+        let (service, params) = match self.inner.table.lookup(req.method(), canonical.as_str()) {
+            Lookup::Found(matched) => {
+                let entry = &self.inner.entries[*matched.value()];
+                debug!(route = %entry.path, "matched");
+                // A form another route allows, but not this one.
+                if let Err(refused) = entry.path_policy.check(canonical.forms()) {
+                    return bad_path(protocol, refused);
+                }
+                // Path parameters for the route's attribute rules (`owner_param`, ...).
+                (entry.service.clone(), matched.path_params())
+            }
+            Lookup::MethodNotAllowed(not_allowed) => {
+                let response = self
+                    .inner
+                    .realm
+                    .response(&not_allowed.rejection(), protocol);
+                return response.map(|body| Full::new(body).map_err(|e| match e {}).boxed());
+            }
+            Lookup::NotFound => {
                 return gateway_error(
                     protocol,
                     StatusCode::NOT_FOUND,
                     "not_found",
                     "no route matches this request",
                 );
-            };
-            let entry = &self.inner.entries[*matched.value()];
-            debug!(route = %entry.path, "matched");
-            // Path parameters for the route's attribute rules (`owner_param`, ...).
-            let params = matched.path_params();
-            let rewritten = match path {
-                Cow::Owned(path) => Some(path),
-                Cow::Borrowed(_) => None,
-            };
-            (entry.service.clone(), rewritten, params)
-        };
-        req.extensions_mut().insert(params);
-        if let Some(path) = rewritten {
-            match with_path(req.uri(), &path) {
-                Some(uri) => *req.uri_mut() = uri,
-                None => {
-                    return gateway_error(
-                        protocol,
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "the request path is malformed",
-                    );
-                }
             }
+        };
+        // The upstream gets the path the route was chosen for.
+        if !canonical.is_unchanged() {
+            let Some(uri) = with_path(req.uri(), canonical.as_str()) else {
+                return gateway_error(
+                    protocol,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the request path is malformed",
+                );
+            };
+            *req.uri_mut() = uri;
         }
+        req.extensions_mut().insert(params);
         match service.oneshot(req).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -190,33 +205,8 @@ pub(crate) struct RouteParts {
     pub(crate) strip: Option<HeaderName>,
 }
 
-/// Wraps `auth` in the token cache and then in the revocation check, when given, and builds
-/// the routes with the result: `Revocable(Cached(auth))`.
-pub(crate) fn layered<A: Authenticator>(
-    auth: Option<A>,
-    cache: Option<TokenCache>,
-    store: Option<Revocations>,
-    routes: Vec<RouteSpec>,
-    parts: &RouteParts,
-) -> Vec<RouteEntry> {
-    match (cache, store) {
-        (Some(cache), Some(store)) => route_entries(
-            auth.map(|a| Revocable::new(CachedAuthenticator::with_cache(a, cache), store)),
-            routes,
-            parts,
-        ),
-        (Some(cache), None) => route_entries(
-            auth.map(|a| CachedAuthenticator::with_cache(a, cache)),
-            routes,
-            parts,
-        ),
-        (None, Some(store)) => route_entries(auth.map(|a| Revocable::new(a, store)), routes, parts),
-        (None, None) => route_entries(auth, routes, parts),
-    }
-}
-
 pub(crate) fn route_entries<A: Authenticator>(
-    authenticator: Option<A>,
+    authenticator: Option<&A>,
     routes: Vec<RouteSpec>,
     parts: &RouteParts,
 ) -> Vec<RouteEntry> {
@@ -241,16 +231,12 @@ pub(crate) fn route_entries<A: Authenticator>(
                 slots: route.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
                 server: Arc::clone(&parts.server),
             };
-            let service = route_service(
-                &route,
-                authenticator.as_ref(),
-                &parts.realm,
-                proxy,
-                &parts.ops,
-            );
+            let path_policy = route.path_policy;
+            let service = route_service(&route, authenticator, &parts.realm, proxy, &parts.ops);
             RouteEntry {
                 path: Arc::from(route.path),
                 service,
+                path_policy,
             }
         })
         .collect()
@@ -327,4 +313,14 @@ fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// 400 for a path that cannot be forwarded unambiguously.
+fn bad_path(protocol: Protocol, refused: PathError) -> Response<GatewayBody> {
+    gateway_error(
+        protocol,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        refused.description(),
+    )
 }

@@ -63,6 +63,9 @@ pub async fn run(
         .api_keys
         .clone()
         .map(|source| AbortOnDrop(tokio::spawn(watch_api_keys(source))));
+    for shadowed in config.shadowed_routes() {
+        warn!("{shadowed}");
+    }
     let server = Arc::new(config.server.clone());
     let gateway = Gateway::new(config);
     let builder = Arc::new(http_builder(&server));

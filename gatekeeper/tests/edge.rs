@@ -430,9 +430,10 @@ async fn a_malformed_request_body_is_400_not_502() {
         b"POST /pub/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
     )
     .await;
-    assert!(
-        response.is_empty() || status_of(&response) == 400,
-        "a malformed body is 400 (or the connection is closed), never 502: {response}"
+    assert_eq!(
+        status_of(&response),
+        400,
+        "a malformed body is 400, never 502: {response}"
     );
     gw.stop().await;
 }
@@ -696,5 +697,120 @@ async fn accept_errors_back_off_log_boundedly_and_recover() {
     assert!(
         lines <= 3,
         "accept errors flooded the log ({lines} lines): {text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// One canonical path; no fall-through
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_gets_exactly_the_path_that_was_authorized() {
+    let upstream = RawUpstream::start().await;
+    let extra = format!(
+        "[[route]]\npath = \"/raw/{{*rest}}\"\nupstream = \"http://{}\"\nauth = \"public\"\nallow_path_forms = [\"encoded_slash\", \"matrix_parameters\"]\n",
+        upstream.addr
+    );
+    let (gw, _dir) = gateway(upstream.addr, "", &extra).await;
+    let send = |target: &str| {
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n");
+        async move { raw(gw.addr, request.as_bytes()).await }
+    };
+    // Forms an upstream could resolve to another, more protected path: refused before any
+    // route is chosen, the upstream never reached.
+    for target in [
+        "/pub/../orders/1",
+        "/pub/..%2Forders/1",
+        "/pub/%2e%2e/orders/1",
+        "/pub/.%2E/orders/1",
+        "/pub/./x",
+        "/pub/a%2Fb",
+        "/pub/a%2fb",
+        "/pub/a%5Cb",
+        "/pub/a\\..\\orders",
+        "/pub/a;jsessionid=1",
+        "/pub//orders",
+        "//pub/x",
+        "/pub/%00",
+        "/pub/a%0Ab",
+        "/pub/a%zz",
+        "/pub/a%2",
+        // Allowed on /raw only: not here.
+        "/raw/../pub/x",
+    ] {
+        let response = send(target).await;
+        assert_eq!(status_of(&response), 400, "{target}: {response}");
+    }
+    assert_eq!(upstream.hits(), 0, "a refused path reached the upstream");
+
+    // Accepted forms: the upstream gets the canonical path the route table matched.
+    let accepted = [
+        ("/pub/%41bc", "/pub/Abc"),
+        ("/pub/a%3ab", "/pub/a:b"),
+        ("/pub/caf%c3%a9", "/pub/caf%C3%A9"),
+        ("/pub/x/", "/pub/x/"),
+        ("/pub/x?next=%2F..%2F&a=1", "/pub/x?next=%2F..%2F&a=1"),
+        ("/pub", "/pub"),
+        ("/raw/a%2Fb", "/raw/a%2Fb"),
+        ("/raw/a;v=1/b", "/raw/a;v=1/b"),
+    ];
+    for (target, _) in accepted {
+        let response = send(target).await;
+        assert_eq!(status_of(&response), 200, "{target}: {response}");
+    }
+    let seen: Vec<String> = upstream.seen().into_iter().map(|s| s.target).collect();
+    let expected: Vec<&str> = accepted.iter().map(|(_, forwarded)| *forwarded).collect();
+    assert_eq!(seen, expected);
+    // A form one route allows is still refused on the others.
+    assert_eq!(status_of(&send("/pub/a%2Fb").await), 400);
+    assert_eq!(upstream.hits(), accepted.len());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_goes_where_get_goes_and_other_methods_get_405() {
+    let upstream = RawUpstream::start().await;
+    let extra = format!(
+        "[[route]]\npath = \"/get-only/{{*rest}}\"\nmethods = [\"GET\"]\nupstream = \"http://{}\"\nauth = \"public\"\n\n[[route]]\npath = \"/{{*rest}}\"\nupstream = \"http://{}\"\nauth = \"public\"\n",
+        upstream.addr, upstream.addr
+    );
+    let (gw, _dir) = gateway(upstream.addr, "", &extra).await;
+    let head = raw(
+        gw.addr,
+        b"HEAD /get-only/x HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(upstream.seen()[0].method, "HEAD");
+    // POST matches the GET-only route's path: 405, not the public catch-all.
+    let post = raw(
+        gw.addr,
+        b"POST /get-only/x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&post), 405, "{post}");
+    assert!(
+        post.to_ascii_lowercase().contains("allow: get, head"),
+        "{post}"
+    );
+    assert_eq!(upstream.hits(), 1);
+    gw.stop().await;
+}
+
+#[test]
+fn routes_taking_requests_from_more_protected_ones_are_reported() {
+    let dir = gateway_dir();
+    let path = dir.write_config(&format!(
+        "{ISSUER}\n[[route]]\npath = \"/api/{{*rest}}\"\nupstream = \"http://127.0.0.1:9\"\nroles_any = [\"admin\"]\n\n[[route]]\npath = \"/api/health\"\nupstream = \"http://127.0.0.1:9\"\nauth = \"public\"\n\n[[route]]\npath = \"/api/admin/{{*rest}}\"\nupstream = \"http://127.0.0.1:9\"\nroles_any = [\"admin\"]\n"
+    ));
+    let config = gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    let report = config.shadowed_routes();
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert!(
+        report[0].contains("[[route]] #2")
+            && report[0].contains("/api/health")
+            && report[0].contains("more protected [[route]] #1"),
+        "{report:?}"
     );
 }

@@ -306,14 +306,7 @@ async fn unmatched_paths_and_methods_get_404_without_touching_the_upstream() {
     let (upstream, gw, _dir) = setup().await;
     let http = client();
     let valid = token("rs256_valid");
-    for (method, path) in [
-        ("GET", "/nowhere"),
-        ("GET", "/"),
-        ("GET", "/orders"),
-        ("DELETE", "/orders/1"),
-        ("PUT", "/items/7"),
-        ("GET", "/items/7/extra"),
-    ] {
+    for (method, path) in [("GET", "/nowhere"), ("GET", "/"), ("GET", "/items/7/extra")] {
         let response = http
             .request(method.parse().unwrap(), gw.url(path))
             .bearer_auth(&valid)
@@ -324,7 +317,40 @@ async fn unmatched_paths_and_methods_get_404_without_touching_the_upstream() {
         assert_eq!(header(&response, "content-type"), "application/json");
         assert_eq!(json_body(response).await["error"], "not_found");
     }
+    // A known path with a method its routes do not take: 405 with Allow, never a broader
+    // route (HEAD goes wherever GET goes).
+    for (method, path, allow) in [
+        ("DELETE", "/orders/1", "GET, HEAD, POST"),
+        ("PUT", "/items/7", "GET, HEAD, DELETE"),
+    ] {
+        let response = http
+            .request(method.parse().unwrap(), gw.url(path))
+            .bearer_auth(&valid)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(header(&response, "allow"), allow, "{method} {path}");
+        assert_eq!(header(&response, "content-type"), "application/json");
+    }
     assert_eq!(upstream.hits(), 0);
+    // `/orders/{*rest}` covers `/orders` and `/orders/` with its own policy.
+    for path in ["/orders", "/orders/"] {
+        let anonymous = http.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let clerk = http
+            .get(gw.url(path))
+            .bearer_auth(&valid)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(clerk.status(), StatusCode::OK, "{path}");
+    }
+    assert_eq!(upstream.hits(), 2);
     gw.stop().await;
 }
 
@@ -591,8 +617,6 @@ async fn route_rules_allow_and_deny_over_http() {
         // the static route is more specific than the parameter route ...
         ("GET", "/users/me", &clerk, 200),
         ("GET", "/users/me", &admin, 403),
-        // ... for GET only: DELETE /users/me is the parameter route with user_id = "me"
-        ("DELETE", "/users/me", &clerk, 403),
         // tenant_param
         ("GET", "/tenants/acme/orders", &clerk, 200),
         ("GET", "/tenants/other/orders", &clerk, 403),
@@ -625,6 +649,17 @@ async fn route_rules_allow_and_deny_over_http() {
         }
     }
     assert_eq!(upstream.hits(), allowed);
+
+    // The static route is GET-only: DELETE /users/me is 405, never handed to the parameter
+    // route with user_id = "me".
+    let response = http
+        .delete(gw.url("/users/me"))
+        .bearer_auth(&clerk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&response, "allow"), "GET, HEAD");
 
     // Without a token: 401, not 403.
     let response = http.get(gw.url("/users/user-123")).send().await.unwrap();

@@ -79,6 +79,7 @@ pub(crate) struct FileRoute {
     pub(crate) auth: RouteAuth,
     pub(crate) query_token: Option<String>,
     pub(crate) max_concurrency: Option<usize>,
+    pub(crate) allow_path_forms: Option<Vec<String>>,
     pub(crate) rules: RuleConfig,
 }
 
@@ -95,6 +96,7 @@ struct RawRoute {
     auth: RouteAuth,
     query_token: Option<String>,
     max_concurrency: Option<usize>,
+    allow_path_forms: Option<Vec<String>>,
     #[serde(flatten)]
     rules: toml::Table,
 }
@@ -107,7 +109,7 @@ impl TryFrom<RawRoute> for FileRoute {
             .try_into::<RuleConfig>()
             .map_err(|e| {
                 format!(
-                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token and max_concurrency)",
+                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency and allow_path_forms)",
                     e.message().trim_end()
                 )
             })?;
@@ -119,6 +121,7 @@ impl TryFrom<RawRoute> for FileRoute {
             auth: raw.auth,
             query_token: raw.query_token,
             max_concurrency: raw.max_concurrency,
+            allow_path_forms: raw.allow_path_forms,
             rules,
         })
     }

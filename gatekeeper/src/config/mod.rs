@@ -76,10 +76,19 @@ pub struct Config {
     pub(crate) table: RouteTable<usize>,
     pub(crate) ops: Ops,
     pub(crate) server: Server,
+    /// Routes that take requests from a broader, more protected route (logged when serving).
+    pub(crate) shadowed: Vec<String>,
     pub(crate) credentials: Credentials,
 }
 
 impl Config {
+    /// Where a route takes requests from a broader, more protected one, one sentence each
+    /// (e.g. a public `/api/health` inside an admin-only `/api/{*rest}`); [`run`](crate::run)
+    /// logs them as warnings.
+    pub fn shadowed_routes(&self) -> &[String] {
+        &self.shadowed
+    }
+
     /// The address from the file's `listen` (default [`DEFAULT_LISTEN`]).
     pub fn listen(&self) -> SocketAddr {
         self.listen
@@ -186,7 +195,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
             compile_route(i + 1, route, &context)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let table = compile_table(&routes)?;
+    let (table, shadowed) = compile_table(&routes)?;
     let token_cache = compile_cache(file.cache)?;
     let ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
 
@@ -201,6 +210,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         ops,
         server,
         credentials,
+        shadowed,
     })
 }
 

@@ -2,9 +2,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::admin::AuditLog;
 use crate::config::file::FileCache;
 use crate::config::file::FileLimits;
+use tower_gatekeeper::audit::JsonLines;
 use tower_gatekeeper::authenticate::{CacheConfig, TokenCache};
 use tower_gatekeeper::limits::Limits;
 use tower_gatekeeper::{AuthenticateLayer, AuthorizeLayer};
@@ -34,7 +34,7 @@ pub(crate) fn compile_cache(section: Option<FileCache>) -> Result<Option<TokenCa
 #[derive(Debug, Default)]
 pub(crate) struct Ops {
     pub(crate) admin_listen: Option<SocketAddr>,
-    pub(crate) audit: Option<AuditLog>,
+    pub(crate) audit: Option<JsonLines>,
     pub(crate) limits: Limits,
 }
 
@@ -54,7 +54,7 @@ pub(crate) fn compile_ops(
         })
         .transpose()?;
     let audit = audit_log
-        .map(|target| AuditLog::open(&target, base))
+        .map(|target| open_audit_log(&target, base))
         .transpose()?;
     let mut checked = Limits::default();
     if let Some(raw) = limits {
@@ -87,7 +87,7 @@ impl Ops {
     ) -> AuthenticateLayer<A, R> {
         let layer = layer.limits(self.limits);
         match &self.audit {
-            Some(audit) => layer.on_decision(audit.hook()),
+            Some(audit) => layer.on_decision(audit.clone()),
             None => layer,
         }
     }
@@ -97,8 +97,28 @@ impl Ops {
         layer: AuthorizeLayer<P, R>,
     ) -> AuthorizeLayer<P, R> {
         match &self.audit {
-            Some(audit) => layer.on_decision(audit.hook()),
+            Some(audit) => layer.on_decision(audit.clone()),
             None => layer,
         }
     }
+}
+
+/// The audit log `audit_log` names: "stdout" or a file (appended to). One record per request
+/// (the authorize layer's, which sees the caller), or per denial by the layer that denied.
+fn open_audit_log(target: &str, base: &Path) -> Result<JsonLines, String> {
+    let log = match target {
+        "" => {
+            return Err(
+                "`audit_log` is empty; use \"stdout\" or a file path (appended to)".to_owned(),
+            );
+        }
+        "stdout" => JsonLines::new(std::io::stdout())
+            .map_err(|e| format!("`audit_log`: cannot start the writer: {e}"))?,
+        path => {
+            let path = base.join(path);
+            JsonLines::append_to(&path)
+                .map_err(|e| format!("`audit_log` {:?}: cannot open: {e}", path.display()))?
+        }
+    };
+    Ok(log.once_per_request())
 }

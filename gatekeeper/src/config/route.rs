@@ -7,6 +7,7 @@ use http::Method;
 use http::uri::{Authority, Uri};
 use tower_gatekeeper::PolicyEvaluator;
 use tower_gatekeeper::authorize::{AllowAll, BoxPolicy, RegoConfig, RouteTable, RouteTableError};
+use tower_gatekeeper::path::{PathForm, PathPolicy};
 
 /// A checked `[[route]]`.
 #[derive(Debug)]
@@ -23,6 +24,11 @@ pub(crate) struct RouteSpec {
     pub(crate) query_token: Option<String>,
     /// At most this many requests of this route in flight upstream (`None`: no limit).
     pub(crate) max_concurrency: Option<usize>,
+    /// The path forms refused by default that this route accepts (`allow_path_forms`).
+    pub(crate) path_policy: PathPolicy,
+    /// How much the route asks of callers, to report routes that take requests from a more
+    /// protected one: 0 public, 1 optional, 2 required, 3 with rules.
+    pub(crate) protection: u8,
     pub(crate) policy: BoxPolicy,
 }
 
@@ -81,6 +87,17 @@ pub(crate) fn compile_route(
     };
     let upstream = parse_upstream(&raw.upstream)
         .map_err(|why| format!("{label}: `upstream` {:?}: {why}", raw.upstream))?;
+    let mut path_policy = PathPolicy::strict();
+    for name in raw.allow_path_forms.iter().flatten() {
+        let form = name.parse::<PathForm>().map_err(|_| {
+            let known: Vec<&str> = PathForm::ALL.iter().map(|f| f.name()).collect();
+            format!(
+                "{label}: `allow_path_forms`: {name:?} is not a path form; one of {}",
+                known.join(", ")
+            )
+        })?;
+        path_policy = path_policy.allow(form);
+    }
     if raw.max_concurrency == Some(0) {
         return Err(format!("{label}: `max_concurrency` must be at least 1"));
     }
@@ -99,6 +116,12 @@ pub(crate) fn compile_route(
     }
 
     let rules = raw.rules;
+    let protection = match raw.auth {
+        RouteAuth::Public => 0,
+        _ if !rules.is_empty() => 3,
+        RouteAuth::Optional => 1,
+        RouteAuth::Required => 2,
+    };
     let policy = match raw.auth {
         RouteAuth::Public if !rules.is_empty() => {
             return Err(format!(
@@ -147,6 +170,8 @@ pub(crate) fn compile_route(
         auth: raw.auth,
         query_token: raw.query_token,
         max_concurrency: raw.max_concurrency,
+        path_policy,
+        protection,
         policy,
     })
 }
@@ -180,8 +205,13 @@ pub(crate) fn parse_upstream(text: &str) -> Result<Authority, &'static str> {
     Ok(authority.clone())
 }
 
-/// Builds the routing table; two routes that could both serve a request are a conflict.
-pub(crate) fn compile_table(routes: &[RouteSpec]) -> Result<RouteTable<usize>, String> {
+/// Builds the routing table; two routes that could both serve a request are a conflict. Also
+/// returns, for the logs, each place where a route takes requests from a broader, more
+/// protected one (e.g. a public `/api/health` inside an admin-only `/api/{*rest}`): usually
+/// intended, worth a look when not.
+pub(crate) fn compile_table(
+    routes: &[RouteSpec],
+) -> Result<(RouteTable<usize>, Vec<String>), String> {
     let mut builder = RouteTable::builder();
     for (i, route) in routes.iter().enumerate() {
         builder = match &route.methods {
@@ -189,7 +219,7 @@ pub(crate) fn compile_table(routes: &[RouteSpec]) -> Result<RouteTable<usize>, S
             Some(methods) => builder.route(methods.iter().cloned(), route.path.clone(), i),
         };
     }
-    builder.build().map_err(|error| match error {
+    let table = builder.build().map_err(|error| match error {
         RouteTableError::Conflict {
             index,
             other,
@@ -207,7 +237,22 @@ pub(crate) fn compile_table(routes: &[RouteSpec]) -> Result<RouteTable<usize>, S
             format!("{}: invalid path pattern: {reason}", routes[index].label)
         }
         other => other.to_string(),
-    })
+    })?;
+    let shadowed = table
+        .shadowed(|winner, broader| routes[*winner].protection < routes[*broader].protection)
+        .into_iter()
+        .map(|s| {
+            let methods = s
+                .methods
+                .as_deref()
+                .map_or_else(|| "every method".to_owned(), method_list);
+            format!(
+                "{} takes {methods} {} from the more protected {}",
+                routes[s.by].label, s.example, routes[s.route].label
+            )
+        })
+        .collect();
+    Ok((table, shadowed))
 }
 
 pub(crate) fn method_list(methods: &[Method]) -> String {
