@@ -138,6 +138,87 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for PathParams {
     }
 }
 
+/// The client's TLS certificate, as a request extension.
+///
+/// Any hyper/axum/tonic server terminating TLS inserts it: after the handshake, it takes the
+/// leaf (end-entity) certificate the client presented and inserts
+/// `PeerCertificate::from_der(leaf)` into each request's extensions. A proxy that receives the
+/// certificate from a trusted fronting proxy does the same after decoding it. Certificate-bound
+/// tokens (RFC 8705 §3: `cnf.x5t#S256`) are checked against it; a request without it carries
+/// no client certificate.
+///
+/// The DER bytes are shared (`bytes::Bytes`): cloning is a reference-count increment, so one
+/// value per connection can be inserted into every request on it. The SHA-256 thumbprint is
+/// computed once, when the value is built.
+///
+/// ```
+/// use http::Request;
+/// use tower_gatekeeper::credential::PeerCertificate;
+///
+/// # let leaf_der: &[u8] = b"\x30\x03\x02\x01\x01";
+/// let cert = PeerCertificate::from_der(leaf_der.to_vec());
+/// let mut req = Request::new(());
+/// req.extensions_mut().insert(cert.clone());
+/// assert_eq!(req.extensions().get::<PeerCertificate>().unwrap().der(), leaf_der);
+/// // base64url(SHA-256(DER)), no padding: the form of `cnf.x5t#S256`.
+/// assert_eq!(cert.sha256_thumbprint().len(), 43);
+/// ```
+#[derive(Clone)]
+pub struct PeerCertificate {
+    der: bytes::Bytes,
+    thumbprint: std::sync::Arc<str>,
+}
+
+impl PeerCertificate {
+    /// The certificate whose DER encoding is `der` (the leaf certificate, as rustls'
+    /// `peer_certificates()[0]` or openssl's `peer_certificate()` give it). The bytes are not
+    /// parsed: the TLS layer has already validated the certificate, or chosen not to.
+    pub fn from_der(der: impl Into<bytes::Bytes>) -> Self {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let der = der.into();
+        let digest = sha2::Sha256::digest(&der);
+        let thumbprint = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest);
+        PeerCertificate {
+            der,
+            thumbprint: thumbprint.into(),
+        }
+    }
+
+    /// The certificate's DER encoding.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// The certificate's DER encoding as shared bytes.
+    pub fn der_bytes(&self) -> &bytes::Bytes {
+        &self.der
+    }
+
+    /// base64url (no padding) of the SHA-256 of the DER encoding: the value a
+    /// certificate-bound token carries in `cnf.x5t#S256` (RFC 8705 §3.1).
+    pub fn sha256_thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+}
+
+impl std::fmt::Debug for PeerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerCertificate")
+            .field("der_len", &self.der.len())
+            .field("x5t#S256", &&*self.thumbprint)
+            .finish()
+    }
+}
+
+impl PartialEq for PeerCertificate {
+    fn eq(&self, other: &Self) -> bool {
+        self.der == other.der
+    }
+}
+
+impl Eq for PeerCertificate {}
+
 /// The default limit on a bearer token's length (16 KiB).
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -489,5 +570,18 @@ mod tests {
             extract(&[long.as_bytes()]),
             Err(RejectionKind::InvalidToken)
         );
+    }
+
+    #[test]
+    fn peer_certificate_thumbprint_is_base64url_sha256_of_der() {
+        // RFC 4648 test vector style: SHA-256("abc").
+        let cert = PeerCertificate::from_der(&b"abc"[..]);
+        assert_eq!(
+            cert.sha256_thumbprint(),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+        assert_eq!(cert.der(), b"abc");
+        assert_eq!(cert.clone(), cert);
+        assert!(!format!("{cert:?}").contains("abc\""));
     }
 }
