@@ -31,6 +31,10 @@ pub(crate) struct FileConfig {
     pub(crate) api_keys: Option<FileApiKeys>,
     pub(crate) introspection: Option<FileIntrospection>,
     pub(crate) revocation: Option<FileRevocation>,
+    /// DPoP proofs (RFC 9449): algorithms, window, nonces, shared replay cache.
+    pub(crate) dpop: Option<crate::config::dpop::FileDpop>,
+    /// The origin clients address (`https://api.example.com`), for DPoP `htu` checks.
+    pub(crate) public_origin: Option<String>,
 }
 
 /// `[server]`: how client connections are served (every key optional).
@@ -61,6 +65,8 @@ pub(crate) struct FileIssuer {
     pub(crate) typ: Option<String>,
     /// `false`: tokens without a `sub` are accepted (default: a subject is required).
     pub(crate) require_subject: Option<bool>,
+    /// `"off"`, `"allowed"` (default) or `"required"`: DPoP for this issuer's tokens.
+    pub(crate) dpop: Option<String>,
     /// Keys given in code (the embedded demo); never read from a file.
     #[serde(skip)]
     pub(crate) keys: Option<StaticKeys>,

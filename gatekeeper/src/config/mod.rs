@@ -1,4 +1,5 @@
 pub(crate) mod credentials;
+pub(crate) mod dpop;
 pub(crate) mod file;
 pub(crate) mod issuer;
 pub(crate) mod ops;
@@ -79,6 +80,9 @@ pub struct Config {
     /// Routes that take requests from a broader, more protected route (logged when serving).
     pub(crate) shadowed: Vec<String>,
     pub(crate) credentials: Credentials,
+    /// DPoP and certificate-binding checks (always on: bound tokens are never accepted as
+    /// Bearer tokens).
+    pub(crate) dpop: tower_gatekeeper::dpop::DpopConfig,
 }
 
 impl Config {
@@ -162,6 +166,12 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
     // Every name a caller's issuer can have: each `[[issuer]]`, then the API keys' and the
     // introspection endpoint's names.
     let mut issuers: Vec<String> = file.issuers.iter().map(|i| i.issuer.clone()).collect();
+    let dpop_modes: Vec<(String, Option<String>)> = file
+        .issuers
+        .iter()
+        .map(|i| (i.issuer.clone(), i.dpop.clone()))
+        .collect();
+    let dpop = dpop::compile_dpop(file.dpop, file.public_origin.as_deref(), &dpop_modes, base)?;
     for (i, issuer) in file.issuers.into_iter().enumerate() {
         let n = i + 1;
         let (keys, validation) = compile_issuer(n, issuer, base)?;
@@ -211,6 +221,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         server,
         credentials,
         shadowed,
+        dpop,
     })
 }
 
