@@ -606,3 +606,73 @@ async fn dpop_config_errors_name_the_key() {
         assert!(error.contains(&path.display().to_string()), "{error}");
     }
 }
+
+#[tokio::test]
+async fn explain_reports_the_binding_checks() {
+    let upstream = Upstream::start().await;
+    let dir = gateway_dir();
+    let path = dir.write_config(&config(upstream.addr, "allowed", true, ""));
+    let config = path.display().to_string();
+    let token = fixture_token("bound-es256");
+    let args = |list: &[&str]| {
+        list.iter()
+            .map(std::ffi::OsString::from)
+            .collect::<Vec<_>>()
+            .into_iter()
+    };
+    let explain = |list: Vec<std::ffi::OsString>| async move {
+        gatekeeper::explain_command(list.into_iter(), std::io::empty()).await
+    };
+
+    let proof = ProofKey::client().proof("GET", &htu(), &token);
+    let (code, out) = explain(
+        args(&[
+            "--config",
+            &config,
+            "--dpop",
+            &proof,
+            "--method",
+            "GET",
+            "--url",
+            &htu(),
+            &token,
+        ])
+        .collect(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("[ok  ] proof"), "{out}");
+    assert!(out.contains("[ok  ] binding"), "{out}");
+    assert!(out.contains(r#"htm "GET""#), "{out}");
+    assert!(!out.contains(&proof), "the proof is echoed");
+
+    // The same proof for another method.
+    let (code, out) = explain(
+        args(&[
+            "--config",
+            &config,
+            "--dpop",
+            &proof,
+            "--method",
+            "POST",
+            "--url",
+            &htu(),
+            &token,
+        ])
+        .collect(),
+    )
+    .await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[FAIL] proof"), "{out}");
+    assert!(out.contains("htm does not match"), "{out}");
+
+    // A bound token without its proof.
+    let (code, out) = explain(args(&["--config", &config, &token]).collect()).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("[FAIL] binding"), "{out}");
+    assert!(out.contains("requires a DPoP proof"), "{out}");
+
+    // --dpop alone is a usage error.
+    let (code, _) = explain(args(&["--config", &config, "--dpop", &proof, &token]).collect()).await;
+    assert_eq!(code, 2);
+}
