@@ -72,7 +72,9 @@ fn bench(c: &mut Criterion) {
     let cached = CachedAuthenticator::new(jwt, CacheConfig::default()).unwrap();
     let auth = DpopAuthenticator::new(
         cached,
-        DpopConfig::new().public_origin("https://api.example.test").unwrap(),
+        DpopConfig::new()
+            .public_origin("https://api.example.test")
+            .unwrap(),
     );
     let mut counter = 0u64;
     let mut proof = || {

@@ -141,7 +141,8 @@ pub struct Rejection {
     description: Cow<'static, str>,
     scope: Option<Arc<str>>,
     retry_after: Option<Duration>,
-    allow: Option<HeaderValue>,
+    /// Shared: rare, and a `HeaderValue` would make every `Result<_, Rejection>` 32 bytes larger.
+    allow: Option<Arc<HeaderValue>>,
     dpop: Option<Arc<DpopChallenge>>,
     #[source]
     source: Option<Arc<dyn StdError + Send + Sync>>,
@@ -211,7 +212,7 @@ impl Rejection {
     /// [`RouteTable::lookup`](crate::authorize::RouteTable::lookup).
     pub fn method_not_allowed(allow: HeaderValue) -> Self {
         let mut rejection = Self::new(RejectionKind::MethodNotAllowed);
-        rejection.allow = Some(allow);
+        rejection.allow = Some(Arc::new(allow));
         rejection
     }
 
@@ -298,7 +299,7 @@ impl Rejection {
 
     /// The `Allow` header value (405 only).
     pub fn allow(&self) -> Option<&HeaderValue> {
-        self.allow.as_ref()
+        self.allow.as_deref()
     }
 
     /// Renders this rejection with the given realm, for `protocol`.
@@ -336,7 +337,7 @@ impl Rejection {
             }
         }
         if let Some(allow) = &self.allow {
-            headers.insert(ALLOW, allow.clone());
+            headers.insert(ALLOW, HeaderValue::clone(allow));
         }
         self.insert_retry_after(headers);
         response
