@@ -12,7 +12,7 @@ secs="${1:-${FUZZ_SECONDS:-60}}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 export RUSTC_BOOTSTRAP="${RUSTC_BOOTSTRAP:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-targets=(${FUZZ_TARGETS:-credential verify jwks discovery gateway_config})
+targets=(${FUZZ_TARGETS:-credential verify jwks discovery gateway_config canonical_path})
 
 cargo fuzz build --sanitizer "$sanitizer"
 for target in "${targets[@]}"; do

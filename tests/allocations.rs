@@ -105,14 +105,14 @@ fn allocations_per_request() {
         warm_blocks < cold_blocks,
         "warm {warm_blocks} vs cold {cold_blocks}"
     );
-    // Measured: 52 without cache, 7 with a warm cache (mostly the request extensions, the
-    // generated request id and the response's header map; `x-user-issuer` costs 2 of the
-    // uncached ones); with the `metrics` feature (labels built per decision even without a
-    // recorder) 58 and 14.
+    // Measured: 52 without cache (53 with rust-crypto alone, whose verifier allocates once
+    // more), 7 with a warm cache (mostly the request extensions, the generated request id
+    // and the response's header map; `x-user-issuer` costs 2 of the uncached ones); with the
+    // `metrics` feature (labels built per decision even without a recorder) 58 and 14.
     let (max_warm, max_cold) = if cfg!(feature = "metrics") {
         (14, 58)
     } else {
-        (8, 52)
+        (8, 53)
     };
     assert!(
         warm_blocks <= max_warm,

@@ -1,5 +1,27 @@
 //! The gatekeeper program as a library: what `main` wires together and what its tests drive
-//! in-process.
+//! in-process. The configuration reference is the package's README.
+//!
+//! - [`load_config`] reads and checks a TOML file into a [`Config`] (errors name the file and
+//!   the key); [`start_demo`] builds the embedded demo's.
+//! - [`run`] serves a `Config` on a listener until a shutdown future resolves; [`run_admin`]
+//!   serves `/healthz`, `/readyz` and `/metrics`.
+//! - [`explain_command`] is `gatekeeper explain`.
+//!
+//! A request goes through `serve` (the listener: connection limits and timeouts), `routes`
+//! (canonical path, route table, one tower stack per route: authenticate, authorize,
+//! propagate), then `proxy` (the upstream request: headers, bodies, timeouts).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let config = gatekeeper::load_config("gateway.toml")?;
+//! let listener = tokio::net::TcpListener::bind(config.listen()).await?;
+//! gatekeeper::run(config, listener, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub(crate) mod admin;
