@@ -256,7 +256,7 @@ async fn a_replayed_proof_is_refused() {
 }
 
 #[tokio::test]
-async fn two_proofs_or_none_are_refused() {
+async fn two_proofs_none_or_a_malformed_one_are_refused() {
     let doc = doc();
     let addr = serve(origin_config(), None).await;
     let c = case(&doc, "valid-es256");
@@ -272,6 +272,16 @@ async fn two_proofs_or_none_are_refused() {
         (none.status, none.error.as_str()),
         (401, "invalid_dpop_proof")
     );
+    // Not a single well-formed JWT (RFC 9449 §4.3 check 2).
+    let appended = format!("{proof}.x");
+    for bad in ["not-a-jwt", "a.b.c", "e30.e30.", appended.as_str()] {
+        let answer = send(addr, "GET", &auth, &[bad]).await;
+        assert_eq!(
+            (answer.status, answer.error.as_str()),
+            (401, "invalid_dpop_proof"),
+            "{bad}"
+        );
+    }
 }
 
 #[tokio::test]
