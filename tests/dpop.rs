@@ -7,6 +7,9 @@
 //! minted by PyJWT (an independent JOSE implementation, `generate_dpop.py`); every verifier
 //! uses a fixed clock at the proofs' `iat`.
 
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -398,4 +401,64 @@ async fn without_public_origin_the_request_host_is_the_origin() {
         (answer.status, answer.error.as_str()),
         (401, "invalid_dpop_proof")
     );
+}
+
+/// The shared replay cache: a proof accepted through one server is refused by another with
+/// its own local cache; a hung Redis (SIGSTOP) fails closed with 503 after the 250 ms timeout,
+/// later requests fail at once while backing off, and service comes back after the back-off.
+#[tokio::test]
+async fn redis_replay_cache_is_shared_and_fails_closed_when_redis_hangs() {
+    let Some(redis) = redis_server::RedisServer::start() else {
+        return;
+    };
+    let doc = doc();
+    let shared = || {
+        let cache = tower_gatekeeper::dpop::ReplayCache::redis(
+            &redis.url(),
+            1000,
+            Duration::from_millis(250),
+        )
+        .unwrap();
+        origin_config().replay_cache(cache)
+    };
+    let a = serve(shared(), None).await;
+    let b = serve(shared(), None).await;
+    let request = |name: &str| {
+        let c = case(&doc, name);
+        (
+            format!("DPoP {}", c["token"].as_str().unwrap()),
+            c["proof"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (auth, proof) = request("valid-es256");
+    assert_eq!(send(a, "GET", &auth, &[&proof]).await.status, 200);
+    let replayed = send(b, "GET", &auth, &[&proof]).await;
+    assert_eq!(
+        (replayed.status, replayed.error.as_str()),
+        (401, "invalid_dpop_proof")
+    );
+
+    redis.pause();
+    let (auth, proof) = request("valid-eddsa");
+    let started = std::time::Instant::now();
+    let hung = send(a, "GET", &auth, &[&proof]).await;
+    let first = started.elapsed();
+    assert_eq!(hung.status, 503, "{}", hung.description);
+    let (auth, proof) = request("valid-rs256");
+    let started = std::time::Instant::now();
+    let backing_off = send(a, "GET", &auth, &[&proof]).await;
+    let next = started.elapsed();
+    assert_eq!(backing_off.status, 503);
+    println!("Redis hung: first DPoP request 503 after {first:?}, the next after {next:?}");
+    assert!(
+        first >= Duration::from_millis(200),
+        "{first:?}: the timeout is waited for"
+    );
+    assert!(first < Duration::from_secs(5), "{first:?}");
+    assert!(next < first, "{next:?}: no second wait while backing off");
+
+    redis.resume();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (auth, proof) = request("valid-ps256");
+    assert_eq!(send(a, "GET", &auth, &[&proof]).await.status, 200);
 }
