@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 const USAGE: &str = "\
 usage: gatekeeper [--config FILE] [--listen ADDR]
-       gatekeeper explain --config FILE [TOKEN | -]
+       gatekeeper explain --config FILE [--dpop PROOF --method M --url U] [TOKEN | -]
 
   (no arguments)    run the embedded demo on 127.0.0.1:8080
   --config FILE     run the gateway described by FILE (TOML; see gateway.example.toml)
