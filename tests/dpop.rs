@@ -8,6 +8,7 @@
 //! uses a fixed clock at the proofs' `iat`.
 
 #[path = "support/redis_server.rs"]
+#[allow(dead_code)] // this file neither kills nor restarts Redis
 mod redis_server;
 
 use std::convert::Infallible;
