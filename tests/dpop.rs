@@ -7,6 +7,7 @@
 //! minted by PyJWT (an independent JOSE implementation, `generate_dpop.py`); every verifier
 //! uses a fixed clock at the proofs' `iat`.
 
+#[cfg(feature = "redis")]
 #[path = "support/redis_server.rs"]
 #[allow(dead_code)] // this file neither kills nor restarts Redis
 mod redis_server;
@@ -407,6 +408,7 @@ async fn without_public_origin_the_request_host_is_the_origin() {
 /// The shared replay cache: a proof accepted through one server is refused by another with
 /// its own local cache; a hung Redis (SIGSTOP) fails closed with 503 after the 250 ms timeout,
 /// later requests fail at once while backing off, and service comes back after the back-off.
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_replay_cache_is_shared_and_fails_closed_when_redis_hangs() {
     let Some(redis) = redis_server::RedisServer::start() else {
