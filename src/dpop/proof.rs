@@ -147,8 +147,16 @@ pub(crate) fn check(proof: &str, expected: &Expected<'_>) -> Result<CheckedProof
         .decode(signature_b64)
         .map_err(|_| ProofError::Malformed)?;
 
+    // A media type: case-insensitive, and "application/" may be left out (RFC 7515 §4.1.9).
+    let is_dpop_type = |typ: &str| {
+        let typ = match typ.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+            _ => typ,
+        };
+        typ.eq_ignore_ascii_case("dpop+jwt")
+    };
     match header.get("typ").and_then(Value::as_str) {
-        Some(typ) if typ.eq_ignore_ascii_case("dpop+jwt") => {}
+        Some(typ) if is_dpop_type(typ) => {}
         _ => return Err(ProofError::WrongType),
     }
     let alg: Algorithm = header

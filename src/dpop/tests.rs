@@ -50,8 +50,18 @@ fn now() -> u64 {
 }
 
 fn proof(key: &SigningKey, jwk: &Map<String, Value>, token: &str, jti: &str) -> String {
+    proof_typed(key, jwk, token, jti, "dpop+jwt")
+}
+
+fn proof_typed(
+    key: &SigningKey,
+    jwk: &Map<String, Value>,
+    token: &str,
+    jti: &str,
+    typ: &str,
+) -> String {
     let mut header = Map::new();
-    header.insert("typ".into(), "dpop+jwt".into());
+    header.insert("typ".into(), typ.into());
     header.insert("jwk".into(), Value::Object(jwk.clone()));
     key.sign_with_header(
         header,
@@ -205,4 +215,35 @@ fn configuration_is_checked() {
     );
     assert_eq!("required".parse::<DpopMode>().unwrap(), DpopMode::Required);
     assert!("on".parse::<DpopMode>().is_err());
+}
+
+#[tokio::test]
+async fn typ_is_a_media_type() {
+    let (key, jwk) = proof_key();
+    let jkt = jwk_thumbprint(&jwk).unwrap();
+    let auth = DpopAuthenticator::new(Fixed(introspected(json!({"jkt": jkt}))), DpopConfig::new());
+    for (n, typ) in ["application/dpop+jwt", "DPoP+JWT", "Application/DPOP+jwt"]
+        .into_iter()
+        .enumerate()
+    {
+        let p = proof_typed(&key, &jwk, "t", &format!("typ-{n}"), typ);
+        assert!(
+            run(&auth, &request("DPoP t", Some(&p), None)).await.is_ok(),
+            "{typ}"
+        );
+    }
+    for (n, typ) in ["jwt", "application/jwt", "dpop", "x/dpop+jwt", "at+jwt"]
+        .into_iter()
+        .enumerate()
+    {
+        let p = proof_typed(&key, &jwk, "t", &format!("bad-{n}"), typ);
+        let err = run(&auth, &request("DPoP t", Some(&p), None))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.description(),
+            "the DPoP proof's typ is not dpop+jwt",
+            "{typ}"
+        );
+    }
 }
