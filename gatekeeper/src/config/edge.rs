@@ -268,7 +268,9 @@ fn check_url(key: &str, text: &str) -> Result<Uri, String> {
         Some("http") => Err(bad(
             "must use https (http only for localhost and loopback addresses)",
         )),
-        _ => Err(bad("must be an https URL")),
+        _ => Err(bad(
+            "is not an absolute https URL, e.g. \"https://api.example.com\"",
+        )),
     }
 }
 
