@@ -11,7 +11,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -216,7 +216,7 @@ impl Limiter {
         let hash = match (self.key, ctx) {
             (RateLimitKey::ClientIp, _) | (_, None) => self.ip_key(req),
             (RateLimitKey::Tenant, Some(ctx)) if ctx.tenant().is_some() => {
-                self.hash(("tenant", ctx.tenant(), ""))
+                self.hash(("tenant", ctx.tenant()))
             }
             (RateLimitKey::ApiKey, Some(ctx))
                 if ctx.credential_kind() == CredentialKind::ApiKey =>
@@ -226,7 +226,7 @@ impl Limiter {
                     .as_ref()
                     .and_then(|name| req.headers().get(name))
                 {
-                    Some(value) => self.hash(("api_key", Some(value.to_str().unwrap_or("")), "")),
+                    Some(value) => self.hash(("api_key", value.as_bytes())),
                     None => self.subject_key(ctx, req),
                 }
             }
@@ -238,7 +238,7 @@ impl Limiter {
 
     fn subject_key<B>(&self, ctx: &AuthContext, req: &Request<B>) -> u64 {
         match ctx.subject() {
-            Some(subject) => self.hash(("subject", Some(subject), ctx.issuer().unwrap_or(""))),
+            Some(subject) => self.hash(("subject", subject, ctx.issuer().unwrap_or(""))),
             None => self.ip_key(req),
         }
     }
@@ -247,16 +247,16 @@ impl Limiter {
         match client_ip(req, &self.server) {
             Some(IpAddr::V6(ip)) => {
                 // One /64 is what a single host is usually given.
-                let prefix = u128::from(ip) >> 64;
-                self.hash(("ipv6", Some(&prefix.to_string()), ""))
+                let prefix = (u128::from(ip) >> 64) as u64;
+                self.hash(("ipv6", prefix))
             }
-            Some(IpAddr::V4(ip)) => self.hash(("ipv4", Some(&ip.to_string()), "")),
-            None => self.hash(("ip", None, "")),
+            Some(IpAddr::V4(ip)) => self.hash(("ipv4", u32::from(ip))),
+            None => self.hash("ip"),
         }
     }
 
-    fn hash(&self, parts: (&str, Option<&str>, &str)) -> u64 {
-        self.hasher.hash_one(parts)
+    fn hash(&self, identity: impl Hash) -> u64 {
+        self.hasher.hash_one(identity)
     }
 }
 
@@ -475,7 +475,7 @@ mod tests {
             let limiter = Limiter::new(&spec(10.0, 20, max_keys), None, Arc::clone(&server));
             for n in 0..1_000_000u64 {
                 let subject = format!("user-{n}");
-                let key = limiter.hash(("subject", Some(&subject), "https://issuer"));
+                let key = limiter.hash(("subject", subject.as_str(), "https://issuer"));
                 limiter.check_key(key.max(1));
             }
             let tracked = limiter.tracked();

@@ -64,7 +64,9 @@ pub(crate) fn compile_cors(raw: FileCors) -> Result<CorsLayer, String> {
                 .map_err(|why| format!("[cors]: `allow_origins`: {text:?} {why}"))?;
             values.push(origin);
         }
-        AllowOrigin::list(values)
+        // A predicate shares the list (an `Arc`) instead of copying it for every request.
+        let values: std::sync::Arc<[HeaderValue]> = values.into();
+        AllowOrigin::predicate(move |origin, _| values.contains(origin))
     };
 
     let methods_list: Vec<String> = raw
