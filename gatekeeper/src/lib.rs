@@ -27,10 +27,13 @@
 pub(crate) mod admin;
 pub(crate) mod body;
 pub(crate) mod config;
+pub(crate) mod cors;
 pub(crate) mod credentials;
 pub(crate) mod demo;
 pub(crate) mod explain;
+pub(crate) mod metadata;
 pub(crate) mod proxy;
+pub(crate) mod rate_limit;
 pub(crate) mod response;
 pub(crate) mod routes;
 pub(crate) mod serve;

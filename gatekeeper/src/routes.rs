@@ -49,6 +49,10 @@ pub(crate) struct Table {
     pub(crate) path_policy: PathPolicy,
     /// Renders the gateway's own rejections (405) like the layers' ones.
     pub(crate) realm: DefaultRejection,
+    /// `[cors]`: answers preflights and decorates responses, before routing.
+    pub(crate) cors: Option<tower_http::cors::CorsLayer>,
+    /// `[resource_metadata]`: the RFC 9728 document, served before routing.
+    pub(crate) resource_metadata: Option<Arc<crate::metadata::ResourceMetadata>>,
 }
 
 pub(crate) struct RouteEntry {
@@ -71,6 +75,8 @@ impl Gateway {
             ops,
             credentials,
             server,
+            cors,
+            resource_metadata,
             ..
         } = config;
         let parts = RouteParts {
@@ -113,6 +119,8 @@ impl Gateway {
                 entries,
                 path_policy,
                 realm: parts.realm,
+                cors,
+                resource_metadata,
             }),
         }
     }
@@ -133,7 +141,31 @@ impl Gateway {
         response
     }
 
-    pub(crate) async fn handle(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
+    /// Serves one request: CORS (when configured) in front of [`route`](Self::route).
+    pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<GatewayBody> {
+        match &self.inner.cors {
+            Some(cors) => crate::cors::handle(cors, self.clone(), req).await,
+            None => self.route(req).await,
+        }
+    }
+
+    /// Whether a route serves `path` (for some method).
+    fn routed(&self, path: &str) -> bool {
+        self.inner
+            .path_policy
+            .canonicalize(path)
+            .is_ok_and(|canonical| {
+                !matches!(
+                    self.inner
+                        .table
+                        .lookup(&http::Method::GET, canonical.as_str()),
+                    Lookup::NotFound
+                )
+            })
+    }
+
+    /// Serves one request: the metadata document, or the route's stack.
+    pub(crate) async fn route(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
         let protocol = Protocol::of(&req);
         if let Some(problem) = host_problem(&req) {
             return gateway_error(
@@ -142,6 +174,11 @@ impl Gateway {
                 "invalid_request",
                 problem,
             );
+        }
+        if let Some(metadata) = &self.inner.resource_metadata
+            && let Some(response) = metadata.answer(&req, |path| self.routed(path))
+        {
+            return response;
         }
         let canonical = match self.inner.path_policy.canonicalize(req.uri().path()) {
             Ok(canonical) => canonical,
@@ -250,6 +287,10 @@ pub(crate) fn route_service<A: Authenticator>(
     proxy: Proxy,
     ops: &Ops,
 ) -> RouteService {
+    let limiter = route.rate_limit.as_ref().map(|spec| {
+        crate::rate_limit::Limiter::new(spec, proxy.strip.clone(), Arc::clone(&proxy.server))
+    });
+    let rate_limit = crate::rate_limit::RateLimitLayer::new(limiter);
     let proxy = tower::service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.forward(req).await) }
@@ -258,6 +299,7 @@ pub(crate) fn route_service<A: Authenticator>(
         RouteAuth::Public => {
             return boxed(
                 ServiceBuilder::new()
+                    .layer(rate_limit)
                     .layer(ContextPropagationLayer::new())
                     .service(proxy),
             );
@@ -275,6 +317,8 @@ pub(crate) fn route_service<A: Authenticator>(
     boxed(
         ServiceBuilder::new()
             .layer(ops.authenticate_layer(authenticate.rejection_response(realm.clone())))
+            // Counted per identity, after authentication and before the policy.
+            .layer(rate_limit)
             .layer(ops.authorize_layer(
                 AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()),
             ))

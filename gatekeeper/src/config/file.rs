@@ -31,6 +31,10 @@ pub(crate) struct FileConfig {
     pub(crate) api_keys: Option<FileApiKeys>,
     pub(crate) introspection: Option<FileIntrospection>,
     pub(crate) revocation: Option<FileRevocation>,
+    /// Cross-origin requests from browsers (`[cors]`).
+    pub(crate) cors: Option<crate::config::edge::FileCors>,
+    /// RFC 9728 protected resource metadata (`[resource_metadata]`).
+    pub(crate) resource_metadata: Option<crate::config::edge::FileResourceMetadata>,
 }
 
 /// `[server]`: how client connections are served (every key optional).
@@ -81,6 +85,7 @@ pub(crate) struct FileRoute {
     pub(crate) max_concurrency: Option<usize>,
     pub(crate) allow_path_forms: Option<Vec<String>>,
     pub(crate) rules: RuleConfig,
+    pub(crate) rate_limit: Option<crate::config::edge::FileRateLimit>,
 }
 
 /// A `[[route]]` as written: the route's own keys, and the rest for [`RuleConfig`], which
@@ -97,6 +102,7 @@ struct RawRoute {
     query_token: Option<String>,
     max_concurrency: Option<usize>,
     allow_path_forms: Option<Vec<String>>,
+    rate_limit: Option<crate::config::edge::FileRateLimit>,
     #[serde(flatten)]
     rules: toml::Table,
 }
@@ -109,7 +115,7 @@ impl TryFrom<RawRoute> for FileRoute {
             .try_into::<RuleConfig>()
             .map_err(|e| {
                 format!(
-                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency and allow_path_forms)",
+                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency, allow_path_forms and rate_limit)",
                     e.message().trim_end()
                 )
             })?;
@@ -123,6 +129,7 @@ impl TryFrom<RawRoute> for FileRoute {
             max_concurrency: raw.max_concurrency,
             allow_path_forms: raw.allow_path_forms,
             rules,
+            rate_limit: raw.rate_limit,
         })
     }
 }

@@ -1,4 +1,5 @@
 pub(crate) mod credentials;
+pub(crate) mod edge;
 pub(crate) mod file;
 pub(crate) mod issuer;
 pub(crate) mod ops;
@@ -79,6 +80,10 @@ pub struct Config {
     /// Routes that take requests from a broader, more protected route (logged when serving).
     pub(crate) shadowed: Vec<String>,
     pub(crate) credentials: Credentials,
+    /// `[cors]`: tower-http's CORS layer, answering preflights before routing.
+    pub(crate) cors: Option<tower_http::cors::CorsLayer>,
+    /// `[resource_metadata]`: the RFC 9728 document.
+    pub(crate) resource_metadata: Option<std::sync::Arc<crate::metadata::ResourceMetadata>>,
 }
 
 impl Config {
@@ -191,11 +196,22 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
                 issuers: &issuers,
                 global_rego: file.rego.as_ref(),
                 base,
+                api_keys: credentials.api_keys.is_some(),
             };
             compile_route(i + 1, route, &context)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (table, shadowed) = compile_table(&routes)?;
+    let cors = file.cors.map(edge::compile_cors).transpose()?;
+    let resource_metadata = file
+        .resource_metadata
+        .map(|raw| edge::compile_resource_metadata(raw, &issuers))
+        .transpose()?;
+    // Every challenge points to the metadata document.
+    let realm = match &resource_metadata {
+        Some(metadata) => realm.resource_metadata(metadata.url()),
+        None => realm,
+    };
     let token_cache = compile_cache(file.cache)?;
     let ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
 
@@ -211,6 +227,8 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         server,
         credentials,
         shadowed,
+        cors,
+        resource_metadata: resource_metadata.map(std::sync::Arc::new),
     })
 }
 

@@ -30,6 +30,8 @@ pub(crate) struct RouteSpec {
     /// protected one: 0 public, 1 optional, 2 required, 3 with rules.
     pub(crate) protection: u8,
     pub(crate) policy: BoxPolicy,
+    /// The per-identity rate limit (`rate_limit`), if any.
+    pub(crate) rate_limit: Option<crate::rate_limit::RateLimitSpec>,
 }
 
 /// What every route is checked against.
@@ -43,6 +45,8 @@ pub(crate) struct RouteContext<'a> {
     pub(crate) global_rego: Option<&'a RegoConfig>,
     /// The configuration file's directory.
     pub(crate) base: &'a Path,
+    /// Whether `[api_keys]` is configured.
+    pub(crate) api_keys: bool,
 }
 
 pub(crate) fn compile_route(
@@ -55,6 +59,7 @@ pub(crate) fn compile_route(
         issuers,
         global_rego,
         base,
+        api_keys,
     } = *context;
     let label = format!("[[route]] #{n} (path {:?})", raw.path);
     if !raw.path.starts_with('/') {
@@ -115,6 +120,17 @@ pub(crate) fn compile_route(
         _ => {}
     }
 
+    let rate_limit = raw
+        .rate_limit
+        .map(|limit| {
+            crate::config::edge::compile_rate_limit(
+                &label,
+                limit,
+                raw.auth == RouteAuth::Public,
+                api_keys,
+            )
+        })
+        .transpose()?;
     let rules = raw.rules;
     let protection = match raw.auth {
         RouteAuth::Public => 0,
@@ -173,6 +189,7 @@ pub(crate) fn compile_route(
         path_policy,
         protection,
         policy,
+        rate_limit,
     })
 }
 
