@@ -18,14 +18,15 @@ use tower_gatekeeper::authorize::{Lookup, RouteTable};
 use tower_gatekeeper::path::{PathError, PathPolicy};
 use tower_gatekeeper::reject::{DefaultRejection, Protocol, RejectionResponse};
 use tower_gatekeeper::revocation::Revocable;
-use tower_gatekeeper::{
-    AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, ContextPropagationLayer,
-};
+use tower_gatekeeper::authorize::ShadowStats;
+use tower_gatekeeper::keys::IssuerKeys;
+use tower_gatekeeper::{AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, JwtAuthenticator};
 use tracing::{debug, info};
 
 use crate::Config;
 use crate::config::file::RouteAuth;
 use crate::config::ops::Ops;
+use crate::config::policy::route_policy;
 use crate::config::route::{RouteSpec, method_list};
 use crate::config::server::Server;
 use crate::proxy::{Clients, Proxy, with_path};
@@ -49,6 +50,12 @@ pub(crate) struct Table {
     pub(crate) path_policy: PathPolicy,
     /// Renders the gateway's own rejections (405) like the layers' ones.
     pub(crate) realm: DefaultRejection,
+    /// The verified-token cache in front of JWT verification, for the admin actions.
+    pub(crate) cached: Option<CachedAuthenticator<JwtAuthenticator<IssuerKeys>>>,
+    /// The report-only counts of each route's `shadow` rules.
+    pub(crate) shadows: Vec<Arc<ShadowStats>>,
+    /// The `[server]` settings this table was built with.
+    pub(crate) server: Arc<Server>,
 }
 
 pub(crate) struct RouteEntry {
@@ -90,8 +97,13 @@ impl Gateway {
         // holds JWTs only, so introspection results keep their own TTLs (`cache_ttl_seconds`,
         // `negative_ttl_seconds`) instead of living as long as `[cache] max_ttl_seconds`. Each
         // layer only when configured; revocation is checked outermost, for every request.
+        let mut cached = None;
         let jwt = authenticator.map(|jwt| match token_cache {
-            Some(cache) => BoxAuthenticator::new(CachedAuthenticator::with_cache(jwt, cache)),
+            Some(cache) => {
+                let jwt = CachedAuthenticator::with_cache(jwt, cache);
+                cached = Some(jwt.clone());
+                BoxAuthenticator::new(jwt)
+            }
             None => BoxAuthenticator::new(jwt),
         });
         let mut authenticator = if credentials.authenticates() {
@@ -106,6 +118,10 @@ impl Gateway {
         let path_policy = routes.iter().fold(PathPolicy::strict(), |all, route| {
             all.union(route.path_policy)
         });
+        let shadows = routes
+            .iter()
+            .filter_map(|route| route.shadow.as_ref().map(|shadow| shadow.stats()))
+            .collect();
         let entries = route_entries(authenticator.as_ref(), routes, &parts);
         Gateway {
             inner: Arc::new(Table {
@@ -113,8 +129,16 @@ impl Gateway {
                 entries,
                 path_policy,
                 realm: parts.realm,
+                cached,
+                shadows,
+                server: Arc::clone(&parts.server),
             }),
         }
+    }
+
+    /// The `[server]` settings of this configuration.
+    pub(crate) fn server(&self) -> Arc<Server> {
+        Arc::clone(&self.inner.server)
     }
 
     pub(crate) async fn handle_logged(&self, req: Request<Incoming>) -> Response<GatewayBody> {
@@ -258,7 +282,7 @@ pub(crate) fn route_service<A: Authenticator>(
         RouteAuth::Public => {
             return boxed(
                 ServiceBuilder::new()
-                    .layer(ContextPropagationLayer::new())
+                    .layer(ops.propagation.clone())
                     .service(proxy),
             );
         }
@@ -276,9 +300,10 @@ pub(crate) fn route_service<A: Authenticator>(
         ServiceBuilder::new()
             .layer(ops.authenticate_layer(authenticate.rejection_response(realm.clone())))
             .layer(ops.authorize_layer(
-                AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()),
+                AuthorizeLayer::new(route_policy(route, ops.ext_authz.as_ref()))
+                    .rejection_response(realm.clone()),
             ))
-            .layer(ContextPropagationLayer::new())
+            .layer(ops.propagation.clone())
             .service(proxy),
     )
 }

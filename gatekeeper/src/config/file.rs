@@ -31,6 +31,36 @@ pub(crate) struct FileConfig {
     pub(crate) api_keys: Option<FileApiKeys>,
     pub(crate) introspection: Option<FileIntrospection>,
     pub(crate) revocation: Option<FileRevocation>,
+    /// `"text"` (default) or `"json"`: one JSON object per log line.
+    pub(crate) log_format: Option<String>,
+    /// The admin token's SHA-256 (hex), inline or in a file: admin actions need one.
+    pub(crate) admin_token_sha256: Option<String>,
+    pub(crate) admin_token_file: Option<PathBuf>,
+    /// `[context]`: the signed context minted for upstreams.
+    pub(crate) context: Option<FileContext>,
+    /// `[ext_authz]`: the external authorizer.
+    pub(crate) ext_authz: Option<FileExtAuthz>,
+}
+
+/// `[context]`: sign the propagated identity for the upstreams.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileContext {
+    /// PKCS#8 PEM private key: Ed25519 signs EdDSA, P-256 signs ES256.
+    pub(crate) sign_key_file: PathBuf,
+    pub(crate) kid: String,
+    pub(crate) audience: String,
+    pub(crate) issuer: Option<String>,
+    pub(crate) lifetime_seconds: Option<f64>,
+}
+
+/// `[ext_authz]`: an external HTTP authorizer asked for every authenticating route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileExtAuthz {
+    pub(crate) url: String,
+    pub(crate) timeout_seconds: Option<f64>,
+    pub(crate) max_connections: Option<usize>,
 }
 
 /// `[server]`: how client connections are served (every key optional).
@@ -81,6 +111,10 @@ pub(crate) struct FileRoute {
     pub(crate) max_concurrency: Option<usize>,
     pub(crate) allow_path_forms: Option<Vec<String>>,
     pub(crate) rules: RuleConfig,
+    /// Rule keys evaluated report-only (`shadow = { roles_any = [...] }`).
+    pub(crate) shadow: Option<RuleConfig>,
+    /// `false`: this route does not ask `[ext_authz]`.
+    pub(crate) ext_authz: Option<bool>,
 }
 
 /// A `[[route]]` as written: the route's own keys, and the rest for [`RuleConfig`], which
@@ -97,6 +131,8 @@ struct RawRoute {
     query_token: Option<String>,
     max_concurrency: Option<usize>,
     allow_path_forms: Option<Vec<String>>,
+    shadow: Option<toml::Table>,
+    ext_authz: Option<bool>,
     #[serde(flatten)]
     rules: toml::Table,
 }
@@ -109,10 +145,18 @@ impl TryFrom<RawRoute> for FileRoute {
             .try_into::<RuleConfig>()
             .map_err(|e| {
                 format!(
-                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency and allow_path_forms)",
+                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency, allow_path_forms, shadow and ext_authz)",
                     e.message().trim_end()
                 )
             })?;
+        let shadow = raw
+            .shadow
+            .map(|table| {
+                toml::Value::Table(table)
+                    .try_into::<RuleConfig>()
+                    .map_err(|e| format!("`shadow`: {}", e.message().trim_end()))
+            })
+            .transpose()?;
         Ok(FileRoute {
             path: raw.path,
             methods: raw.methods,
@@ -123,6 +167,8 @@ impl TryFrom<RawRoute> for FileRoute {
             max_concurrency: raw.max_concurrency,
             allow_path_forms: raw.allow_path_forms,
             rules,
+            shadow,
+            ext_authz: raw.ext_authz,
         })
     }
 }

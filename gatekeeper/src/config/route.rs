@@ -7,6 +7,7 @@ use http::Method;
 use http::uri::{Authority, Uri};
 use tower_gatekeeper::PolicyEvaluator;
 use tower_gatekeeper::authorize::{AllowAll, BoxPolicy, RegoConfig, RouteTable, RouteTableError};
+use tower_gatekeeper::authorize::Shadow;
 use tower_gatekeeper::path::{PathForm, PathPolicy};
 
 /// A checked `[[route]]`.
@@ -30,6 +31,10 @@ pub(crate) struct RouteSpec {
     /// protected one: 0 public, 1 optional, 2 required, 3 with rules.
     pub(crate) protection: u8,
     pub(crate) policy: BoxPolicy,
+    /// Rules evaluated report-only (`shadow`): logged and counted, never enforced.
+    pub(crate) shadow: Option<Shadow<BoxPolicy>>,
+    /// `Some(false)`: this route does not ask `[ext_authz]`.
+    pub(crate) ext_authz: Option<bool>,
 }
 
 /// What every route is checked against.
@@ -115,6 +120,7 @@ pub(crate) fn compile_route(
         _ => {}
     }
 
+    let shadow = crate::config::policy::compile_shadow(&label, raw.shadow, raw.auth, issuers, base)?;
     let rules = raw.rules;
     let protection = match raw.auth {
         RouteAuth::Public => 0,
@@ -173,6 +179,8 @@ pub(crate) fn compile_route(
         path_policy,
         protection,
         policy,
+        shadow,
+        ext_authz: raw.ext_authz,
     })
 }
 
