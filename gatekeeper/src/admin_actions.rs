@@ -139,13 +139,14 @@ struct Empty {}
 /// Parses a JSON body (an empty body reads as `{}`), or answers 400 saying what is wrong.
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response<Full<Bytes>>> {
     let body = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &format!("the body is not the expected JSON object: {e}"),
-        )
-    })
+    let refuse = |why: String| error(StatusCode::BAD_REQUEST, "invalid_request", &why);
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| refuse(format!("the body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(refuse("the body must be a JSON object".to_owned()));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| refuse(format!("the body is not the expected JSON object: {e}")))
 }
 
 async fn revoke(
