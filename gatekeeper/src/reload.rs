@@ -113,6 +113,12 @@ impl Live {
         self.inner.current.load().gateway.clone()
     }
 
+    /// The revocation store (`[revocation]`) the gateway serves with: the one it started
+    /// with, kept by every reload.
+    pub fn revocations(&self) -> Option<Revocations> {
+        self.inner.current.load().revocations.clone()
+    }
+
     /// The admin listener's address (`admin_listen`) as started.
     pub(crate) fn admin_listen(&self) -> Option<std::net::SocketAddr> {
         self.inner.current.load().fixed.admin_listen
