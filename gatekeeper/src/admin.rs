@@ -89,7 +89,9 @@ async fn serve_admin(
                     let path = req.uri().path();
                     let response = if ACTIONS.contains(&path) {
                         action(live.as_ref(), req).await
-                    } else if path == "/shadow" && matches!(*req.method(), Method::GET | Method::HEAD) {
+                    } else if path == "/shadow"
+                        && matches!(*req.method(), Method::GET | Method::HEAD)
+                    {
                         shadow_counts(live.as_ref())
                     } else {
                         admin_response(req.method(), path, ready)

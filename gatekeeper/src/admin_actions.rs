@@ -18,7 +18,12 @@ use tracing::{info, warn};
 use crate::reload::Live;
 
 /// The paths of the actions, all `POST`.
-pub(crate) const ACTIONS: [&str; 4] = ["/revoke/token", "/revoke/subject", "/keys/refresh", "/reload"];
+pub(crate) const ACTIONS: [&str; 4] = [
+    "/revoke/token",
+    "/revoke/subject",
+    "/keys/refresh",
+    "/reload",
+];
 /// The largest request body an action reads.
 const MAX_BODY: usize = 64 * 1024;
 /// How long "refresh keys now" waits for each issuer's fetch.
@@ -30,12 +35,22 @@ const MAX_FUTURE: Duration = Duration::from_secs(300);
 /// Answers `POST` on one of [`ACTIONS`].
 pub(crate) async fn action(live: Option<&Live>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
-        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "admin actions take POST");
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "admin actions take POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
     let Some(live) = live else {
-        return error(StatusCode::NOT_FOUND, "not_found", "admin actions are not served by this listener");
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "admin actions are not served by this listener",
+        );
     };
     let current = live.current();
     let Some(token) = &current.admin.token else {
@@ -79,10 +94,18 @@ pub(crate) async fn action(live: Option<&Live>, req: Request<Incoming>) -> Respo
         "/revoke/token" => match parse::<RevokeToken>(&body) {
             Ok(body) => match UNIX_EPOCH.checked_add(Duration::from_secs(body.exp)) {
                 Some(exp) => {
-                    revoke(current.revocations.as_ref(), Revocation::token(body.jti, exp), "token")
-                        .await
+                    revoke(
+                        current.revocations.as_ref(),
+                        Revocation::token(body.jti, exp),
+                        "token",
+                    )
+                    .await
                 }
-                None => error(StatusCode::BAD_REQUEST, "invalid_request", "`exp` is out of range"),
+                None => error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "`exp` is out of range",
+                ),
             },
             Err(response) => response,
         },
@@ -100,7 +123,12 @@ pub(crate) async fn action(live: Option<&Live>, req: Request<Incoming>) -> Respo
                         "`issued_before` is more than 5 minutes in the future; revoke up to now, and disable future logins at the identity provider",
                     );
                 };
-                revoke(current.revocations.as_ref(), Revocation::subject(body.sub, at), "subject").await
+                revoke(
+                    current.revocations.as_ref(),
+                    Revocation::subject(body.sub, at),
+                    "subject",
+                )
+                .await
             }
             Err(response) => response,
         },
@@ -138,10 +166,14 @@ struct Empty {}
 
 /// Parses a JSON body (an empty body reads as `{}`), or answers 400 saying what is wrong.
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response<Full<Bytes>>> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        body
+    };
     let refuse = |why: String| error(StatusCode::BAD_REQUEST, "invalid_request", &why);
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| refuse(format!("the body is not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| refuse(format!("the body is not JSON: {e}")))?;
     if !value.is_object() {
         return Err(refuse("the body must be a JSON object".to_owned()));
     }
@@ -177,10 +209,16 @@ async fn revoke(
                 }),
             )
         }
-        Err(RevocationError::Refused(why)) => {
-            error(StatusCode::BAD_REQUEST, "invalid_request", &format!("not revoked: {why}"))
-        }
-        Err(other) => error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", &other.to_string()),
+        Err(RevocationError::Refused(why)) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("not revoked: {why}"),
+        ),
+        Err(other) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            &other.to_string(),
+        ),
     }
 }
 
@@ -210,8 +248,15 @@ async fn refresh(current: &crate::reload::Current) -> Response<Full<Bytes>> {
         None => false,
     };
     info!(failed, "keys refreshed through the admin endpoint");
-    let status = if failed { StatusCode::BAD_GATEWAY } else { StatusCode::OK };
-    ok(status, json!({"issuers": issuers, "cache_cleared": cleared}))
+    let status = if failed {
+        StatusCode::BAD_GATEWAY
+    } else {
+        StatusCode::OK
+    };
+    ok(
+        status,
+        json!({"issuers": issuers, "cache_cleared": cleared}),
+    )
 }
 
 /// `None` for keys given in files (nothing to fetch).
@@ -237,7 +282,11 @@ async fn reload(live: &Live) -> Response<Full<Bytes>> {
             StatusCode::OK,
             json!({"reloaded": true, "routes": reloaded.routes, "needs_restart": reloaded.needs_restart}),
         ),
-        Err(refused) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration", &refused.to_string()),
+        Err(refused) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_configuration",
+            &refused.to_string(),
+        ),
     }
 }
 
@@ -275,5 +324,8 @@ fn ok(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
 }
 
 fn error(status: StatusCode, code: &str, description: &str) -> Response<Full<Bytes>> {
-    ok(status, json!({"error": code, "error_description": description}))
+    ok(
+        status,
+        json!({"error": code, "error_description": description}),
+    )
 }

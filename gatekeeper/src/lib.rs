@@ -16,12 +16,12 @@ pub(crate) mod routes;
 pub(crate) mod serve;
 
 pub use admin::{run_admin, run_admin_live, start_admin};
+pub use config::admin::{LogFormat, log_format_of};
 pub use config::{Config, ConfigFileError, DEFAULT_LISTEN, DEFAULT_UPSTREAM_TIMEOUT, load_config};
 pub use demo::{DEMO_AUDIENCE, DEMO_ISSUER, Demo, demo_instructions, start_demo};
 pub use explain::explain_command;
-pub use serve::BoxError;
-pub use config::admin::{LogFormat, log_format_of};
 pub use reload::{Live, Reloaded};
+pub use serve::BoxError;
 pub use serve::{run, run_live};
 /// The revocation store `[revocation]` configures ([`Config::revocations`]).
 pub use tower_gatekeeper::revocation::Revocations;

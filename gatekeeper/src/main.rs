@@ -43,7 +43,11 @@ async fn main() -> ExitCode {
         }
     };
     // Read before anything is logged, so that every line has the configured format.
-    let format = args.config.as_deref().map(log_format_of).unwrap_or_default();
+    let format = args
+        .config
+        .as_deref()
+        .map(log_format_of)
+        .unwrap_or_default();
     init_tracing(format);
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,13 +14,15 @@ use tokio::sync::Semaphore;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_gatekeeper::authenticate::{BoxAuthenticator, CachedAuthenticator};
+use tower_gatekeeper::authorize::ShadowStats;
 use tower_gatekeeper::authorize::{Lookup, RouteTable};
+use tower_gatekeeper::keys::IssuerKeys;
 use tower_gatekeeper::path::{PathError, PathPolicy};
 use tower_gatekeeper::reject::{DefaultRejection, Protocol, RejectionResponse};
 use tower_gatekeeper::revocation::Revocable;
-use tower_gatekeeper::authorize::ShadowStats;
-use tower_gatekeeper::keys::IssuerKeys;
-use tower_gatekeeper::{AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, JwtAuthenticator};
+use tower_gatekeeper::{
+    AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, JwtAuthenticator,
+};
 use tracing::{debug, info};
 
 use crate::Config;
@@ -299,10 +301,12 @@ pub(crate) fn route_service<A: Authenticator>(
     boxed(
         ServiceBuilder::new()
             .layer(ops.authenticate_layer(authenticate.rejection_response(realm.clone())))
-            .layer(ops.authorize_layer(
-                AuthorizeLayer::new(route_policy(route, ops.ext_authz.as_ref()))
-                    .rejection_response(realm.clone()),
-            ))
+            .layer(
+                ops.authorize_layer(
+                    AuthorizeLayer::new(route_policy(route, ops.ext_authz.as_ref()))
+                        .rejection_response(realm.clone()),
+                ),
+            )
             .layer(ops.propagation.clone())
             .service(proxy),
     )

@@ -84,8 +84,10 @@ impl Gateway {
 }
 
 async fn upstream() -> SocketAddr {
-    support::http_server::serve(|_req| async { Response::new(Full::new(Bytes::from_static(b"ok"))) })
-        .await
+    support::http_server::serve(|_req| async {
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    })
+    .await
 }
 
 fn admin_keys() -> String {
@@ -94,7 +96,8 @@ fn admin_keys() -> String {
 
 #[tokio::test]
 async fn revoking_a_token_and_a_subject_in_memory() {
-    let gateway = Gateway::start(&format!("{}[revocation]\n", admin_keys()), upstream().await).await;
+    let gateway =
+        Gateway::start(&format!("{}[revocation]\n", admin_keys()), upstream().await).await;
     let rs256 = token("rs256_valid");
     assert_eq!(gateway.get(&rs256).await, StatusCode::OK);
 
@@ -106,7 +109,10 @@ async fn revoking_a_token_and_a_subject_in_memory() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(json_body(response).await, json!({"revoked": "token", "shared": true}));
+    assert_eq!(
+        json_body(response).await,
+        json!({"revoked": "token", "shared": true})
+    );
     // Revoked at once, though the token was cached by the first request.
     assert_eq!(gateway.get(&rs256).await, StatusCode::UNAUTHORIZED);
     // Other tokens of the subject still pass.
@@ -115,7 +121,11 @@ async fn revoking_a_token_and_a_subject_in_memory() {
 
     // The subject, for every token issued up to now.
     let response = gateway
-        .admin("/revoke/subject", Some(ADMIN_TOKEN), r#"{"sub": "user-123"}"#)
+        .admin(
+            "/revoke/subject",
+            Some(ADMIN_TOKEN),
+            r#"{"sub": "user-123"}"#,
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(gateway.get(&es256).await, StatusCode::UNAUTHORIZED);
@@ -123,7 +133,8 @@ async fn revoking_a_token_and_a_subject_in_memory() {
 
 #[tokio::test]
 async fn admin_actions_need_the_admin_token() {
-    let gateway = Gateway::start(&format!("{}[revocation]\n", admin_keys()), upstream().await).await;
+    let gateway =
+        Gateway::start(&format!("{}[revocation]\n", admin_keys()), upstream().await).await;
     let body = r#"{"jti": "fixture-rs256_valid", "exp": 4102444800}"#;
     for bearer in [None, Some("wrong"), Some(""), Some(&ADMIN_TOKEN[..10])] {
         let response = gateway.admin("/revoke/token", bearer, body).await;
@@ -134,7 +145,9 @@ async fn admin_actions_need_the_admin_token() {
         );
     }
     // The hash itself is not the token.
-    let response = gateway.admin("/revoke/token", Some(&admin_sha256()), body).await;
+    let response = gateway
+        .admin("/revoke/token", Some(&admin_sha256()), body)
+        .await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     for path in ["/keys/refresh", "/reload", "/revoke/subject"] {
         let response = gateway.admin(path, None, "{}").await;
@@ -147,7 +160,12 @@ async fn admin_actions_need_the_admin_token() {
 #[tokio::test]
 async fn without_an_admin_token_the_actions_are_not_served() {
     let gateway = Gateway::start("[revocation]\n", upstream().await).await;
-    for path in ["/revoke/token", "/revoke/subject", "/keys/refresh", "/reload"] {
+    for path in [
+        "/revoke/token",
+        "/revoke/subject",
+        "/keys/refresh",
+        "/reload",
+    ] {
         let response = gateway.admin(path, Some(ADMIN_TOKEN), "{}").await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
         let body = json_body(response).await;
@@ -165,19 +183,48 @@ async fn without_an_admin_token_the_actions_are_not_served() {
 
 #[tokio::test]
 async fn bad_admin_requests_are_400_and_change_nothing() {
-    let gateway = Gateway::start(&format!("{}[revocation]\n", admin_keys()), upstream().await).await;
+    let gateway =
+        Gateway::start(&format!("{}[revocation]\n", admin_keys()), upstream().await).await;
     for (path, body, mentions) in [
         ("/revoke/token", "not json", "expected"),
         ("/revoke/token", "{}", "missing field `jti`"),
         ("/revoke/token", r#"{"jti": "x"}"#, "missing field `exp`"),
         ("/revoke/token", r#"{"jti": 7, "exp": 1}"#, "invalid type"),
-        ("/revoke/token", r#"{"jti": "x", "exp": -1}"#, "invalid value"),
-        ("/revoke/token", r#"{"jti": "x", "exp": 1.5}"#, "invalid type"),
-        ("/revoke/token", r#"{"jti": "x", "exp": 18446744073709551615}"#, "out of range"),
-        ("/revoke/token", r#"{"jti": "", "exp": 4102444800}"#, "not revoked"),
-        ("/revoke/token", r#"{"jti": "x", "exp": 1, "sub": "y"}"#, "unknown field `sub`"),
-        ("/revoke/subject", r#"{"sub": "user-123", "issued_before": 4102444800}"#, "future"),
-        ("/revoke/subject", r#"{"subject": "user-123"}"#, "unknown field"),
+        (
+            "/revoke/token",
+            r#"{"jti": "x", "exp": -1}"#,
+            "invalid value",
+        ),
+        (
+            "/revoke/token",
+            r#"{"jti": "x", "exp": 1.5}"#,
+            "invalid type",
+        ),
+        (
+            "/revoke/token",
+            r#"{"jti": "x", "exp": 18446744073709551615}"#,
+            "out of range",
+        ),
+        (
+            "/revoke/token",
+            r#"{"jti": "", "exp": 4102444800}"#,
+            "not revoked",
+        ),
+        (
+            "/revoke/token",
+            r#"{"jti": "x", "exp": 1, "sub": "y"}"#,
+            "unknown field `sub`",
+        ),
+        (
+            "/revoke/subject",
+            r#"{"sub": "user-123", "issued_before": 4102444800}"#,
+            "future",
+        ),
+        (
+            "/revoke/subject",
+            r#"{"subject": "user-123"}"#,
+            "unknown field",
+        ),
         ("/revoke/subject", "[]", "a JSON object"),
         ("/keys/refresh", r#"{"now": true}"#, "unknown field"),
     ] {
@@ -207,11 +254,21 @@ async fn bad_admin_requests_are_400_and_change_nothing() {
 async fn revoking_without_a_revocation_store_says_why() {
     let gateway = Gateway::start(&admin_keys(), upstream().await).await;
     let response = gateway
-        .admin("/revoke/subject", Some(ADMIN_TOKEN), r#"{"sub": "user-123"}"#)
+        .admin(
+            "/revoke/subject",
+            Some(ADMIN_TOKEN),
+            r#"{"sub": "user-123"}"#,
+        )
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     let body = json_body(response).await;
-    assert!(body["error_description"].as_str().unwrap().contains("[revocation]"), "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("[revocation]"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -219,11 +276,20 @@ async fn admin_token_keys_are_checked_at_load() {
     let dir = TempDir::new("ops-admin").with_fixture_keys(&["jwks.json"]);
     let load = |extra: &str| {
         let path = dir.write_config(&format!("{extra}\n{ISSUER}{}", support::ROUTE));
-        gatekeeper::load_config(&path).map(|_| ()).map_err(|e| e.to_string())
+        gatekeeper::load_config(&path)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     let error = load("admin_token_sha256 = \"abc\"").unwrap_err();
-    support::assert_mentions(&error, &["`admin_token_sha256`", "64 hexadecimal", "gateway.toml"]);
-    let error = load(&format!("admin_token_sha256 = \"+{}\"", &admin_sha256()[1..])).unwrap_err();
+    support::assert_mentions(
+        &error,
+        &["`admin_token_sha256`", "64 hexadecimal", "gateway.toml"],
+    );
+    let error = load(&format!(
+        "admin_token_sha256 = \"+{}\"",
+        &admin_sha256()[1..]
+    ))
+    .unwrap_err();
     support::assert_mentions(&error, &["`admin_token_sha256`"]);
     let error = load(&format!(
         "admin_token_sha256 = \"{}\"\nadmin_token_file = \"x\"",
@@ -237,7 +303,11 @@ async fn admin_token_keys_are_checked_at_load() {
     let error = load("admin_token_file = \"admin.token\"").unwrap_err();
     support::assert_mentions(&error, &["`admin_token_file`", "SHA-256", "not the token"]);
     // `sha256sum` output is accepted as it is.
-    std::fs::write(dir.0.join("admin.sha256"), format!("{}  -\n", admin_sha256())).unwrap();
+    std::fs::write(
+        dir.0.join("admin.sha256"),
+        format!("{}  -\n", admin_sha256()),
+    )
+    .unwrap();
     load("admin_token_file = \"admin.sha256\"").unwrap();
     let error = load("log_format = \"yaml\"").unwrap_err();
     support::assert_mentions(&error, &["`log_format`", "\"yaml\"", "\"json\""]);
@@ -283,7 +353,11 @@ async fn refresh_keys_now_stops_a_removed_key_at_once() {
     }
     // The identity provider drops rsa-1 (max-age one day: no scheduled refresh soon).
     *served.lock().unwrap() = fixture_jwks("jwks-issuer-b.json");
-    assert_eq!(gateway.get(&rs256).await, StatusCode::OK, "served from the cache");
+    assert_eq!(
+        gateway.get(&rs256).await,
+        StatusCode::OK,
+        "served from the cache"
+    );
     let response = gateway.admin("/keys/refresh", Some(ADMIN_TOKEN), "").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json_body(response).await;
@@ -300,7 +374,9 @@ async fn refresh_keys_now_stops_a_removed_key_at_once() {
 #[tokio::test]
 async fn refresh_reports_keys_from_files_as_static() {
     let gateway = Gateway::start(&admin_keys(), upstream().await).await;
-    let response = gateway.admin("/keys/refresh", Some(ADMIN_TOKEN), "{}").await;
+    let response = gateway
+        .admin("/keys/refresh", Some(ADMIN_TOKEN), "{}")
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json_body(response).await;
     assert_eq!(body["issuers"][0]["source"], "static", "{body}");
@@ -340,19 +416,29 @@ async fn a_revocation_through_one_replica_is_enforced_by_the_other() {
     // The other replica hears of it through Redis (pub/sub), within the bound.
     let deadline = Instant::now() + BOUND;
     while b.get(&rs256).await != StatusCode::UNAUTHORIZED {
-        assert!(Instant::now() < deadline, "the other replica never refused the token");
+        assert!(
+            Instant::now() < deadline,
+            "the other replica never refused the token"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A subject revocation the same way.
     let es256 = token("es256_valid");
     assert_eq!(b.get(&es256).await, StatusCode::OK);
     let response = b
-        .admin("/revoke/subject", Some(ADMIN_TOKEN), r#"{"sub": "user-123"}"#)
+        .admin(
+            "/revoke/subject",
+            Some(ADMIN_TOKEN),
+            r#"{"sub": "user-123"}"#,
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let deadline = Instant::now() + BOUND;
     while a.get(&es256).await != StatusCode::UNAUTHORIZED {
-        assert!(Instant::now() < deadline, "replica A never refused the subject");
+        assert!(
+            Instant::now() < deadline,
+            "replica A never refused the subject"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

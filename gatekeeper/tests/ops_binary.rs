@@ -68,7 +68,11 @@ impl Binary {
                 .unwrap()
                 .iter()
                 .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .find(|v| v["message"].as_str().is_some_and(|m| m.starts_with(message)))
+                .find(|v| {
+                    v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message))
+                })
             {
                 return found;
             }
@@ -189,10 +193,16 @@ async fn json_logs_and_a_reload_on_sighup() {
     gateway.wait_for("configuration reloaded");
 
     // A bad file is refused and logged; the routes stay.
-    dir.write_config(&format!("{head}{}\nbogus = 1\n", route("/c/{*rest}", upstream.addr)));
+    dir.write_config(&format!(
+        "{head}{}\nbogus = 1\n",
+        route("/c/{*rest}", upstream.addr)
+    ));
     gateway.signal("HUP");
     let refused = gateway.wait_for("configuration not reloaded; still serving the previous one");
-    assert!(refused["error"].as_str().unwrap().contains("bogus"), "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("bogus"),
+        "{refused}"
+    );
     assert_eq!(status(addr, "/b/1").await, StatusCode::OK);
     assert_eq!(status(addr, "/c/1").await, StatusCode::NOT_FOUND);
 
@@ -203,7 +213,8 @@ async fn json_logs_and_a_reload_on_sighup() {
         route("/b/{*rest}", upstream.addr)
     ));
     gateway.signal("HUP");
-    let restart = gateway.wait_for("changed in the configuration file; needs a restart to take effect");
+    let restart =
+        gateway.wait_for("changed in the configuration file; needs a restart to take effect");
     assert_eq!(restart["setting"], "`listen`");
     let deadline = Instant::now() + BOUND;
     while gateway.count("configuration reloaded") < 2 {
@@ -216,10 +227,24 @@ async fn json_logs_and_a_reload_on_sighup() {
     assert!(stdout.is_empty(), "{stdout:?}");
     let messages: Vec<String> = lines
         .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["message"].as_str().unwrap_or("").to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["message"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect();
-    for expected in ["route", "gateway listening", "every issuer has usable keys", "SIGTERM received", "gateway stopped"] {
-        assert!(messages.iter().any(|m| m.starts_with(expected)), "{expected:?} not in {messages:?}");
+    for expected in [
+        "route",
+        "gateway listening",
+        "every issuer has usable keys",
+        "SIGTERM received",
+        "gateway stopped",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(expected)),
+            "{expected:?} not in {messages:?}"
+        );
     }
 }
 
@@ -264,23 +289,33 @@ fn tls_files(dir: &Path) {
     std::fs::write(dir.join("redis.key"), key.serialize_pem()).unwrap();
 }
 
-/// `redis-server` with TLS only, on a free port; killed on drop.
+/// `redis-server` with TLS on `port` and plain TCP on `plain_port` (for the test's own
+/// reads only); killed on drop.
 struct TlsRedis {
     child: Child,
     port: u16,
+    plain_port: u16,
 }
 
 impl TlsRedis {
     fn start(dir: &Path) -> Option<TlsRedis> {
-        let version = Command::new("redis-server").arg("--version").output().ok()?;
+        let version = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .ok()?;
         assert!(version.status.success());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, plain_port) = (free(), free());
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port"])
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(plain_port.to_string())
+            .arg("--tls-port")
             .arg(port.to_string())
             .arg("--tls-cert-file")
             .arg(dir.join("redis.pem"))
@@ -288,7 +323,14 @@ impl TlsRedis {
             .arg(dir.join("redis.key"))
             .arg("--tls-ca-cert-file")
             .arg(dir.join("ca.pem"))
-            .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -298,7 +340,11 @@ impl TlsRedis {
             assert!(Instant::now() < deadline, "redis-server did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(TlsRedis { child, port })
+        Some(TlsRedis {
+            child,
+            port,
+            plain_port,
+        })
     }
 }
 
@@ -372,9 +418,130 @@ async fn two_replicas_share_revocations_over_rediss() {
     assert_eq!(get(replicas[0].1).await, StatusCode::UNAUTHORIZED);
     let deadline = Instant::now() + BOUND;
     while get(replicas[1].1).await != StatusCode::UNAUTHORIZED {
-        assert!(Instant::now() < deadline, "the other replica never refused the token");
+        assert!(
+            Instant::now() < deadline,
+            "the other replica never refused the token"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The revocation is in Redis (read over the plain port).
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.plain_port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("rediss-test:tokens")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, ["fixture-rs256_valid"]);
+
+    // A replica that does not trust the server's CA never synchronises: fail closed, 503.
+    let (untrusting, addr, _dir) = {
+        let replica_dir = TempDir::new("binary-rediss").with_fixture_keys(&["jwks.json"]);
+        let path = replica_dir.write_config(&format!(
+            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n{ISSUER}\n\
+             [revocation]\nredis_url = \"rediss://127.0.0.1:{}/\"\nprefix = \"rediss-test\"\nfail_mode = \"closed\"\n\
+             \n[[route]]\npath = \"/orders/{{*rest}}\"\nupstream = \"http://{}\"\n",
+            redis.port, upstream.addr
+        ));
+        let empty = replica_dir.0.join("no-roots.pem");
+        std::fs::write(&empty, "").unwrap();
+        let binary = Binary::start(&path, &[("SSL_CERT_FILE", &empty)]);
+        let addr = binary.addr();
+        (binary, addr, replica_dir)
+    };
+    for _ in 0..10 {
+        assert_eq!(get(addr).await, StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(untrusting);
+    for (binary, ..) in replicas {
+        let (lines, _) = binary.stop();
+        assert_all_json(&lines);
+    }
+}
+
+#[cfg(all(feature = "redis", feature = "introspection"))]
+#[tokio::test]
+async fn two_replicas_share_introspection_results_over_rediss() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = TempDir::new("binary-rediss").with_fixture_keys(&["jwks.json"]);
+    tls_files(&dir.0);
+    let Some(redis) = TlsRedis::start(&dir.0) else {
+        eprintln!("SKIPPED: redis-server is not installed");
+        return;
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let idp = support::http_server::serve(move |_req| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"active": true, "sub": "opaque-user", "aud": "api://orders"}"#,
+            )))
+        }
+    })
+    .await;
+    let upstream = Upstream::start().await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let replica_dir = TempDir::new("binary-rediss");
+        let path = replica_dir.write_config(&format!(
+            "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
+             [introspection]\nendpoint = \"http://{idp}/introspect\"\nauth_method = \"none\"\n\
+             audiences = [\"api://orders\"]\ncache_ttl_seconds = 60\n\
+             redis_url = \"rediss://127.0.0.1:{}/\"\nredis_prefix = \"rediss-introspection:\"\n\
+             \n[[route]]\npath = \"/orders/{{*rest}}\"\nupstream = \"http://{}\"\n",
+            redis.port, upstream.addr
+        ));
+        let binary = Binary::start(&path, &[("SSL_CERT_FILE", &dir.0.join("ca.pem"))]);
+        let addr = binary.addr();
+        replicas.push((binary, addr, replica_dir));
+    }
+    let get = |addr: SocketAddr| async move {
+        client()
+            .get(format!("http://{addr}/orders/1"))
+            .bearer_auth("an-opaque-token")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get(replicas[0].1).await, StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Replica A writes its result to Redis over TLS (read back over the plain port).
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.plain_port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("rediss-introspection:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica A never wrote its result over rediss://"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Replica B answers from it without asking the authorization server.
+    assert_eq!(get(replicas[1].1).await, StatusCode::OK);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "replica B used replica A's result"
+    );
     for (binary, ..) in replicas {
         let (lines, _) = binary.stop();
         assert_all_json(&lines);

@@ -10,7 +10,9 @@ use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use support::{BOUND, CI_KEY, ISSUER, NEXT_KEY, TempDir, Upstream, client, json_body, key_entry, token};
+use support::{
+    BOUND, CI_KEY, ISSUER, NEXT_KEY, TempDir, Upstream, client, json_body, key_entry, token,
+};
 
 struct Served {
     addr: SocketAddr,
@@ -57,8 +59,14 @@ async fn a_reload_serves_new_routes_and_a_bad_file_keeps_the_old_ones() {
     ));
     let served = serve(&path).await;
     let clerk = token("rs256_valid");
-    assert_eq!(status(served.addr, "/orders/1", Some(&clerk)).await, StatusCode::FORBIDDEN);
-    assert_eq!(status(served.addr, "/public/1", None).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        status(served.addr, "/orders/1", Some(&clerk)).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(served.addr, "/public/1", None).await,
+        StatusCode::NOT_FOUND
+    );
 
     // Rules change, a route appears.
     dir.write_config(&format!(
@@ -68,21 +76,36 @@ async fn a_reload_serves_new_routes_and_a_bad_file_keeps_the_old_ones() {
     ));
     let reloaded = served.live.reload().await.unwrap();
     assert_eq!(reloaded.routes, 2);
-    assert!(reloaded.needs_restart.is_empty(), "{:?}", reloaded.needs_restart);
-    assert_eq!(status(served.addr, "/orders/1", Some(&clerk)).await, StatusCode::OK);
+    assert!(
+        reloaded.needs_restart.is_empty(),
+        "{:?}",
+        reloaded.needs_restart
+    );
+    assert_eq!(
+        status(served.addr, "/orders/1", Some(&clerk)).await,
+        StatusCode::OK
+    );
     assert_eq!(status(served.addr, "/public/1", None).await, StatusCode::OK);
 
     // Broken files: refused with the error, and the current routes stay.
     for broken in [
         "listen = [".to_owned(),
-        format!("{head}{}", route("/orders/{*rest}", upstream.addr, "roles_anyy = [\"x\"]")),
-        format!("{head}\n[[issuer]]\nissuer = \"x\"\naudiences = [\"a\"]\njwks_file = \"keys/missing.json\"\n"),
+        format!(
+            "{head}{}",
+            route("/orders/{*rest}", upstream.addr, "roles_anyy = [\"x\"]")
+        ),
+        format!(
+            "{head}\n[[issuer]]\nissuer = \"x\"\naudiences = [\"a\"]\njwks_file = \"keys/missing.json\"\n"
+        ),
         head.clone(),
     ] {
         dir.write_config(&broken);
         let error = served.live.reload().await.unwrap_err().to_string();
         assert!(error.contains("gateway.toml"), "{error}");
-        assert_eq!(status(served.addr, "/orders/1", Some(&clerk)).await, StatusCode::OK);
+        assert_eq!(
+            status(served.addr, "/orders/1", Some(&clerk)).await,
+            StatusCode::OK
+        );
         assert_eq!(status(served.addr, "/public/1", None).await, StatusCode::OK);
     }
 
@@ -92,8 +115,14 @@ async fn a_reload_serves_new_routes_and_a_bad_file_keeps_the_old_ones() {
         route("/public/{*rest}", upstream.addr, "auth = \"public\"")
     ));
     let reloaded = served.live.reload().await.unwrap();
-    assert_eq!(reloaded.needs_restart, ["`listen`", "[server] `max_connections`"]);
-    assert_eq!(status(served.addr, "/orders/1", Some(&clerk)).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        reloaded.needs_restart,
+        ["`listen`", "[server] `max_connections`"]
+    );
+    assert_eq!(
+        status(served.addr, "/orders/1", Some(&clerk)).await,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -127,10 +156,21 @@ async fn requests_in_flight_finish_on_the_configuration_they_started_with() {
         .send()
         .await
         .unwrap();
-    assert_eq!(next.status(), StatusCode::NOT_FOUND, "new requests use the new routes");
+    assert_eq!(
+        next.status(),
+        StatusCode::NOT_FOUND,
+        "new requests use the new routes"
+    );
     upstream.state.release.notify_one();
-    let response = tokio::time::timeout(BOUND, in_flight).await.unwrap().unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "the request in flight finished");
+    let response = tokio::time::timeout(BOUND, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the request in flight finished"
+    );
     let response = http
         .get(format!("http://{}/other/1", served.addr))
         .send()
@@ -144,7 +184,11 @@ async fn revocations_and_api_keys_across_a_reload() {
     use tower_gatekeeper::revocation::{Revocation, RevocationStore};
     let upstream = Upstream::start().await;
     let dir = TempDir::new("reload").with_fixture_keys(&["jwks.json"]);
-    std::fs::write(dir.0.join("keys.toml"), key_entry(CI_KEY, "ci", "\"deployer\"")).unwrap();
+    std::fs::write(
+        dir.0.join("keys.toml"),
+        key_entry(CI_KEY, "ci", "\"deployer\""),
+    )
+    .unwrap();
     let toml = |route_roles: &str| {
         format!(
             "listen = \"127.0.0.1:0\"\n{ISSUER}\n[revocation]\n\n[api_keys]\nfile = \"keys.toml\"\nreload_interval_seconds = 3600\n{}",
@@ -154,7 +198,10 @@ async fn revocations_and_api_keys_across_a_reload() {
     let path = dir.write_config(&toml("roles_any = [\"clerk\", \"deployer\"]"));
     let served = serve(&path).await;
     let clerk = token("rs256_valid");
-    assert_eq!(status(served.addr, "/orders/1", Some(&clerk)).await, StatusCode::OK);
+    assert_eq!(
+        status(served.addr, "/orders/1", Some(&clerk)).await,
+        StatusCode::OK
+    );
     let key = |addr: SocketAddr, key: &'static str| async move {
         client()
             .get(format!("http://{addr}/orders/1"))
@@ -168,20 +215,36 @@ async fn revocations_and_api_keys_across_a_reload() {
     assert_eq!(key(served.addr, NEXT_KEY).await, StatusCode::UNAUTHORIZED);
 
     // Revoke through the store the gateway serves with.
-    let store = served.live.revocations().expect("[revocation] is configured");
+    let store = served
+        .live
+        .revocations()
+        .expect("[revocation] is configured");
     store
-        .revoke(Revocation::subject("user-123", std::time::SystemTime::now()))
+        .revoke(Revocation::subject(
+            "user-123",
+            std::time::SystemTime::now(),
+        ))
         .await
         .unwrap();
-    assert_eq!(status(served.addr, "/orders/1", Some(&clerk)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(served.addr, "/orders/1", Some(&clerk)).await,
+        StatusCode::UNAUTHORIZED
+    );
 
     // The keys file changes (the 1-hour poll will not see it); a reload reads it.
-    std::fs::write(dir.0.join("keys.toml"), key_entry(NEXT_KEY, "next", "\"deployer\"")).unwrap();
+    std::fs::write(
+        dir.0.join("keys.toml"),
+        key_entry(NEXT_KEY, "next", "\"deployer\""),
+    )
+    .unwrap();
     served.live.reload().await.unwrap();
     assert_eq!(key(served.addr, NEXT_KEY).await, StatusCode::OK);
     assert_eq!(key(served.addr, CI_KEY).await, StatusCode::UNAUTHORIZED);
     // The revocation survived the reload.
-    assert_eq!(status(served.addr, "/orders/1", Some(&clerk)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(served.addr, "/orders/1", Some(&clerk)).await,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -190,11 +253,21 @@ async fn the_admin_endpoint_reloads() {
     let dir = TempDir::new("reload").with_fixture_keys(&["jwks.json"]);
     let admin = support::closed_port().await;
     let sha = tower_gatekeeper::authenticate::ApiKeyHash::of("admin-token-for-reload").to_hex();
-    let head = format!("listen = \"127.0.0.1:0\"\nadmin_listen = \"{admin}\"\nadmin_token_sha256 = \"{sha}\"\n{ISSUER}");
-    let path = dir.write_config(&format!("{head}{}", route("/a/{*rest}", upstream.addr, "auth = \"public\"")));
+    let head = format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"{admin}\"\nadmin_token_sha256 = \"{sha}\"\n{ISSUER}"
+    );
+    let path = dir.write_config(&format!(
+        "{head}{}",
+        route("/a/{*rest}", upstream.addr, "auth = \"public\"")
+    ));
     let served = serve(&path).await;
-    gatekeeper::start_admin(&served.live, async { Ok(()) }).await.unwrap();
-    dir.write_config(&format!("{head}{}", route("/b/{*rest}", upstream.addr, "auth = \"public\"")));
+    gatekeeper::start_admin(&served.live, async { Ok(()) })
+        .await
+        .unwrap();
+    dir.write_config(&format!(
+        "{head}{}",
+        route("/b/{*rest}", upstream.addr, "auth = \"public\"")
+    ));
     let response = client()
         .post(format!("http://{admin}/reload"))
         .bearer_auth("admin-token-for-reload")
@@ -205,7 +278,10 @@ async fn the_admin_endpoint_reloads() {
     let body = json_body(response).await;
     assert_eq!(body["routes"], 1, "{body}");
     assert_eq!(status(served.addr, "/b/1", None).await, StatusCode::OK);
-    assert_eq!(status(served.addr, "/a/1", None).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        status(served.addr, "/a/1", None).await,
+        StatusCode::NOT_FOUND
+    );
 
     dir.write_config("listen = 7");
     let response = client()
@@ -216,6 +292,12 @@ async fn the_admin_endpoint_reloads() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body = json_body(response).await;
-    assert!(body["error_description"].as_str().unwrap().contains("gateway.toml"), "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("gateway.toml"),
+        "{body}"
+    );
     assert_eq!(status(served.addr, "/b/1", None).await, StatusCode::OK);
 }

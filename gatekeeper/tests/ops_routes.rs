@@ -7,8 +7,8 @@ mod support;
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -48,17 +48,18 @@ async fn context_upstream(public: VerifyingKey, audience: &str) -> SocketAddr {
         SignedContextValidation::new().audience(audience),
     )
     .unwrap();
-    let service = tower::ServiceBuilder::new().layer(layer).service_fn(
-        |req: Request<Incoming>| async move {
-            let ctx = req.extensions().get::<AuthContext>().cloned();
-            let body = json!({
-                "subject": ctx.as_ref().and_then(|c| c.subject().map(str::to_owned)),
-                "roles": ctx.as_ref().map(|c| c.roles().to_vec()),
-                "issuer": ctx.as_ref().and_then(|c| c.issuer().map(str::to_owned)),
+    let service =
+        tower::ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|req: Request<Incoming>| async move {
+                let ctx = req.extensions().get::<AuthContext>().cloned();
+                let body = json!({
+                    "subject": ctx.as_ref().and_then(|c| c.subject().map(str::to_owned)),
+                    "roles": ctx.as_ref().map(|c| c.roles().to_vec()),
+                    "issuer": ctx.as_ref().and_then(|c| c.issuer().map(str::to_owned)),
+                });
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
             });
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
-        },
-    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -70,7 +71,11 @@ async fn context_upstream(public: VerifyingKey, audience: &str) -> SocketAddr {
                     async move {
                         let response = service.oneshot(req).await.unwrap();
                         let (parts, body) = response.into_parts();
-                        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let bytes = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         Ok::<_, Infallible>(Response::from_parts(parts, Full::new(bytes)))
                     }
                 });
@@ -108,13 +113,18 @@ auth = "public"
 
 #[tokio::test]
 async fn signed_context_reaches_an_upstream_that_verifies_it() {
-    for (key_file, alg) in [("ed-1.key.pem", Algorithm::EdDSA), ("ec256-1.key.pem", Algorithm::ES256)] {
+    for (key_file, alg) in [
+        ("ed-1.key.pem", Algorithm::EdDSA),
+        ("ec256-1.key.pem", Algorithm::ES256),
+    ] {
         let pem = std::fs::read(fixtures().join("keys").join(key_file)).unwrap();
         let signer = SigningKey::from_pem(alg, &pem).unwrap().with_kid("ctx-1");
         // The upstream holds the public half only (read from the public key file).
         let public_file = key_file.replace(".key.", ".pub.");
         let public_pem = std::fs::read(fixtures().join("keys").join(&public_file)).unwrap();
-        let public = VerifyingKey::from_pem(&public_pem).unwrap().with_kid("ctx-1");
+        let public = VerifyingKey::from_pem(&public_pem)
+            .unwrap()
+            .with_kid("ctx-1");
         let upstream = context_upstream(public, "orders-svc").await;
         let dir = ops_dir();
         let gateway = start(&dir, &context_config(upstream, key_file)).await;
@@ -130,7 +140,10 @@ async fn signed_context_reaches_an_upstream_that_verifies_it() {
         let body = json_body(response).await;
         assert_eq!(body["subject"], "user-123", "{key_file}: {body}");
         assert_eq!(body["roles"], json!(["clerk"]), "{key_file}: {body}");
-        assert_eq!(body["issuer"], "https://idp.example.test", "{key_file}: {body}");
+        assert_eq!(
+            body["issuer"], "https://idp.example.test",
+            "{key_file}: {body}"
+        );
 
         // Around the gateway: no context is 401 at the upstream.
         let direct = format!("http://{upstream}/orders/1");
@@ -195,17 +208,26 @@ async fn context_keys_are_checked_at_load() {
         gatekeeper::load_config(&path).unwrap_err().to_string()
     };
     let error = load(context_config(upstream, "rsa-1.key.pem"));
-    support::assert_mentions(&error, &["[context]", "sign_key_file", "Ed25519 or P-256", "gateway.toml"]);
+    support::assert_mentions(
+        &error,
+        &[
+            "[context]",
+            "sign_key_file",
+            "Ed25519 or P-256",
+            "gateway.toml",
+        ],
+    );
     let error = load(context_config(upstream, "missing.pem"));
     support::assert_mentions(&error, &["[context]", "sign_key_file", "missing.pem"]);
-    let error = load(context_config(upstream, "ed-1.key.pem").replace("kid = \"ctx-1\"", "kid = \"\""));
+    let error =
+        load(context_config(upstream, "ed-1.key.pem").replace("kid = \"ctx-1\"", "kid = \"\""));
     support::assert_mentions(&error, &["[context]", "`kid`"]);
-    let error = load(
-        context_config(upstream, "ed-1.key.pem").replace("audience = \"orders-svc\"\n", ""),
-    );
+    let error =
+        load(context_config(upstream, "ed-1.key.pem").replace("audience = \"orders-svc\"\n", ""));
     support::assert_mentions(&error, &["audience"]);
     let error = load(
-        context_config(upstream, "ed-1.key.pem").replace("kid = \"ctx-1\"", "kid = \"k\"\nlifetime_seconds = 3600"),
+        context_config(upstream, "ed-1.key.pem")
+            .replace("kid = \"ctx-1\"", "kid = \"k\"\nlifetime_seconds = 3600"),
     );
     support::assert_mentions(&error, &["[context]"]);
 }
@@ -222,7 +244,10 @@ async fn authorizer() -> (SocketAddr, Arc<AtomicUsize>, Arc<Mutex<Value>>) {
             counted.fetch_add(1, Ordering::SeqCst);
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let input: Value = serde_json::from_slice(&body).unwrap();
-            let deny = input["request"]["path"].as_str().unwrap_or("").contains("deny");
+            let deny = input["request"]["path"]
+                .as_str()
+                .unwrap_or("")
+                .contains("deny");
             *seen.lock().unwrap() = input;
             let mut response = Response::new(Full::new(Bytes::new()));
             if deny {
@@ -276,16 +301,24 @@ auth = "public"
         }
         request.send()
     };
-    let response = get("/orders/allow", Some(token("rs256_valid"))).await.unwrap();
+    let response = get("/orders/allow", Some(token("rs256_valid")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(last.lock().unwrap()["caller"]["subject"], "user-123");
     assert_eq!(upstream.hits(), 1);
 
-    let response = get("/orders/deny", Some(token("rs256_valid"))).await.unwrap();
+    let response = get("/orders/deny", Some(token("rs256_valid")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_eq!(upstream.hits(), 1, "a denied request never reaches the upstream");
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "a denied request never reaches the upstream"
+    );
 
     // Without a token the route's own rule answers 401 before the authorizer is asked.
     let response = get("/orders/allow", None).await.unwrap();
@@ -293,7 +326,9 @@ auth = "public"
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     // The opted-out route and the public route do not ask it.
-    let response = get("/health/deny", Some(token("rs256_valid"))).await.unwrap();
+    let response = get("/health/deny", Some(token("rs256_valid")))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let response = get("/public/deny", None).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -334,17 +369,34 @@ async fn ext_authz_keys_are_checked_at_load() {
         ));
         gatekeeper::load_config(&path).unwrap_err().to_string()
     };
-    let error = load("[ext_authz]\nurl = \"https://authz.example.test/check\"", "");
-    support::assert_mentions(&error, &["[ext_authz]", "`url`", "https is not supported", "gateway.toml"]);
+    let error = load(
+        "[ext_authz]\nurl = \"https://authz.example.test/check\"",
+        "",
+    );
+    support::assert_mentions(
+        &error,
+        &[
+            "[ext_authz]",
+            "`url`",
+            "https is not supported",
+            "gateway.toml",
+        ],
+    );
     let error = load("[ext_authz]\nurl = \"not a url\"", "");
     support::assert_mentions(&error, &["[ext_authz]", "http://"]);
-    let error = load("[ext_authz]\nurl = \"http://127.0.0.1:9/\"\ntimeout_seconds = 0", "");
+    let error = load(
+        "[ext_authz]\nurl = \"http://127.0.0.1:9/\"\ntimeout_seconds = 0",
+        "",
+    );
     support::assert_mentions(&error, &["[ext_authz]", "timeout_seconds"]);
     let error = load("[ext_authz]\nurl = \"http://127.0.0.1:9/\"\nbogus = 1", "");
     support::assert_mentions(&error, &["bogus"]);
     let error = load("", "ext_authz = false");
     support::assert_mentions(&error, &["[[route]] #1", "`ext_authz`", "[ext_authz]"]);
-    let error = load("[ext_authz]\nurl = \"http://127.0.0.1:9/\"", "auth = \"public\"\next_authz = true");
+    let error = load(
+        "[ext_authz]\nurl = \"http://127.0.0.1:9/\"",
+        "auth = \"public\"\next_authz = true",
+    );
     support::assert_mentions(&error, &["[[route]] #1", "ext_authz = true", "public"]);
 }
 
@@ -398,7 +450,9 @@ shadow = {{ roles_any = ["admin"], scopes_all = ["orders:read"] }}
     ));
     let config = gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
     let live = gatekeeper::Live::new(config);
-    gatekeeper::start_admin(&live, async { Ok(()) }).await.unwrap();
+    gatekeeper::start_admin(&live, async { Ok(()) })
+        .await
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -428,17 +482,27 @@ shadow = {{ roles_any = ["admin"], scopes_all = ["orders:read"] }}
     assert_eq!(counts["shadow"][0]["denied"], 2, "{counts}");
     assert_eq!(counts["shadow"][0]["allowed"], 0, "{counts}");
     assert!(
-        counts["shadow"][0]["route"].as_str().unwrap().contains("/orders/"),
+        counts["shadow"][0]["route"]
+            .as_str()
+            .unwrap()
+            .contains("/orders/"),
         "{counts}"
     );
     let text = logs.text();
     assert_eq!(
-        text.matches("shadow policy would deny (not enforced)").count(),
+        text.matches("shadow policy would deny (not enforced)")
+            .count(),
         2,
         "{text}"
     );
-    assert!(text.contains("[[route]] #1"), "the log names the route: {text}");
-    assert!(!text.contains(&token("rs256_valid")), "no token in the logs");
+    assert!(
+        text.contains("[[route]] #1"),
+        "the log names the route: {text}"
+    );
+    assert!(
+        !text.contains(&token("rs256_valid")),
+        "no token in the logs"
+    );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

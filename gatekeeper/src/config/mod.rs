@@ -1,9 +1,9 @@
+pub(crate) mod admin;
 pub(crate) mod credentials;
 pub(crate) mod file;
 pub(crate) mod issuer;
 pub(crate) mod ops;
 pub(crate) mod policy;
-pub(crate) mod admin;
 pub(crate) mod route;
 pub(crate) mod server;
 

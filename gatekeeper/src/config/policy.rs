@@ -64,7 +64,9 @@ pub(crate) fn compile_context(
 
 /// The external authorizer `[ext_authz]` configures, as a policy.
 #[cfg(feature = "ext-authz")]
-pub(crate) fn compile_ext_authz(section: Option<FileExtAuthz>) -> Result<Option<BoxPolicy>, String> {
+pub(crate) fn compile_ext_authz(
+    section: Option<FileExtAuthz>,
+) -> Result<Option<BoxPolicy>, String> {
     use tower_gatekeeper::authorize::ext_authz::ExtAuthz;
     let Some(raw) = section else {
         return Ok(None);
@@ -94,7 +96,9 @@ pub(crate) fn compile_ext_authz(section: Option<FileExtAuthz>) -> Result<Option<
 }
 
 #[cfg(not(feature = "ext-authz"))]
-pub(crate) fn compile_ext_authz(section: Option<FileExtAuthz>) -> Result<Option<BoxPolicy>, String> {
+pub(crate) fn compile_ext_authz(
+    section: Option<FileExtAuthz>,
+) -> Result<Option<BoxPolicy>, String> {
     match section {
         None => Ok(None),
         Some(_) => Err("[ext_authz] needs the `ext-authz` feature: build gatekeeper with its default features (cargo install --path gatekeeper)".to_owned()),

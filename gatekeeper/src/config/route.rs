@@ -6,8 +6,8 @@ use crate::config::file::UpstreamProtocol;
 use http::Method;
 use http::uri::{Authority, Uri};
 use tower_gatekeeper::PolicyEvaluator;
-use tower_gatekeeper::authorize::{AllowAll, BoxPolicy, RegoConfig, RouteTable, RouteTableError};
 use tower_gatekeeper::authorize::Shadow;
+use tower_gatekeeper::authorize::{AllowAll, BoxPolicy, RegoConfig, RouteTable, RouteTableError};
 use tower_gatekeeper::path::{PathForm, PathPolicy};
 
 /// A checked `[[route]]`.
@@ -120,7 +120,8 @@ pub(crate) fn compile_route(
         _ => {}
     }
 
-    let shadow = crate::config::policy::compile_shadow(&label, raw.shadow, raw.auth, issuers, base)?;
+    let shadow =
+        crate::config::policy::compile_shadow(&label, raw.shadow, raw.auth, issuers, base)?;
     let rules = raw.rules;
     let protection = match raw.auth {
         RouteAuth::Public => 0,
