@@ -230,7 +230,8 @@ impl RedisRevocationsBuilder {
 }
 
 impl RedisRevocations {
-    /// A builder for a store at `url` (`redis://[:password@]host:port/db`).
+    /// A builder for a store at `url` (`redis://[:password@]host:port/db`, or `rediss://` for
+    /// TLS).
     pub fn builder(url: impl Into<String>) -> RedisRevocationsBuilder {
         RedisRevocationsBuilder {
             url: url.into(),
