@@ -27,6 +27,7 @@ pub(crate) const ACTIONS: [&str; 4] = [
 /// The largest request body an action reads.
 const MAX_BODY: usize = 64 * 1024;
 /// How long "refresh keys now" waits for each issuer's fetch.
+#[cfg(feature = "remote")]
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(15);
 /// How far in the future a subject revocation's `issued_before` may be: a lock-out in
 /// advance is the identity provider's job.

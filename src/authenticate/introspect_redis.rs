@@ -54,9 +54,10 @@ use crate::config_error::ConfigError;
 /// and `aud` checks allow), exactly as whoever can write to a shared revocation store can
 /// un-revoke tokens. Use a Redis (or a database number and prefix on it) that only the
 /// gateways can reach, with a password (`redis://:password@host:6379/0`, or an ACL user),
-/// on a private network, and TLS across untrusted ones: `rediss://` URLs connect through
-/// rustls, verifying the server against the platform's root certificates (`SSL_CERT_FILE` or
-/// `SSL_CERT_DIR` name another bundle).
+/// on a private network, and TLS across untrusted ones: with the `redis-tls` feature,
+/// `rediss://` URLs connect through rustls, verifying the server against the platform's root
+/// certificates (`SSL_CERT_FILE` or `SSL_CERT_DIR` name another bundle); without it they are
+/// refused.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -134,8 +135,11 @@ impl RedisIntrospectionCacheBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] for an invalid URL, an empty prefix, or a zero timeout.
+    /// [`ConfigError`] for an invalid URL (`rediss://` without the `redis-tls` feature), an
+    /// empty prefix, or a zero timeout. With a `rediss://` URL and no process-wide rustls
+    /// `CryptoProvider` installed yet, it installs ring's.
     pub fn build(self) -> Result<RedisIntrospectionCache, ConfigError> {
+        crate::revocation::redis::ensure_tls_provider(&self.url);
         let client = redis::Client::open(self.url.as_str()).map_err(|e| {
             ConfigError::invalid(format!(
                 "invalid Redis URL for the introspection cache (redis://[:password@]host:port/db): {e}"
@@ -172,7 +176,7 @@ impl RedisIntrospectionCacheBuilder {
 
 impl RedisIntrospectionCache {
     /// A builder for a cache at `url` (`redis://[:password@]host:port/db`, or `rediss://`
-    /// for TLS).
+    /// for TLS with the `redis-tls` feature).
     pub fn builder(url: impl Into<String>) -> RedisIntrospectionCacheBuilder {
         RedisIntrospectionCacheBuilder {
             url: url.into(),

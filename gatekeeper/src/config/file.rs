@@ -57,6 +57,7 @@ pub(crate) struct FileContext {
 /// `[ext_authz]`: an external HTTP authorizer asked for every authenticating route.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "ext-authz"), allow(dead_code))]
 pub(crate) struct FileExtAuthz {
     pub(crate) url: String,
     pub(crate) timeout_seconds: Option<f64>,
