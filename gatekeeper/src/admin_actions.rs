@@ -108,7 +108,7 @@ pub(crate) async fn action(live: Option<&Live>, req: Request<Incoming>) -> Respo
                     "`exp` is out of range",
                 ),
             },
-            Err(response) => response,
+            Err(response) => *response,
         },
         "/revoke/subject" => match parse::<RevokeSubject>(&body) {
             Ok(body) => {
@@ -131,15 +131,15 @@ pub(crate) async fn action(live: Option<&Live>, req: Request<Incoming>) -> Respo
                 )
                 .await
             }
-            Err(response) => response,
+            Err(response) => *response,
         },
         "/keys/refresh" => match parse::<Empty>(&body) {
             Ok(Empty {}) => refresh(&current).await,
-            Err(response) => response,
+            Err(response) => *response,
         },
         _ => match parse::<Empty>(&body) {
             Ok(Empty {}) => reload(live).await,
-            Err(response) => response,
+            Err(response) => *response,
         },
     }
 }
@@ -166,13 +166,13 @@ struct RevokeSubject {
 struct Empty {}
 
 /// Parses a JSON body (an empty body reads as `{}`), or answers 400 saying what is wrong.
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response<Full<Bytes>>> {
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Box<Response<Full<Bytes>>>> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
         body
     };
-    let refuse = |why: String| error(StatusCode::BAD_REQUEST, "invalid_request", &why);
+    let refuse = |why: String| Box::new(error(StatusCode::BAD_REQUEST, "invalid_request", &why));
     let value: Value =
         serde_json::from_slice(body).map_err(|e| refuse(format!("the body is not JSON: {e}")))?;
     if !value.is_object() {
