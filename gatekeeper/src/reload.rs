@@ -165,9 +165,13 @@ impl Live {
         for setting in &needs_restart {
             warn!(setting = %setting, "changed in the configuration file; needs a restart to take effect");
         }
+        // Wait for the new issuers' keys only: the revocation store is not replaced (and a
+        // Redis outage must not block a reload).
+        config.credentials.revocations = None;
+        let ready = config.keys_ready();
         // Revocations recorded so far stay enforced: the store is the one started with.
         config.credentials.revocations = old.revocations.clone();
-        match tokio::time::timeout(RELOAD_READY_TIMEOUT, config.keys_ready()).await {
+        match tokio::time::timeout(RELOAD_READY_TIMEOUT, ready).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 return Err(ConfigFileError::new(path, format!("issuer keys: {error}")));

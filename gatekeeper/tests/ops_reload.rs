@@ -301,3 +301,40 @@ async fn the_admin_endpoint_reloads() {
     );
     assert_eq!(status(served.addr, "/b/1", None).await, StatusCode::OK);
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_reload_is_not_held_up_by_a_redis_outage() {
+    let Some(redis) = support::redis_server::RedisServer::start() else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new("reload").with_fixture_keys(&["jwks.json"]);
+    let head = format!(
+        "listen = \"127.0.0.1:0\"\n{ISSUER}\n[revocation]\nredis_url = \"{}\"\nprefix = \"reload-test\"\nfail_mode = \"closed\"\n",
+        redis.url()
+    );
+    let path = dir.write_config(&format!(
+        "{head}{}",
+        route("/orders/{*rest}", upstream.addr, "")
+    ));
+    let served = serve(&path).await;
+    let clerk = token("rs256_valid");
+    let deadline = std::time::Instant::now() + BOUND;
+    while status(served.addr, "/orders/1", Some(&clerk)).await != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never synchronised");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(redis);
+    dir.write_config(&format!(
+        "{head}{}{}",
+        route("/orders/{*rest}", upstream.addr, ""),
+        route("/public/{*rest}", upstream.addr, "auth = \"public\"")
+    ));
+    let reloaded = tokio::time::timeout(std::time::Duration::from_secs(10), served.live.reload())
+        .await
+        .expect("the reload does not wait for Redis")
+        .unwrap();
+    assert_eq!(reloaded.routes, 2);
+    assert_eq!(status(served.addr, "/public/1", None).await, StatusCode::OK);
+}
