@@ -14,18 +14,21 @@ use tokio::sync::Semaphore;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_gatekeeper::authenticate::{BoxAuthenticator, CachedAuthenticator};
+use tower_gatekeeper::authorize::ShadowStats;
 use tower_gatekeeper::authorize::{Lookup, RouteTable};
+use tower_gatekeeper::keys::IssuerKeys;
 use tower_gatekeeper::path::{PathError, PathPolicy};
 use tower_gatekeeper::reject::{DefaultRejection, Protocol, RejectionResponse};
 use tower_gatekeeper::revocation::Revocable;
 use tower_gatekeeper::{
-    AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, ContextPropagationLayer,
+    AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, JwtAuthenticator,
 };
 use tracing::{debug, info};
 
 use crate::Config;
 use crate::config::file::RouteAuth;
 use crate::config::ops::Ops;
+use crate::config::policy::route_policy;
 use crate::config::route::{RouteSpec, method_list};
 use crate::config::server::Server;
 use crate::proxy::{Clients, Proxy, with_path};
@@ -53,6 +56,12 @@ pub(crate) struct Table {
     pub(crate) cors: Option<tower_http::cors::CorsLayer>,
     /// `[resource_metadata]`: the RFC 9728 document, served before routing.
     pub(crate) resource_metadata: Option<Arc<crate::metadata::ResourceMetadata>>,
+    /// The verified-token cache in front of JWT verification, for the admin actions.
+    pub(crate) cached: Option<CachedAuthenticator<JwtAuthenticator<IssuerKeys>>>,
+    /// The report-only counts of each route's `shadow` rules.
+    pub(crate) shadows: Vec<Arc<ShadowStats>>,
+    /// The `[server]` settings this table was built with.
+    pub(crate) server: Arc<Server>,
 }
 
 pub(crate) struct RouteEntry {
@@ -96,8 +105,13 @@ impl Gateway {
         // holds JWTs only, so introspection results keep their own TTLs (`cache_ttl_seconds`,
         // `negative_ttl_seconds`) instead of living as long as `[cache] max_ttl_seconds`. Each
         // layer only when configured; revocation is checked outermost, for every request.
+        let mut cached = None;
         let jwt = authenticator.map(|jwt| match token_cache {
-            Some(cache) => BoxAuthenticator::new(CachedAuthenticator::with_cache(jwt, cache)),
+            Some(cache) => {
+                let jwt = CachedAuthenticator::with_cache(jwt, cache);
+                cached = Some(jwt.clone());
+                BoxAuthenticator::new(jwt)
+            }
             None => BoxAuthenticator::new(jwt),
         });
         let mut authenticator = if credentials.authenticates() {
@@ -112,6 +126,10 @@ impl Gateway {
         let path_policy = routes.iter().fold(PathPolicy::strict(), |all, route| {
             all.union(route.path_policy)
         });
+        let shadows = routes
+            .iter()
+            .filter_map(|route| route.shadow.as_ref().map(|shadow| shadow.stats()))
+            .collect();
         let entries = route_entries(authenticator.as_ref(), routes, &parts);
         Gateway {
             inner: Arc::new(Table {
@@ -121,8 +139,16 @@ impl Gateway {
                 realm: parts.realm,
                 cors,
                 resource_metadata,
+                cached,
+                shadows,
+                server: Arc::clone(&parts.server),
             }),
         }
+    }
+
+    /// The `[server]` settings of this configuration.
+    pub(crate) fn server(&self) -> Arc<Server> {
+        Arc::clone(&self.inner.server)
     }
 
     pub(crate) async fn handle_logged(&self, req: Request<Incoming>) -> Response<GatewayBody> {
@@ -300,7 +326,7 @@ pub(crate) fn route_service<A: Authenticator>(
             return boxed(
                 ServiceBuilder::new()
                     .layer(rate_limit)
-                    .layer(ContextPropagationLayer::new())
+                    .layer(ops.propagation.clone())
                     .service(proxy),
             );
         }
@@ -319,10 +345,13 @@ pub(crate) fn route_service<A: Authenticator>(
             .layer(ops.authenticate_layer(authenticate.rejection_response(realm.clone())))
             // Counted per identity, after authentication and before the policy.
             .layer(rate_limit)
-            .layer(ops.authorize_layer(
-                AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()),
-            ))
-            .layer(ContextPropagationLayer::new())
+            .layer(
+                ops.authorize_layer(
+                    AuthorizeLayer::new(route_policy(route, ops.ext_authz.as_ref()))
+                        .rejection_response(realm.clone()),
+                ),
+            )
+            .layer(ops.propagation.clone())
             .service(proxy),
     )
 }

@@ -1,8 +1,10 @@
+pub(crate) mod admin;
 pub(crate) mod credentials;
 pub(crate) mod edge;
 pub(crate) mod file;
 pub(crate) mod issuer;
 pub(crate) mod ops;
+pub(crate) mod policy;
 pub(crate) mod route;
 pub(crate) mod server;
 
@@ -84,6 +86,12 @@ pub struct Config {
     pub(crate) cors: Option<tower_http::cors::CorsLayer>,
     /// `[resource_metadata]`: the RFC 9728 document.
     pub(crate) resource_metadata: Option<std::sync::Arc<crate::metadata::ResourceMetadata>>,
+    /// The admin token and the log format.
+    pub(crate) admin: admin::AdminSettings,
+    /// Each `[[issuer]]`'s keys, for "refresh keys now".
+    pub(crate) issuer_keys: Vec<(String, IssuerKeys)>,
+    /// The file this configuration was loaded from (reloaded on SIGHUP).
+    pub(crate) path: Option<PathBuf>,
 }
 
 impl Config {
@@ -140,7 +148,9 @@ pub fn load_config(path: impl AsRef<Path>) -> Result<Config, ConfigFileError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    compile(file, base).map_err(|message| ConfigFileError::new(path, message))
+    let mut config = compile(file, base).map_err(|message| ConfigFileError::new(path, message))?;
+    config.path = Some(path.to_owned());
+    Ok(config)
 }
 
 /// Checks a parsed file and builds the [`Config`]; errors are messages without the file name.
@@ -167,9 +177,11 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
     // Every name a caller's issuer can have: each `[[issuer]]`, then the API keys' and the
     // introspection endpoint's names.
     let mut issuers: Vec<String> = file.issuers.iter().map(|i| i.issuer.clone()).collect();
+    let mut issuer_keys = Vec::new();
     for (i, issuer) in file.issuers.into_iter().enumerate() {
         let n = i + 1;
         let (keys, validation) = compile_issuer(n, issuer, base)?;
+        issuer_keys.push((validation.issuer().to_owned(), keys.clone()));
         let built = match authenticator {
             None => JwtAuthenticator::new(keys, validation),
             Some(auth) => auth.with_issuer(keys, validation),
@@ -213,7 +225,16 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         None => realm,
     };
     let token_cache = compile_cache(file.cache)?;
-    let ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
+    let mut ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
+    ops.propagation = policy::compile_context(file.context, base)?;
+    ops.ext_authz = policy::compile_ext_authz(file.ext_authz)?;
+    policy::check_ext_authz_keys(&routes, ops.ext_authz.is_some())?;
+    let admin = admin::compile_admin(
+        file.admin_token_sha256,
+        file.admin_token_file,
+        file.log_format,
+        base,
+    )?;
 
     Ok(Config {
         listen,
@@ -229,6 +250,9 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         shadowed,
         cors,
         resource_metadata: resource_metadata.map(std::sync::Arc::new),
+        admin,
+        issuer_keys,
+        path: None,
     })
 }
 

@@ -6,6 +6,7 @@ use crate::config::file::UpstreamProtocol;
 use http::Method;
 use http::uri::{Authority, Uri};
 use tower_gatekeeper::PolicyEvaluator;
+use tower_gatekeeper::authorize::Shadow;
 use tower_gatekeeper::authorize::{AllowAll, BoxPolicy, RegoConfig, RouteTable, RouteTableError};
 use tower_gatekeeper::path::{PathForm, PathPolicy};
 
@@ -32,6 +33,10 @@ pub(crate) struct RouteSpec {
     pub(crate) policy: BoxPolicy,
     /// The per-identity rate limit (`rate_limit`), if any.
     pub(crate) rate_limit: Option<crate::rate_limit::RateLimitSpec>,
+    /// Rules evaluated report-only (`shadow`): logged and counted, never enforced.
+    pub(crate) shadow: Option<Shadow<BoxPolicy>>,
+    /// `Some(false)`: this route does not ask `[ext_authz]`.
+    pub(crate) ext_authz: Option<bool>,
 }
 
 /// What every route is checked against.
@@ -131,6 +136,8 @@ pub(crate) fn compile_route(
             )
         })
         .transpose()?;
+    let shadow =
+        crate::config::policy::compile_shadow(&label, raw.shadow, raw.auth, issuers, base)?;
     let rules = raw.rules;
     let protection = match raw.auth {
         RouteAuth::Public => 0,
@@ -190,6 +197,8 @@ pub(crate) fn compile_route(
         protection,
         policy,
         rate_limit,
+        shadow,
+        ext_authz: raw.ext_authz,
     })
 }
 
