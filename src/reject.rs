@@ -304,13 +304,23 @@ impl Rejection {
 
     /// Renders this rejection with the given realm, for `protocol`.
     pub fn to_response(&self, realm: &str, protocol: Protocol) -> Response<Bytes> {
+        self.render(realm, None, protocol)
+    }
+
+    /// Renders this rejection; challenges carry `resource_metadata` when given.
+    fn render(
+        &self,
+        realm: &str,
+        resource_metadata: Option<&str>,
+        protocol: Protocol,
+    ) -> Response<Bytes> {
         match protocol {
-            Protocol::Http => self.http_response(realm),
+            Protocol::Http => self.http_response(realm, resource_metadata),
             Protocol::Grpc => self.grpc_response(),
         }
     }
 
-    fn http_response(&self, realm: &str) -> Response<Bytes> {
+    fn http_response(&self, realm: &str, resource_metadata: Option<&str>) -> Response<Bytes> {
         let error = self
             .dpop
             .as_ref()
@@ -325,7 +335,7 @@ impl Rejection {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let bearer = self.dpop.as_ref().is_none_or(|d| d.bearer);
-        if bearer && let Some(challenge) = self.challenge(realm) {
+        if bearer && let Some(challenge) = self.challenge_with(realm, resource_metadata) {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
         if let Some(dpop) = &self.dpop {
@@ -345,6 +355,30 @@ impl Rejection {
 
     /// The RFC 6750 `WWW-Authenticate` challenge, or `None` for 503 and 405.
     pub fn challenge(&self, realm: &str) -> Option<HeaderValue> {
+        self.challenge_with(realm, None)
+    }
+
+    /// The challenge of [`challenge`](Self::challenge), with the RFC 9728 §5.1
+    /// `resource_metadata` parameter (the URL of the protected resource metadata document)
+    /// when `resource_metadata` is given.
+    ///
+    /// ```
+    /// use tower_gatekeeper::reject::Rejection;
+    ///
+    /// let challenge = Rejection::missing_credential().challenge_with(
+    ///     "api",
+    ///     Some("https://api.example.com/.well-known/oauth-protected-resource"),
+    /// );
+    /// assert_eq!(
+    ///     challenge.unwrap(),
+    ///     r#"Bearer realm="api", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource""#
+    /// );
+    /// ```
+    pub fn challenge_with(
+        &self,
+        realm: &str,
+        resource_metadata: Option<&str>,
+    ) -> Option<HeaderValue> {
         if matches!(
             self.kind,
             RejectionKind::KeysUnavailable
@@ -373,6 +407,11 @@ impl Rejection {
         if let Some(scope) = &self.scope {
             value.push_str(", scope=\"");
             value.push_str(scope);
+            value.push('"');
+        }
+        if let Some(url) = resource_metadata {
+            value.push_str(", resource_metadata=\"");
+            push_quoted_safe(&mut value, url);
             value.push('"');
         }
         HeaderValue::from_str(&value).ok()
@@ -564,9 +603,14 @@ where
 /// assert_eq!(response.status(), 401);
 /// assert_eq!(response.headers()["www-authenticate"], r#"Bearer realm="orders""#);
 /// ```
+///
+/// With [`resource_metadata`](Self::resource_metadata), every challenge also points clients
+/// to the resource's RFC 9728 metadata document (as the MCP authorization specification
+/// requires of resource servers).
 #[derive(Debug, Clone)]
 pub struct DefaultRejection {
     realm: Arc<str>,
+    resource_metadata: Option<Arc<str>>,
 }
 
 impl DefaultRejection {
@@ -579,12 +623,55 @@ impl DefaultRejection {
         push_quoted_safe(&mut clean, realm);
         DefaultRejection {
             realm: Arc::from(clean),
+            resource_metadata: None,
         }
     }
 
     /// The realm in challenges.
     pub fn realm(&self) -> &str {
         &self.realm
+    }
+
+    /// Adds `resource_metadata="<url>"` (RFC 9728 §5.1) to every `WWW-Authenticate`
+    /// challenge: 401 for a missing or invalid credential, and the 400 and 403 challenges.
+    /// `url` is the absolute URL of the protected resource metadata document, e.g.
+    /// `https://api.example.com/.well-known/oauth-protected-resource`; characters a quoted
+    /// string cannot carry (`"`, `\`, controls) are dropped.
+    ///
+    /// The same renderer serves axum, tower and tonic services alike:
+    ///
+    /// ```
+    /// use tower_gatekeeper::reject::{DefaultRejection, Protocol, Rejection, RejectionResponse};
+    ///
+    /// let renderer = DefaultRejection::new("api")
+    ///     .resource_metadata("https://api.example.com/.well-known/oauth-protected-resource");
+    ///
+    /// let missing = renderer.response(&Rejection::missing_credential(), Protocol::Http);
+    /// assert_eq!(missing.status(), 401);
+    /// assert_eq!(
+    ///     missing.headers()["www-authenticate"],
+    ///     r#"Bearer realm="api", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource""#
+    /// );
+    ///
+    /// let invalid = renderer.response(&Rejection::invalid_token("token expired"), Protocol::Http);
+    /// assert!(invalid.headers()["www-authenticate"].to_str().unwrap().ends_with(
+    ///     r#"error_description="token expired", resource_metadata="https://api.example.com/.well-known/oauth-protected-resource""#
+    /// ));
+    /// ```
+    ///
+    /// Pass it to a layer as any renderer, e.g.
+    /// `AuthenticateLayer::new(authenticator).rejection_response(renderer)`.
+    #[must_use]
+    pub fn resource_metadata(mut self, url: &str) -> Self {
+        let mut clean = String::with_capacity(url.len());
+        push_quoted_safe(&mut clean, url);
+        self.resource_metadata = Some(Arc::from(clean));
+        self
+    }
+
+    /// The metadata URL challenges carry, when set.
+    pub fn resource_metadata_url(&self) -> Option<&str> {
+        self.resource_metadata.as_deref()
     }
 }
 
@@ -596,7 +683,7 @@ impl Default for DefaultRejection {
 
 impl RejectionResponse for DefaultRejection {
     fn response(&self, rejection: &Rejection, protocol: Protocol) -> Response<Bytes> {
-        rejection.to_response(&self.realm, protocol)
+        rejection.render(&self.realm, self.resource_metadata.as_deref(), protocol)
     }
 }
 
@@ -750,6 +837,50 @@ mod tests {
             h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
             assert_eq!(Protocol::of_headers(&h), Protocol::Http, "{ct}");
         }
+    }
+
+    #[test]
+    fn resource_metadata_in_every_challenge() {
+        const URL: &str = "https://api.example.com/.well-known/oauth-protected-resource/mcp";
+        let d = DefaultRejection::new("gw").resource_metadata(URL);
+        assert_eq!(d.resource_metadata_url(), Some(URL));
+        let param = format!(r#", resource_metadata="{URL}""#);
+        let r = d.response(&Rejection::missing_credential(), Protocol::Http);
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some(format!(r#"Bearer realm="gw"{param}"#).as_str())
+        );
+        let r = d.response(&Rejection::invalid_token("token expired"), Protocol::Http);
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some(
+                format!(
+                    r#"Bearer realm="gw", error="invalid_token", error_description="token expired"{param}"#
+                )
+                .as_str()
+            )
+        );
+        let r = d.response(&Rejection::insufficient_scope(["a"]), Protocol::Http);
+        assert!(header(&r, "www-authenticate").unwrap().ends_with(&param));
+        // No challenge, no parameter.
+        let r = d.response(
+            &Rejection::keys_unavailable(Duration::from_secs(1)),
+            Protocol::Http,
+        );
+        assert_eq!(header(&r, "www-authenticate"), None);
+        // gRPC has no challenge header.
+        let r = d.response(&Rejection::missing_credential(), Protocol::Grpc);
+        assert_eq!(header(&r, "www-authenticate"), None);
+        assert_eq!(header(&r, "grpc-status"), Some("16"));
+        // Without it, challenges are unchanged.
+        let r =
+            DefaultRejection::new("gw").response(&Rejection::missing_credential(), Protocol::Http);
+        assert_eq!(header(&r, "www-authenticate"), Some(r#"Bearer realm="gw""#));
+        // Quotes and controls cannot break out of the parameter.
+        let d = DefaultRejection::new("gw").resource_metadata("https://x/\"a\r\n");
+        assert_eq!(d.resource_metadata_url(), Some("https://x/a"));
     }
 
     #[test]

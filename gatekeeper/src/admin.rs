@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::BoxError;
-use crate::Config;
+use crate::admin_actions::{ACTIONS, action, shadow_counts};
+use crate::reload::Live;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -27,6 +28,31 @@ pub async fn run_admin(
     ready: impl Future<Output = Result<(), String>> + Send + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_admin(listener, None, ready, shutdown).await
+}
+
+/// Serves the admin endpoints of [`run_admin`] for `live`, plus its actions: `POST
+/// /revoke/token`, `/revoke/subject`, `/keys/refresh` and `/reload` (behind the admin token;
+/// 404 saying so without one) and `GET /shadow` (the shadow rules' counts).
+///
+/// # Errors
+///
+/// Only when the listener's address cannot be read.
+pub async fn run_admin_live(
+    listener: TcpListener,
+    live: Live,
+    ready: impl Future<Output = Result<(), String>> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    serve_admin(listener, Some(live), ready, shutdown).await
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    live: Option<Live>,
+    ready: impl Future<Output = Result<(), String>> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let local = listener.local_addr()?;
     let is_ready = Arc::new(AtomicBool::new(false));
@@ -38,7 +64,7 @@ pub async fn run_admin(
     });
     #[cfg(feature = "metrics")]
     let _ = prometheus();
-    info!(address = %local, "admin listening (/healthz, /readyz, /metrics)");
+    info!(address = %local, "admin listening (/healthz, /readyz, /metrics, /shadow, admin actions)");
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -54,10 +80,24 @@ pub async fn run_admin(
             },
         };
         let is_ready = Arc::clone(&is_ready);
+        let live = live.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let ready = is_ready.load(Ordering::Acquire);
-                async move { Ok::<_, Infallible>(admin_response(req.method(), req.uri().path(), ready)) }
+                let live = live.clone();
+                async move {
+                    let path = req.uri().path();
+                    let response = if ACTIONS.contains(&path) {
+                        action(live.as_ref(), req).await
+                    } else if path == "/shadow"
+                        && matches!(*req.method(), Method::GET | Method::HEAD)
+                    {
+                        shadow_counts(live.as_ref())
+                    } else {
+                        admin_response(req.method(), path, ready)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -91,7 +131,7 @@ pub(crate) fn admin_response(method: &Method, path: &str, ready: bool) -> Respon
         "/metrics" => metrics_response(),
         _ => text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /healthz /readyz /metrics\n",
+            "admin endpoints: /healthz /readyz /metrics /shadow; POST /revoke/token /revoke/subject /keys/refresh /reload\n",
         ),
     }
 }
@@ -132,13 +172,23 @@ pub(crate) fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHa
     })
 }
 
-/// Starts the admin listener when `admin_listen` is configured; it lives as long as the process.
-pub async fn start_admin(config: &Config) -> Result<(), BoxError> {
-    if let Some(addr) = config.admin_listen() {
+/// Starts the admin listener when `admin_listen` is configured, serving `live`'s actions
+/// ([`run_admin_live`]); `/readyz` answers 200 once `ready` resolved `Ok`
+/// ([`Config::keys_ready`](crate::Config::keys_ready)). It lives as long as the process.
+pub async fn start_admin(
+    live: &Live,
+    ready: impl Future<Output = Result<(), String>> + Send + 'static,
+) -> Result<(), BoxError> {
+    if let Some(addr) = live.admin_listen() {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} (`admin_listen`): {e}"))?;
-        tokio::spawn(run_admin(listener, config.keys_ready(), future::pending()));
+        tokio::spawn(run_admin_live(
+            listener,
+            live.clone(),
+            ready,
+            future::pending(),
+        ));
     }
     Ok(())
 }

@@ -66,35 +66,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Reloads the keys file when its contents change (checked every `interval`) and on SIGHUP.
-/// A file that does not parse is logged and the current keys stay.
+/// Reloads the keys file when its contents change (checked every `interval`); SIGHUP
+/// reloads the whole configuration, keys file included ([`crate::Live::reload`]). A file
+/// that does not parse is logged and the current keys stay.
 pub(crate) async fn watch_api_keys(source: ApiKeySource) {
-    let hangup = Arc::new(tokio::sync::Notify::new());
-    #[cfg(unix)]
-    let _hangup_task = {
-        use tokio::signal::unix::{SignalKind, signal};
-        let hangup = Arc::clone(&hangup);
-        match signal(SignalKind::hangup()) {
-            Ok(mut signals) => Some(AbortOnDrop(tokio::spawn(async move {
-                while signals.recv().await.is_some() {
-                    hangup.notify_one();
-                }
-            }))),
-            Err(error) => {
-                warn!(%error, "cannot listen for SIGHUP; API keys reload on file changes only");
-                None
-            }
-        }
-    };
     let mut loaded = source.loaded;
     let mut ticks = tokio::time::interval(source.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
-        let signalled = tokio::select! {
-            _ = ticks.tick() => false,
-            () = hangup.notified() => true,
-        };
+        ticks.tick().await;
         let file = source.file.clone();
         let read = tokio::task::spawn_blocking(move || std::fs::read(file)).await;
         let bytes = match read {
@@ -105,7 +86,7 @@ pub(crate) async fn watch_api_keys(source: ApiKeySource) {
             }
             Err(_) => continue,
         };
-        if !signalled && bytes == *loaded {
+        if bytes == *loaded {
             continue;
         }
         match parse_api_keys(&bytes, &source.file).and_then(|entries| {

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use gatekeeper::{
-    BoxError, demo_instructions, explain_command, load_config, run, start_admin, start_demo,
+    BoxError, Live, LogFormat, demo_instructions, explain_command, load_config, log_format_of,
+    run_live, start_admin, start_demo,
 };
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 const USAGE: &str = "\
 usage: gatekeeper [--config FILE] [--listen ADDR]
@@ -41,11 +42,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing();
+    // Read before anything is logged, so that every line has the configured format.
+    let format = args
+        .config
+        .as_deref()
+        .map(log_format_of)
+        .unwrap_or_default();
+    init_tracing(format);
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
+        Err(failure) if format == LogFormat::Json => {
+            error!(error = %failure, "gatekeeper stopped");
+            ExitCode::FAILURE
+        }
+        Err(failure) => {
+            eprintln!("error: {failure}");
             ExitCode::FAILURE
         }
     }
@@ -60,7 +71,12 @@ async fn serve(args: Args) -> Result<(), BoxError> {
         }
     };
     let listen = args.listen.unwrap_or(config.listen());
-    start_admin(&config).await?;
+    // Serve at once (requests get 503 with Retry-After until keys are in), but stop with a
+    // clear message when an issuer's keys can never work.
+    let ready = config.keys_ready();
+    let admin_ready = config.keys_ready();
+    let live = Live::new(config);
+    start_admin(&live, admin_ready).await?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e} (--listen ADDR picks another)"))?;
@@ -70,10 +86,7 @@ async fn serve(args: Args) -> Result<(), BoxError> {
             demo_instructions(listener.local_addr()?, upstream, &token)
         );
     }
-    // Serve at once (requests get 503 with Retry-After until keys are in), but stop with a
-    // clear message when an issuer's keys can never work.
-    let ready = config.keys_ready();
-    let server = run(config, listener, shutdown_signal());
+    let server = run_live(live, listener, shutdown_signal());
     tokio::pin!(server);
     tokio::select! {
         served = &mut server => return Ok(served?),
@@ -128,14 +141,20 @@ impl Args {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .init();
+        .with_writer(io::stderr);
+    match format {
+        // One JSON object per line: the event's fields flattened beside level, target and
+        // timestamp.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        _ => builder
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .init(),
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

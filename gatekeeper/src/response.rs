@@ -14,7 +14,7 @@ use crate::serve::GatewayBody;
 
 /// A gateway-made error response, shaped like the library's rejections: JSON for HTTP, and
 /// for gRPC a Trailers-Only response whose `grpc-status` follows gRPC's HTTP status mapping
-/// (404 and 405 → 12 UNIMPLEMENTED, 502/503/504 → 14 UNAVAILABLE; a malformed request → 3
+/// (404 and 405 → 12 UNIMPLEMENTED, 429 → 8 RESOURCE_EXHAUSTED, 502/503/504 → 14 UNAVAILABLE; a malformed request → 3
 /// INVALID_ARGUMENT, a request too slow → 4 DEADLINE_EXCEEDED), so gRPC clients see a
 /// status rather than a body they cannot decode.
 pub(crate) fn gateway_error(
@@ -28,6 +28,7 @@ pub(crate) fn gateway_error(
             StatusCode::BAD_REQUEST => 3,
             StatusCode::REQUEST_TIMEOUT => 4,
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12,
+            StatusCode::TOO_MANY_REQUESTS => 8,
             _ => 14,
         };
         let mut response = Response::new(GatewayBody::default());

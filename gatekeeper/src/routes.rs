@@ -14,19 +14,22 @@ use tokio::sync::Semaphore;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_gatekeeper::authenticate::{BoxAuthenticator, CachedAuthenticator};
+use tower_gatekeeper::authorize::ShadowStats;
 use tower_gatekeeper::authorize::{Lookup, RouteTable};
 use tower_gatekeeper::dpop::{DpopAuthenticator, DpopNonceLayer, NonceSource};
+use tower_gatekeeper::keys::IssuerKeys;
 use tower_gatekeeper::path::{PathError, PathPolicy};
 use tower_gatekeeper::reject::{DefaultRejection, Protocol, RejectionResponse};
 use tower_gatekeeper::revocation::Revocable;
 use tower_gatekeeper::{
-    AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, ContextPropagationLayer,
+    AuthMode, AuthenticateLayer, Authenticator, AuthorizeLayer, JwtAuthenticator,
 };
 use tracing::{debug, info};
 
 use crate::Config;
 use crate::config::file::RouteAuth;
 use crate::config::ops::Ops;
+use crate::config::policy::route_policy;
 use crate::config::route::{RouteSpec, method_list};
 use crate::config::server::Server;
 use crate::proxy::{Clients, Proxy, with_path};
@@ -50,6 +53,16 @@ pub(crate) struct Table {
     pub(crate) path_policy: PathPolicy,
     /// Renders the gateway's own rejections (405) like the layers' ones.
     pub(crate) realm: DefaultRejection,
+    /// `[cors]`: answers preflights and decorates responses, before routing.
+    pub(crate) cors: Option<tower_http::cors::CorsLayer>,
+    /// `[resource_metadata]`: the RFC 9728 document, served before routing.
+    pub(crate) resource_metadata: Option<Arc<crate::metadata::ResourceMetadata>>,
+    /// The verified-token cache in front of JWT verification, for the admin actions.
+    pub(crate) cached: Option<CachedAuthenticator<JwtAuthenticator<IssuerKeys>>>,
+    /// The report-only counts of each route's `shadow` rules.
+    pub(crate) shadows: Vec<Arc<ShadowStats>>,
+    /// The `[server]` settings this table was built with.
+    pub(crate) server: Arc<Server>,
 }
 
 pub(crate) struct RouteEntry {
@@ -73,6 +86,8 @@ impl Gateway {
             credentials,
             server,
             dpop,
+            cors,
+            resource_metadata,
             ..
         } = config;
         let parts = RouteParts {
@@ -93,8 +108,13 @@ impl Gateway {
         // holds JWTs only, so introspection results keep their own TTLs (`cache_ttl_seconds`,
         // `negative_ttl_seconds`) instead of living as long as `[cache] max_ttl_seconds`. Each
         // layer only when configured; revocation is checked outermost, for every request.
+        let mut cached = None;
         let jwt = authenticator.map(|jwt| match token_cache {
-            Some(cache) => BoxAuthenticator::new(CachedAuthenticator::with_cache(jwt, cache)),
+            Some(cache) => {
+                let jwt = CachedAuthenticator::with_cache(jwt, cache);
+                cached = Some(jwt.clone());
+                BoxAuthenticator::new(jwt)
+            }
             None => BoxAuthenticator::new(jwt),
         });
         let mut authenticator = if credentials.authenticates() {
@@ -115,6 +135,10 @@ impl Gateway {
         let path_policy = routes.iter().fold(PathPolicy::strict(), |all, route| {
             all.union(route.path_policy)
         });
+        let shadows = routes
+            .iter()
+            .filter_map(|route| route.shadow.as_ref().map(|shadow| shadow.stats()))
+            .collect();
         let entries = route_entries(authenticator.as_ref(), routes, &parts);
         Gateway {
             inner: Arc::new(Table {
@@ -122,8 +146,18 @@ impl Gateway {
                 entries,
                 path_policy,
                 realm: parts.realm,
+                cors,
+                resource_metadata,
+                cached,
+                shadows,
+                server: Arc::clone(&parts.server),
             }),
         }
+    }
+
+    /// The `[server]` settings of this configuration.
+    pub(crate) fn server(&self) -> Arc<Server> {
+        Arc::clone(&self.inner.server)
     }
 
     pub(crate) async fn handle_logged(&self, req: Request<Incoming>) -> Response<GatewayBody> {
@@ -142,7 +176,31 @@ impl Gateway {
         response
     }
 
-    pub(crate) async fn handle(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
+    /// Serves one request: CORS (when configured) in front of [`route`](Self::route).
+    pub(crate) async fn handle(&self, req: Request<Incoming>) -> Response<GatewayBody> {
+        match &self.inner.cors {
+            Some(cors) => crate::cors::handle(cors, self.clone(), req).await,
+            None => self.route(req).await,
+        }
+    }
+
+    /// Whether a route serves `path` (for some method).
+    fn routed(&self, path: &str) -> bool {
+        self.inner
+            .path_policy
+            .canonicalize(path)
+            .is_ok_and(|canonical| {
+                !matches!(
+                    self.inner
+                        .table
+                        .lookup(&http::Method::GET, canonical.as_str()),
+                    Lookup::NotFound
+                )
+            })
+    }
+
+    /// Serves one request: the metadata document, or the route's stack.
+    pub(crate) async fn route(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
         let protocol = Protocol::of(&req);
         if let Some(problem) = host_problem(&req) {
             return gateway_error(
@@ -151,6 +209,11 @@ impl Gateway {
                 "invalid_request",
                 problem,
             );
+        }
+        if let Some(metadata) = &self.inner.resource_metadata
+            && let Some(response) = metadata.answer(&req, |path| self.routed(path))
+        {
+            return response;
         }
         let canonical = match self.inner.path_policy.canonicalize(req.uri().path()) {
             Ok(canonical) => canonical,
@@ -261,6 +324,10 @@ pub(crate) fn route_service<A: Authenticator>(
     proxy: Proxy,
 ) -> RouteService {
     let (realm, ops) = (&parts.realm, &parts.ops);
+    let limiter = route.rate_limit.as_ref().map(|spec| {
+        crate::rate_limit::Limiter::new(spec, proxy.strip.clone(), Arc::clone(&proxy.server))
+    });
+    let rate_limit = crate::rate_limit::RateLimitLayer::new(limiter);
     let proxy = tower::service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.forward(req).await) }
@@ -269,7 +336,8 @@ pub(crate) fn route_service<A: Authenticator>(
         RouteAuth::Public => {
             return boxed(
                 ServiceBuilder::new()
-                    .layer(ContextPropagationLayer::new())
+                    .layer(rate_limit)
+                    .layer(ops.propagation.clone())
                     .service(proxy),
             );
         }
@@ -287,10 +355,15 @@ pub(crate) fn route_service<A: Authenticator>(
         ServiceBuilder::new()
             .option_layer(parts.nonces.clone().map(DpopNonceLayer::new))
             .layer(ops.authenticate_layer(authenticate.rejection_response(realm.clone())))
-            .layer(ops.authorize_layer(
-                AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()),
-            ))
-            .layer(ContextPropagationLayer::new())
+            // Counted per identity, after authentication and before the policy.
+            .layer(rate_limit)
+            .layer(
+                ops.authorize_layer(
+                    AuthorizeLayer::new(route_policy(route, ops.ext_authz.as_ref()))
+                        .rejection_response(realm.clone()),
+                ),
+            )
+            .layer(ops.propagation.clone())
             .service(proxy),
     )
 }

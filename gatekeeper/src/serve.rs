@@ -25,9 +25,8 @@ use tracing::{debug, info, warn};
 use crate::Config;
 use crate::body::Held;
 use crate::config::server::Server;
-use crate::credentials::{AbortOnDrop, watch_api_keys};
+use crate::reload::Live;
 use crate::response::error_chain;
-use crate::routes::Gateway;
 
 /// How long a shutdown waits for in-flight requests before giving up on them.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,18 +55,25 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_live(Live::new(config), listener, shutdown).await
+}
+
+/// Serves `live` on `listener` until `shutdown` resolves, as [`run`] does; every new request
+/// is served with `live`'s current configuration, which [`Live::reload`] (and, for a
+/// configuration loaded from a file, SIGHUP) replaces.
+///
+/// # Errors
+///
+/// Only when the listener's address cannot be read; per-connection errors are logged.
+pub async fn run_live(
+    live: Live,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let local = listener.local_addr()?;
-    // Reloads the API keys file on change and on SIGHUP while serving.
-    let _reload = config
-        .credentials
-        .api_keys
-        .clone()
-        .map(|source| AbortOnDrop(tokio::spawn(watch_api_keys(source))));
-    for shadowed in config.shadowed_routes() {
-        warn!("{shadowed}");
-    }
-    let server = Arc::new(config.server.clone());
-    let gateway = Gateway::new(config);
+    let _hangup = live.reload_on_hangup();
+    // Connection settings are the ones started with: changing them needs a restart.
+    let server = live.gateway().server();
     let builder = Arc::new(http_builder(&server));
     // One permit per connection; shutting down takes them all back.
     let slots = Arc::new(Semaphore::new(server.max_connections));
@@ -105,7 +111,7 @@ pub async fn run(
             stream,
             peer,
             Connection {
-                gateway: gateway.clone(),
+                live: live.clone(),
                 builder: Arc::clone(&builder),
                 server: Arc::clone(&server),
                 stop: stop_rx.clone(),
@@ -152,7 +158,7 @@ fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
 
 /// What one connection's task holds.
 struct Connection {
-    gateway: Gateway,
+    live: Live,
     builder: Arc<auto::Builder<TokioExecutor>>,
     server: Arc<Server>,
     /// Becomes `true` when the gateway shuts down.
@@ -167,12 +173,13 @@ struct Connection {
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, mut conn: Connection) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let gateway = conn.gateway.clone();
+    let live = conn.live.clone();
     let tracked = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let guard = tracked.begin();
         req.extensions_mut().insert(ClientAddr(peer));
-        let gateway = gateway.clone();
+        // Each request is served with the configuration current when it arrives.
+        let gateway = live.gateway();
         async move {
             let response = gateway.handle_logged(req).await;
             Ok::<_, Infallible>(response.map(|body| Held::new(body, guard)))

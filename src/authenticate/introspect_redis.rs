@@ -54,8 +54,10 @@ use crate::config_error::ConfigError;
 /// and `aud` checks allow), exactly as whoever can write to a shared revocation store can
 /// un-revoke tokens. Use a Redis (or a database number and prefix on it) that only the
 /// gateways can reach, with a password (`redis://:password@host:6379/0`, or an ACL user),
-/// on a private network: this crate builds the `redis` client without TLS, so `rediss://`
-/// URLs are refused; across untrusted networks put a TLS tunnel in front.
+/// on a private network, and TLS across untrusted ones: with the `redis-tls` feature,
+/// `rediss://` URLs connect through rustls, verifying the server against the platform's root
+/// certificates (`SSL_CERT_FILE` or `SSL_CERT_DIR` name another bundle); without it they are
+/// refused.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -133,9 +135,11 @@ impl RedisIntrospectionCacheBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] for an invalid URL (or `rediss://`, which needs TLS support this crate
-    /// does not build), an empty prefix, or a zero timeout.
+    /// [`ConfigError`] for an invalid URL (`rediss://` without the `redis-tls` feature), an
+    /// empty prefix, or a zero timeout. With a `rediss://` URL and no process-wide rustls
+    /// `CryptoProvider` installed yet, it installs ring's.
     pub fn build(self) -> Result<RedisIntrospectionCache, ConfigError> {
+        crate::revocation::redis::ensure_tls_provider(&self.url);
         let client = redis::Client::open(self.url.as_str()).map_err(|e| {
             ConfigError::invalid(format!(
                 "invalid Redis URL for the introspection cache (redis://[:password@]host:port/db): {e}"
@@ -171,7 +175,8 @@ impl RedisIntrospectionCacheBuilder {
 }
 
 impl RedisIntrospectionCache {
-    /// A builder for a cache at `url` (`redis://[:password@]host:port/db`).
+    /// A builder for a cache at `url` (`redis://[:password@]host:port/db`, or `rediss://`
+    /// for TLS with the `redis-tls` feature).
     pub fn builder(url: impl Into<String>) -> RedisIntrospectionCacheBuilder {
         RedisIntrospectionCacheBuilder {
             url: url.into(),

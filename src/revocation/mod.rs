@@ -30,8 +30,8 @@
 //! to resynchronise: it can never make a token authenticate that the verifier rejects, and
 //! never mint an identity. Protect it like the introspection cache: a Redis (or a database
 //! number and prefix on it) that only the gateways and the revoking tool can reach, with a
-//! password or an ACL user, on a private network (the client is built without TLS: across
-//! untrusted networks put a TLS tunnel in front).
+//! password or an ACL user, on a private network, and TLS (`rediss://`, feature `redis-tls`:
+//! rustls with the platform's root certificates) across untrusted ones.
 //!
 //! [`Revocable`] wraps any [`Authenticator`] and checks the store for every request it
 //! authenticates, whatever the inner authenticator did (a verified-token cache hit
@@ -80,7 +80,7 @@
 mod any;
 mod memory;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 mod set;
 
 use std::fmt;

@@ -179,9 +179,12 @@ impl RedisRevocationsBuilder {
     ///
     /// # Errors
     ///
-    /// [`RevocationError::Config`] for an invalid URL, a zero timeout or interval, or when
-    /// called outside a tokio runtime.
+    /// [`RevocationError::Config`] for an invalid URL (`rediss://` without the `redis-tls`
+    /// feature), a zero timeout or interval, or when called outside a tokio runtime. With a
+    /// `rediss://` URL and no process-wide rustls `CryptoProvider` installed yet, it installs
+    /// ring's.
     pub fn build(self) -> Result<RedisRevocations, RevocationError> {
+        ensure_tls_provider(&self.url);
         let client = redis::Client::open(self.url.as_str()).map_err(|e| {
             RevocationError::Config(format!("invalid Redis URL (redis://host:port/db): {e}"))
         })?;
@@ -229,8 +232,27 @@ impl RedisRevocationsBuilder {
     }
 }
 
+/// Before a `rediss://` client is built: the redis crate makes its TLS configuration from
+/// rustls's process-wide provider, so when none is installed yet, ring's becomes it (the one
+/// reqwest's rustls uses too). Without the `redis-tls` feature `rediss://` URLs are refused
+/// by the client, naming TLS.
+pub(crate) fn ensure_tls_provider(url: &str) {
+    #[cfg(feature = "redis-tls")]
+    if url
+        .get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+        && rustls::crypto::CryptoProvider::get_default().is_none()
+    {
+        // Another thread may install one first; either way there is one afterwards.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    #[cfg(not(feature = "redis-tls"))]
+    let _ = url;
+}
+
 impl RedisRevocations {
-    /// A builder for a store at `url` (`redis://[:password@]host:port/db`).
+    /// A builder for a store at `url` (`redis://[:password@]host:port/db`, or `rediss://` for
+    /// TLS).
     pub fn builder(url: impl Into<String>) -> RedisRevocationsBuilder {
         RedisRevocationsBuilder {
             url: url.into(),

@@ -35,6 +35,41 @@ pub(crate) struct FileConfig {
     pub(crate) dpop: Option<crate::config::dpop::FileDpop>,
     /// The origin clients address (`https://api.example.com`), for DPoP `htu` checks.
     pub(crate) public_origin: Option<String>,
+    /// Cross-origin requests from browsers (`[cors]`).
+    pub(crate) cors: Option<crate::config::edge::FileCors>,
+    /// RFC 9728 protected resource metadata (`[resource_metadata]`).
+    pub(crate) resource_metadata: Option<crate::config::edge::FileResourceMetadata>,
+    /// `"text"` (default) or `"json"`: one JSON object per log line.
+    pub(crate) log_format: Option<String>,
+    /// The admin token's SHA-256 (hex), inline or in a file: admin actions need one.
+    pub(crate) admin_token_sha256: Option<String>,
+    pub(crate) admin_token_file: Option<PathBuf>,
+    /// `[context]`: the signed context minted for upstreams.
+    pub(crate) context: Option<FileContext>,
+    /// `[ext_authz]`: the external authorizer.
+    pub(crate) ext_authz: Option<FileExtAuthz>,
+}
+
+/// `[context]`: sign the propagated identity for the upstreams.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileContext {
+    /// PKCS#8 PEM private key: Ed25519 signs EdDSA, P-256 signs ES256.
+    pub(crate) sign_key_file: PathBuf,
+    pub(crate) kid: String,
+    pub(crate) audience: String,
+    pub(crate) issuer: Option<String>,
+    pub(crate) lifetime_seconds: Option<f64>,
+}
+
+/// `[ext_authz]`: an external HTTP authorizer asked for every authenticating route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "ext-authz"), allow(dead_code))]
+pub(crate) struct FileExtAuthz {
+    pub(crate) url: String,
+    pub(crate) timeout_seconds: Option<f64>,
+    pub(crate) max_connections: Option<usize>,
 }
 
 /// `[server]`: how client connections are served (every key optional).
@@ -87,6 +122,11 @@ pub(crate) struct FileRoute {
     pub(crate) max_concurrency: Option<usize>,
     pub(crate) allow_path_forms: Option<Vec<String>>,
     pub(crate) rules: RuleConfig,
+    pub(crate) rate_limit: Option<crate::config::edge::FileRateLimit>,
+    /// Rule keys evaluated report-only (`shadow = { roles_any = [...] }`).
+    pub(crate) shadow: Option<RuleConfig>,
+    /// `false`: this route does not ask `[ext_authz]`.
+    pub(crate) ext_authz: Option<bool>,
 }
 
 /// A `[[route]]` as written: the route's own keys, and the rest for [`RuleConfig`], which
@@ -103,6 +143,9 @@ struct RawRoute {
     query_token: Option<String>,
     max_concurrency: Option<usize>,
     allow_path_forms: Option<Vec<String>>,
+    rate_limit: Option<crate::config::edge::FileRateLimit>,
+    shadow: Option<toml::Table>,
+    ext_authz: Option<bool>,
     #[serde(flatten)]
     rules: toml::Table,
 }
@@ -115,10 +158,18 @@ impl TryFrom<RawRoute> for FileRoute {
             .try_into::<RuleConfig>()
             .map_err(|e| {
                 format!(
-                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency and allow_path_forms)",
+                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency, allow_path_forms, rate_limit, shadow and ext_authz)",
                     e.message().trim_end()
                 )
             })?;
+        let shadow = raw
+            .shadow
+            .map(|table| {
+                toml::Value::Table(table)
+                    .try_into::<RuleConfig>()
+                    .map_err(|e| format!("`shadow`: {}", e.message().trim_end()))
+            })
+            .transpose()?;
         Ok(FileRoute {
             path: raw.path,
             methods: raw.methods,
@@ -129,6 +180,9 @@ impl TryFrom<RawRoute> for FileRoute {
             max_concurrency: raw.max_concurrency,
             allow_path_forms: raw.allow_path_forms,
             rules,
+            rate_limit: raw.rate_limit,
+            shadow,
+            ext_authz: raw.ext_authz,
         })
     }
 }

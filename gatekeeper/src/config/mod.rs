@@ -1,8 +1,11 @@
+pub(crate) mod admin;
 pub(crate) mod credentials;
 pub(crate) mod dpop;
+pub(crate) mod edge;
 pub(crate) mod file;
 pub(crate) mod issuer;
 pub(crate) mod ops;
+pub(crate) mod policy;
 pub(crate) mod route;
 pub(crate) mod server;
 
@@ -83,6 +86,16 @@ pub struct Config {
     /// DPoP and certificate-binding checks (always on: bound tokens are never accepted as
     /// Bearer tokens).
     pub(crate) dpop: tower_gatekeeper::dpop::DpopConfig,
+    /// `[cors]`: tower-http's CORS layer, answering preflights before routing.
+    pub(crate) cors: Option<tower_http::cors::CorsLayer>,
+    /// `[resource_metadata]`: the RFC 9728 document.
+    pub(crate) resource_metadata: Option<std::sync::Arc<crate::metadata::ResourceMetadata>>,
+    /// The admin token and the log format.
+    pub(crate) admin: admin::AdminSettings,
+    /// Each `[[issuer]]`'s keys, for "refresh keys now".
+    pub(crate) issuer_keys: Vec<(String, IssuerKeys)>,
+    /// The file this configuration was loaded from (reloaded on SIGHUP).
+    pub(crate) path: Option<PathBuf>,
 }
 
 impl Config {
@@ -139,7 +152,9 @@ pub fn load_config(path: impl AsRef<Path>) -> Result<Config, ConfigFileError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    compile(file, base).map_err(|message| ConfigFileError::new(path, message))
+    let mut config = compile(file, base).map_err(|message| ConfigFileError::new(path, message))?;
+    config.path = Some(path.to_owned());
+    Ok(config)
 }
 
 /// Checks a parsed file and builds the [`Config`]; errors are messages without the file name.
@@ -172,9 +187,11 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         .map(|i| (i.issuer.clone(), i.dpop.clone()))
         .collect();
     let dpop = dpop::compile_dpop(file.dpop, file.public_origin.as_deref(), &dpop_modes, base)?;
+    let mut issuer_keys = Vec::new();
     for (i, issuer) in file.issuers.into_iter().enumerate() {
         let n = i + 1;
         let (keys, validation) = compile_issuer(n, issuer, base)?;
+        issuer_keys.push((validation.issuer().to_owned(), keys.clone()));
         let built = match authenticator {
             None => JwtAuthenticator::new(keys, validation),
             Some(auth) => auth.with_issuer(keys, validation),
@@ -201,13 +218,33 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
                 issuers: &issuers,
                 global_rego: file.rego.as_ref(),
                 base,
+                api_keys: credentials.api_keys.is_some(),
             };
             compile_route(i + 1, route, &context)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (table, shadowed) = compile_table(&routes)?;
+    let cors = file.cors.map(edge::compile_cors).transpose()?;
+    let resource_metadata = file
+        .resource_metadata
+        .map(|raw| edge::compile_resource_metadata(raw, &issuers))
+        .transpose()?;
+    // Every challenge points to the metadata document.
+    let realm = match &resource_metadata {
+        Some(metadata) => realm.resource_metadata(metadata.url()),
+        None => realm,
+    };
     let token_cache = compile_cache(file.cache)?;
-    let ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
+    let mut ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
+    ops.propagation = policy::compile_context(file.context, base)?;
+    ops.ext_authz = policy::compile_ext_authz(file.ext_authz)?;
+    policy::check_ext_authz_keys(&routes, ops.ext_authz.is_some())?;
+    let admin = admin::compile_admin(
+        file.admin_token_sha256,
+        file.admin_token_file,
+        file.log_format,
+        base,
+    )?;
 
     Ok(Config {
         listen,
@@ -222,6 +259,11 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         credentials,
         shadowed,
         dpop,
+        cors,
+        resource_metadata: resource_metadata.map(std::sync::Arc::new),
+        admin,
+        issuer_keys,
+        path: None,
     })
 }
 

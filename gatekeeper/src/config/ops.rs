@@ -36,6 +36,11 @@ pub(crate) struct Ops {
     pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) audit: Option<JsonLines>,
     pub(crate) limits: Limits,
+    /// Strips and injects identity headers; mints the signed context with `[context]`.
+    pub(crate) propagation: tower_gatekeeper::ContextPropagationLayer,
+    /// The external authorizer (`[ext_authz]`), asked by every authenticating route that
+    /// does not opt out.
+    pub(crate) ext_authz: Option<tower_gatekeeper::authorize::BoxPolicy>,
 }
 
 pub(crate) fn compile_ops(
@@ -77,6 +82,7 @@ pub(crate) fn compile_ops(
         admin_listen,
         audit,
         limits: checked,
+        ..Ops::default()
     })
 }
 

@@ -6,6 +6,7 @@ use crate::config::file::UpstreamProtocol;
 use http::Method;
 use http::uri::{Authority, Uri};
 use tower_gatekeeper::PolicyEvaluator;
+use tower_gatekeeper::authorize::Shadow;
 use tower_gatekeeper::authorize::{AllowAll, BoxPolicy, RegoConfig, RouteTable, RouteTableError};
 use tower_gatekeeper::path::{PathForm, PathPolicy};
 
@@ -30,6 +31,12 @@ pub(crate) struct RouteSpec {
     /// protected one: 0 public, 1 optional, 2 required, 3 with rules.
     pub(crate) protection: u8,
     pub(crate) policy: BoxPolicy,
+    /// The per-identity rate limit (`rate_limit`), if any.
+    pub(crate) rate_limit: Option<crate::rate_limit::RateLimitSpec>,
+    /// Rules evaluated report-only (`shadow`): logged and counted, never enforced.
+    pub(crate) shadow: Option<Shadow<BoxPolicy>>,
+    /// `Some(false)`: this route does not ask `[ext_authz]`.
+    pub(crate) ext_authz: Option<bool>,
 }
 
 /// What every route is checked against.
@@ -43,6 +50,8 @@ pub(crate) struct RouteContext<'a> {
     pub(crate) global_rego: Option<&'a RegoConfig>,
     /// The configuration file's directory.
     pub(crate) base: &'a Path,
+    /// Whether `[api_keys]` is configured.
+    pub(crate) api_keys: bool,
 }
 
 pub(crate) fn compile_route(
@@ -55,6 +64,7 @@ pub(crate) fn compile_route(
         issuers,
         global_rego,
         base,
+        api_keys,
     } = *context;
     let label = format!("[[route]] #{n} (path {:?})", raw.path);
     if !raw.path.starts_with('/') {
@@ -115,6 +125,19 @@ pub(crate) fn compile_route(
         _ => {}
     }
 
+    let rate_limit = raw
+        .rate_limit
+        .map(|limit| {
+            crate::config::edge::compile_rate_limit(
+                &label,
+                limit,
+                raw.auth == RouteAuth::Public,
+                api_keys,
+            )
+        })
+        .transpose()?;
+    let shadow =
+        crate::config::policy::compile_shadow(&label, raw.shadow, raw.auth, issuers, base)?;
     let rules = raw.rules;
     let protection = match raw.auth {
         RouteAuth::Public => 0,
@@ -173,6 +196,9 @@ pub(crate) fn compile_route(
         path_policy,
         protection,
         policy,
+        rate_limit,
+        shadow,
+        ext_authz: raw.ext_authz,
     })
 }
 
