@@ -12,6 +12,7 @@ pub(crate) mod proxy;
 pub(crate) mod response;
 pub(crate) mod routes;
 pub(crate) mod serve;
+pub(crate) mod tls;
 
 pub use admin::{run_admin, start_admin};
 pub use config::{Config, ConfigFileError, DEFAULT_LISTEN, DEFAULT_UPSTREAM_TIMEOUT, load_config};
@@ -19,5 +20,6 @@ pub use demo::{DEMO_AUDIENCE, DEMO_ISSUER, Demo, demo_instructions, start_demo};
 pub use explain::explain_command;
 pub use serve::BoxError;
 pub use serve::run;
+pub use tls::TlsReloader;
 /// The revocation store `[revocation]` configures ([`Config::revocations`]).
 pub use tower_gatekeeper::revocation::Revocations;

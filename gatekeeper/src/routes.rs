@@ -60,7 +60,7 @@ pub(crate) struct RouteEntry {
 
 impl Gateway {
     pub(crate) fn new(config: Config) -> Self {
-        let clients = Clients::new(config.upstream_timeout);
+        let clients = Clients::new(config.upstream_timeout, config.tls.upstream.as_deref());
         let Config {
             realm,
             upstream_timeout,
@@ -226,6 +226,7 @@ pub(crate) fn route_entries<A: Authenticator>(
                 strip: parts.strip.clone(),
                 protocol: route.upstream_protocol,
                 upstream: route.upstream.clone(),
+                tls: route.upstream_tls,
                 timeout: parts.upstream_timeout,
                 body_timeout: parts.server.body_timeout,
                 slots: route.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),

@@ -16,7 +16,11 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use http::header::HeaderName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tower_gatekeeper::credential::PeerCertificate;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower_gatekeeper::authorize::ClientAddr;
@@ -28,6 +32,7 @@ use crate::config::server::Server;
 use crate::credentials::{AbortOnDrop, watch_api_keys};
 use crate::response::error_chain;
 use crate::routes::Gateway;
+use crate::tls::{self, ArrivedOverTls, reload_on_hangup, take_header_certificate};
 
 /// How long a shutdown waits for in-flight requests before giving up on them.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,6 +72,12 @@ pub async fn run(
         warn!("{shadowed}");
     }
     let server = Arc::new(config.server.clone());
+    let tls = config.tls.listener.clone();
+    // Reloads the TLS certificate on SIGHUP while serving.
+    let _reload_tls = tls
+        .as_ref()
+        .map(|tls| AbortOnDrop(tokio::spawn(reload_on_hangup(Arc::clone(&tls.certificate)))));
+    let cert_header = config.tls.client_cert_header.clone();
     let gateway = Gateway::new(config);
     let builder = Arc::new(http_builder(&server));
     // One permit per connection; shutting down takes them all back.
@@ -77,6 +88,7 @@ pub async fn run(
     info!(
         address = %local,
         max_connections = server.max_connections,
+        tls = tls.is_some(),
         "gateway listening (HTTP/1.1 and HTTP/2)"
     );
 
@@ -108,6 +120,8 @@ pub async fn run(
                 gateway: gateway.clone(),
                 builder: Arc::clone(&builder),
                 server: Arc::clone(&server),
+                tls: tls.as_ref().map(|tls| tls.acceptor.clone()),
+                cert_header: cert_header.clone(),
                 stop: stop_rx.clone(),
                 _slot: slot,
             },
@@ -155,32 +169,95 @@ struct Connection {
     gateway: Gateway,
     builder: Arc<auto::Builder<TokioExecutor>>,
     server: Arc<Server>,
+    /// `[tls]` with a certificate: the connection starts with a TLS handshake.
+    tls: Option<TlsAcceptor>,
+    /// `[tls] client_cert_header`: removed from every request, read from trusted proxies.
+    cert_header: Option<HeaderName>,
     /// Becomes `true` when the gateway shuts down.
     stop: watch::Receiver<bool>,
     /// Returned to the listener when the connection ends.
     _slot: OwnedSemaphorePermit,
 }
 
-/// Serves one connection until it ends, the gateway shuts down (then gracefully), it stays
-/// silent past the header-read timeout (then at once) or idle past the idle timeout (then
-/// gracefully).
+/// Serves one connection: its TLS handshake first when `[tls]` has a certificate, bounded by
+/// the header-read timeout like the first request head, then [`serve_http`].
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, mut conn: Connection) {
     let _ = stream.set_nodelay(true);
+    let started = Instant::now();
+    let Some(acceptor) = conn.tls.clone() else {
+        return serve_http(TokioIo::new(stream), peer, None, started, conn).await;
+    };
+    let deadline = started + conn.server.header_read_timeout;
+    let handshake = tokio::time::timeout_at(deadline, tls::accept(&acceptor, stream));
+    let accepted = tokio::select! {
+        accepted = handshake => accepted,
+        _ = conn.stop.wait_for(|stop| *stop) => return,
+    };
+    match accepted {
+        Ok(Ok(stream)) => {
+            let session = TlsSession {
+                certificate: tls::session_certificate(&stream),
+            };
+            serve_http(TokioIo::new(stream), peer, Some(session), started, conn).await;
+        }
+        Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "no TLS handshake within the header-read timeout; closing"),
+    }
+}
+
+/// What a TLS connection's requests carry.
+struct TlsSession {
+    /// The leaf certificate the client presented.
+    certificate: Option<PeerCertificate>,
+}
+
+/// Serves one connection's HTTP until it ends, the gateway shuts down (then gracefully), it
+/// stays silent past the header-read timeout counted from `started` (then at once) or idle
+/// past the idle timeout (then gracefully).
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    session: Option<TlsSession>,
+    started: Instant,
+    mut conn: Connection,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let gateway = conn.gateway.clone();
     let tracked = Arc::clone(&activity);
+    let over_tls = session.is_some();
+    let session_certificate = session.and_then(|s| s.certificate);
+    let cert_header = conn.cert_header.clone();
+    let trusted = cert_header.is_some() && conn.server.trusts(peer.ip());
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let guard = tracked.begin();
         req.extensions_mut().insert(ClientAddr(peer));
+        if over_tls {
+            req.extensions_mut().insert(ArrivedOverTls);
+        }
+        let mut certificate = session_certificate.clone();
+        if let Some(name) = &cert_header {
+            match take_header_certificate(req.headers_mut(), name, trusted) {
+                Ok(None) => {}
+                Ok(Some(from_proxy)) => certificate = Some(from_proxy),
+                Err(error) => {
+                    debug!(%peer, header = %name, ?error, "client certificate header not usable; request has no client certificate");
+                    certificate = None;
+                }
+            }
+        }
+        if let Some(certificate) = certificate {
+            req.extensions_mut().insert(certificate);
+        }
         let gateway = gateway.clone();
         async move {
             let response = gateway.handle_logged(req).await;
             Ok::<_, Infallible>(response.map(|body| Held::new(body, guard)))
         }
     });
-    let connection = conn.builder.serve_connection(TokioIo::new(stream), service);
+    let connection = conn.builder.serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
-    let started = Instant::now();
     let mut closing = *conn.stop.borrow();
     if closing {
         connection.as_mut().graceful_shutdown();

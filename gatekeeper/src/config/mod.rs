@@ -4,6 +4,7 @@ pub(crate) mod issuer;
 pub(crate) mod ops;
 pub(crate) mod route;
 pub(crate) mod server;
+pub(crate) mod tls;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -79,6 +80,7 @@ pub struct Config {
     /// Routes that take requests from a broader, more protected route (logged when serving).
     pub(crate) shadowed: Vec<String>,
     pub(crate) credentials: Credentials,
+    pub(crate) tls: tls::Tls,
 }
 
 impl Config {
@@ -157,6 +159,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         DEFAULT_UPSTREAM_TIMEOUT,
     )?;
     let server = server::compile(file.server.unwrap_or_default())?;
+    let mut tls = tls::compile(file.tls, base, &server)?;
 
     let mut authenticator: Option<JwtAuthenticator<IssuerKeys>> = None;
     // Every name a caller's issuer can have: each `[[issuer]]`, then the API keys' and the
@@ -196,6 +199,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (table, shadowed) = compile_table(&routes)?;
+    tls.prepare_upstream(routes.iter().any(|route| route.upstream_tls))?;
     let token_cache = compile_cache(file.cache)?;
     let ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
 
@@ -211,7 +215,19 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         server,
         credentials,
         shadowed,
+        tls,
     })
+}
+
+impl Config {
+    /// Reloads the TLS listener's certificate and key (what SIGHUP does while
+    /// [`run`](crate::run) serves this configuration); `None` without `[tls] cert_file`.
+    pub fn tls_reloader(&self) -> Option<crate::tls::TlsReloader> {
+        self.tls
+            .listener
+            .as_ref()
+            .map(|listener| crate::tls::TlsReloader(std::sync::Arc::clone(&listener.certificate)))
+    }
 }
 
 impl Config {
