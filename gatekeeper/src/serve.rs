@@ -164,6 +164,46 @@ fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// What every request of a connection carries into the gateway as extensions.
+struct RequestContext {
+    peer: SocketAddr,
+    over_tls: bool,
+    /// Whether the peer is one of `[server] trusted_proxies`.
+    trusted: bool,
+    /// The leaf certificate the client presented in the TLS handshake.
+    session_certificate: Option<PeerCertificate>,
+    /// `[tls] client_cert_header`.
+    cert_header: Option<HeaderName>,
+}
+
+impl RequestContext {
+    /// Inserts [`ClientAddr`], [`ArrivedOverTls`] and the client's [`PeerCertificate`]: from a
+    /// trusted proxy's `client_cert_header` when it sent one, else from the TLS session. The
+    /// header is removed whoever sent it; an unusable one leaves the request without a
+    /// certificate.
+    fn prepare<B>(&self, req: &mut Request<B>) {
+        let peer = self.peer;
+        req.extensions_mut().insert(ClientAddr(peer));
+        if self.over_tls {
+            req.extensions_mut().insert(ArrivedOverTls);
+        }
+        let mut certificate = self.session_certificate.clone();
+        if let Some(name) = &self.cert_header {
+            match take_header_certificate(req.headers_mut(), name, self.trusted) {
+                Ok(None) => {}
+                Ok(Some(from_proxy)) => certificate = Some(from_proxy),
+                Err(error) => {
+                    debug!(%peer, header = %name, ?error, "client certificate header not usable; the request has no client certificate");
+                    certificate = None;
+                }
+            }
+        }
+        if let Some(certificate) = certificate {
+            req.extensions_mut().insert(certificate);
+        }
+    }
+}
+
 /// What one connection's task holds.
 struct Connection {
     gateway: Gateway,
@@ -226,30 +266,16 @@ async fn serve_http<I>(
     let activity = Arc::new(Activity::new());
     let gateway = conn.gateway.clone();
     let tracked = Arc::clone(&activity);
-    let over_tls = session.is_some();
-    let session_certificate = session.and_then(|s| s.certificate);
-    let cert_header = conn.cert_header.clone();
-    let trusted = cert_header.is_some() && conn.server.trusts(peer.ip());
+    let context = RequestContext {
+        peer,
+        over_tls: session.is_some(),
+        trusted: conn.server.trusts(peer.ip()),
+        session_certificate: session.and_then(|s| s.certificate),
+        cert_header: conn.cert_header.clone(),
+    };
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let guard = tracked.begin();
-        req.extensions_mut().insert(ClientAddr(peer));
-        if over_tls {
-            req.extensions_mut().insert(ArrivedOverTls);
-        }
-        let mut certificate = session_certificate.clone();
-        if let Some(name) = &cert_header {
-            match take_header_certificate(req.headers_mut(), name, trusted) {
-                Ok(None) => {}
-                Ok(Some(from_proxy)) => certificate = Some(from_proxy),
-                Err(error) => {
-                    debug!(%peer, header = %name, ?error, "client certificate header not usable; request has no client certificate");
-                    certificate = None;
-                }
-            }
-        }
-        if let Some(certificate) = certificate {
-            req.extensions_mut().insert(certificate);
-        }
+        context.prepare(&mut req);
         let gateway = gateway.clone();
         async move {
             let response = gateway.handle_logged(req).await;
@@ -418,5 +444,72 @@ impl AcceptBackoff {
             info!(suppressed = self.suppressed, "accepting connections again");
             self.suppressed = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: HeaderName = HeaderName::from_static("x-client-cert");
+    const SESSION_DER: &[u8] = b"\x30\x03\x02\x01\x01";
+    // URL-encoded PEM of the DER 30 03 02 01 02, as nginx's `$ssl_client_escaped_cert`.
+    const ESCAPED: &str =
+        "-----BEGIN%20CERTIFICATE-----%0AMAMCAQI%3D%0A-----END%20CERTIFICATE-----%0A";
+    const HEADER_DER: &[u8] = b"\x30\x03\x02\x01\x02";
+
+    fn context(trusted: bool, session: bool) -> RequestContext {
+        RequestContext {
+            peer: "127.0.0.1:4000".parse().unwrap(),
+            over_tls: session,
+            trusted,
+            session_certificate: session.then(|| PeerCertificate::from_der(SESSION_DER)),
+            cert_header: Some(HEADER),
+        }
+    }
+
+    fn prepared(context: &RequestContext, header: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder();
+        if let Some(value) = header {
+            builder = builder.header(HEADER, value);
+        }
+        let mut req = builder.body(()).unwrap();
+        context.prepare(&mut req);
+        assert!(req.headers().get(HEADER).is_none(), "the header is never forwarded");
+        req
+    }
+
+    fn der(req: &Request<()>) -> Option<&[u8]> {
+        req.extensions().get::<PeerCertificate>().map(PeerCertificate::der)
+    }
+
+    #[test]
+    fn the_session_certificate_reaches_every_request() {
+        let context = context(false, true);
+        for _ in 0..2 {
+            let req = prepared(&context, None);
+            assert_eq!(der(&req), Some(SESSION_DER));
+            assert!(req.extensions().get::<ArrivedOverTls>().is_some());
+        }
+    }
+
+    #[test]
+    fn the_header_certificate_counts_only_from_trusted_proxies() {
+        let trusted = prepared(&context(true, false), Some(ESCAPED));
+        assert_eq!(der(&trusted), Some(HEADER_DER));
+        assert!(trusted.extensions().get::<ArrivedOverTls>().is_none());
+
+        let untrusted = prepared(&context(false, false), Some(ESCAPED));
+        assert_eq!(der(&untrusted), None);
+        let untrusted_tls = prepared(&context(false, true), Some(ESCAPED));
+        assert_eq!(der(&untrusted_tls), Some(SESSION_DER), "the header changes nothing");
+    }
+
+    #[test]
+    fn a_trusted_header_replaces_the_session_certificate_and_a_bad_one_leaves_none() {
+        let context = context(true, true);
+        assert_eq!(der(&prepared(&context, Some(ESCAPED))), Some(HEADER_DER));
+        assert_eq!(der(&prepared(&context, None)), Some(SESSION_DER));
+        assert_eq!(der(&prepared(&context, Some("garbage"))), None);
     }
 }

@@ -330,7 +330,16 @@ pub(crate) fn take_header_certificate(
     trusted: bool,
 ) -> Result<Option<PeerCertificate>, CertHeaderError> {
     let values: Vec<HeaderValue> = headers.get_all(name).iter().cloned().collect();
-    headers.remove(name);
+    // Also in spellings with `_`, which frameworks that read headers as CGI variables (WSGI,
+    // PHP, Rack) take for the same name.
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|key| key.as_str().replace('_', "-") == name.as_str())
+        .cloned()
+        .collect();
+    for key in doomed {
+        headers.remove(key);
+    }
     if !trusted {
         return Ok(None);
     }
@@ -378,6 +387,7 @@ mod tests {
         assert!(headers.is_empty());
 
         headers.insert(NAME, HeaderValue::from_str(&escaped(PEM)).unwrap());
+        headers.insert("x_client_cert", HeaderValue::from_static("x"));
         assert_eq!(
             take_header_certificate(&mut headers, &NAME, false),
             Ok(None)
