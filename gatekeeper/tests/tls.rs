@@ -659,3 +659,79 @@ async fn tls_configuration_errors_name_the_key_and_the_file() {
     assert_mentions(&error, &["`upstream`", "http://host:port or https://host:port"]);
     assert!(Path::new(&dir.0).exists());
 }
+
+/// The hand-written tonic service behind TLS (ALPN h2), trusting the gateway's plain identity
+/// headers.
+async fn grpc_tls_upstream(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+    use tower::{Layer, ServiceExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = tower_gatekeeper::TrustedContextLayer::plain_headers()
+                    .layer(support::grpc::DemoServer);
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        service.clone().oneshot(req.map(tonic::body::Body::new))
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_reaches_an_https_upstream_over_h2() {
+    use support::grpc::{DemoClient, pb, with_token};
+
+    let upstream_ca = Ca::new("upstream CA");
+    let service = grpc_tls_upstream(upstream_ca.server().server_config()).await;
+    let dir = gateway_dir();
+    std::fs::write(dir.0.join("upstream-ca.pem"), &upstream_ca.pem).unwrap();
+    let toml = format!(
+        r#"{}
+[[route]]
+path = "/gatekeeper.demo.Demo/{{method}}"
+methods = ["POST"]
+upstream = "https://127.0.0.1:{}"
+roles_any = ["clerk", "admin"]
+
+[tls]
+upstream_ca_file = "upstream-ca.pem"
+"#,
+        support::ONE_ISSUER,
+        service.port()
+    );
+    let running = Running::start(load(&dir, &toml)).await;
+    let mut client = DemoClient::connect(running.addr).await.unwrap();
+    let reply = client
+        .who_am_i(with_token(
+            tonic::Request::new(pb::WhoAmIRequest {}),
+            &token("rs256_valid"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reply.subject, "user-123");
+    assert!(!reply.saw_authorization);
+    let replies = client
+        .count(with_token(
+            tonic::Request::new(pb::CountRequest { upto: 5 }),
+            &support::admin_token(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 5);
+    running.stop().await;
+}
