@@ -30,7 +30,7 @@ pub const DEMO_ISSUER: &str = "https://demo-issuer.gatekeeper.invalid";
 /// The demo's audience.
 pub const DEMO_AUDIENCE: &str = "api://demo";
 
-/// The embedded demo, ready to [`run`]: its config, token and echo upstream.
+/// The embedded demo, ready to [`run`](crate::run): its config, token and echo upstream.
 #[derive(Debug)]
 pub struct Demo {
     /// Routes `/orders/{*rest}` (role clerk), `/admin/{*rest}` (role admin) and

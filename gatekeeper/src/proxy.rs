@@ -13,8 +13,8 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
@@ -174,7 +174,11 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let uri = Uri::builder()
-            .scheme(if self.tls { Scheme::HTTPS } else { Scheme::HTTP })
+            .scheme(if self.tls {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            })
             .authority(self.upstream.clone())
             .path_and_query(path_and_query)
             .build();

@@ -12,18 +12,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
+use http::header::HeaderName;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use http::header::HeaderName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tower_gatekeeper::credential::PeerCertificate;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower_gatekeeper::authorize::ClientAddr;
+use tower_gatekeeper::credential::PeerCertificate;
 use tracing::{debug, info, warn};
 
 use crate::Config;
@@ -235,6 +235,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, mut conn: Connect
     };
     match accepted {
         Ok(Ok(stream)) => {
+            // The protocol ALPN chose is the one served; without ALPN, either is detected.
+            let alpn = stream.get_ref().1.alpn_protocol();
+            if alpn == Some(b"h2") {
+                conn.builder = Arc::new(conn.builder.as_ref().clone().http2_only());
+            } else if alpn == Some(b"http/1.1") {
+                conn.builder = Arc::new(conn.builder.as_ref().clone().http1_only());
+            }
             let session = TlsSession {
                 certificate: tls::session_certificate(&stream),
             };
@@ -475,12 +482,17 @@ mod tests {
         }
         let mut req = builder.body(()).unwrap();
         context.prepare(&mut req);
-        assert!(req.headers().get(HEADER).is_none(), "the header is never forwarded");
+        assert!(
+            req.headers().get(HEADER).is_none(),
+            "the header is never forwarded"
+        );
         req
     }
 
     fn der(req: &Request<()>) -> Option<&[u8]> {
-        req.extensions().get::<PeerCertificate>().map(PeerCertificate::der)
+        req.extensions()
+            .get::<PeerCertificate>()
+            .map(PeerCertificate::der)
     }
 
     #[test]
@@ -502,7 +514,11 @@ mod tests {
         let untrusted = prepared(&context(false, false), Some(ESCAPED));
         assert_eq!(der(&untrusted), None);
         let untrusted_tls = prepared(&context(false, true), Some(ESCAPED));
-        assert_eq!(der(&untrusted_tls), Some(SESSION_DER), "the header changes nothing");
+        assert_eq!(
+            der(&untrusted_tls),
+            Some(SESSION_DER),
+            "the header changes nothing"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, HeaderValue};
 use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue};
 use percent_encoding::percent_decode;
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -286,13 +286,11 @@ pub(crate) fn upstream_roots(ca_file: Option<&Path>) -> Result<RootCertStore, St
 
 /// The rustls client configuration for `https://` upstreams (ALPN is set by the connector).
 pub(crate) fn upstream_client_config(roots: RootCertStore) -> Result<rustls::ClientConfig, String> {
-    Ok(
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("[tls]: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("[tls]: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Completes the TLS handshake of a client connection.

@@ -402,12 +402,7 @@ async fn reload_swaps_the_certificate_without_dropping_connections() {
     let reloader = config.tls_reloader().expect("a TLS listener");
     let running = Running::start(config).await;
     let url = https(running.addr, "/orders/1");
-    let get = |client: &reqwest::Client| {
-        client
-            .get(&url)
-            .bearer_auth(token("rs256_valid"))
-            .send()
-    };
+    let get = |client: &reqwest::Client| client.get(&url).bearer_auth(token("rs256_valid")).send();
 
     // An HTTP/2 connection opened before the reload.
     let before = tls_client(&first, None, false);
@@ -420,7 +415,10 @@ async fn reload_swaps_the_certificate_without_dropping_connections() {
     assert_eq!(kept.status(), StatusCode::OK);
     assert!(get(&tls_client(&first, None, false)).await.is_err());
     assert_eq!(
-        get(&tls_client(&second, None, false)).await.unwrap().status(),
+        get(&tls_client(&second, None, false))
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
 
@@ -433,7 +431,10 @@ async fn reload_swaps_the_certificate_without_dropping_connections() {
     let error = reloader.reload().unwrap_err().to_string();
     assert_mentions(&error, &["key_file", "server.key", "does not go with"]);
     assert_eq!(
-        get(&tls_client(&second, None, false)).await.unwrap().status(),
+        get(&tls_client(&second, None, false))
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
     running.stop().await;
@@ -495,7 +496,11 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     assert!(status.success());
     assert_eq!(served_to(&second).await, StatusCode::UNAUTHORIZED);
     assert!(
-        tls_client(&first, None, false).get(&url).send().await.is_err(),
+        tls_client(&first, None, false)
+            .get(&url)
+            .send()
+            .await
+            .is_err(),
         "new connections get the new certificate"
     );
     drop(process);
@@ -556,7 +561,10 @@ auth = "public"
     let echo = json_body(legacy).await;
     assert_eq!(echo["version"], "HTTP/1.1");
     assert_eq!(echo["body_length"], 12);
-    assert_eq!(echo["headers"]["host"], format!("localhost:{}", upstream.addr.port()));
+    assert_eq!(
+        echo["headers"]["host"],
+        format!("localhost:{}", upstream.addr.port())
+    );
 
     let refused = client.get(running.url("/impostor/c")).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
@@ -652,11 +660,20 @@ async fn tls_configuration_errors_name_the_key_and_the_file() {
             https_route("")
         ),
     );
-    assert_mentions(&error, &["`upstream_ca_file`", "garbage.pem", "no certificate"]);
+    assert_mentions(
+        &error,
+        &["`upstream_ca_file`", "garbage.pem", "no certificate"],
+    );
     let error = load_error(&dir, &https_route("upstream_protocol = \"h2c\"\n"));
     assert_mentions(&error, &["[[route]] #1", "h2c", "https"]);
-    let error = load_error(&dir, &https_route("").replace("https://127.0.0.1:9", "ftp://x:1"));
-    assert_mentions(&error, &["`upstream`", "http://host:port or https://host:port"]);
+    let error = load_error(
+        &dir,
+        &https_route("").replace("https://127.0.0.1:9", "ftp://x:1"),
+    );
+    assert_mentions(
+        &error,
+        &["`upstream`", "http://host:port or https://host:port"],
+    );
     assert!(Path::new(&dir.0).exists());
 }
 

@@ -64,7 +64,7 @@ impl fmt::Display for ConfigFileError {
 impl StdError for ConfigFileError {}
 
 /// A checked configuration: keys loaded, authenticator built, routes compiled. Serve it with
-/// [`run`].
+/// [`run`](crate::run).
 #[derive(Debug)]
 pub struct Config {
     pub(crate) listen: SocketAddr,

@@ -55,7 +55,9 @@ pub(crate) fn compile(raw: Option<FileTls>, base: &Path, server: &Server) -> Res
             )?)
         }
         (Some(_), None) => {
-            return Err("[tls]: `cert_file` needs `key_file` (the certificate's private key)".to_owned());
+            return Err(
+                "[tls]: `cert_file` needs `key_file` (the certificate's private key)".to_owned(),
+            );
         }
         (None, Some(_)) => {
             return Err("[tls]: `key_file` needs `cert_file` (the certificate chain)".to_owned());
