@@ -16,6 +16,10 @@ pub struct RequestHead<'a> {
     extensions: &'a Extensions,
     /// Path parameters captured by a [`RouteTable`](crate::authorize::RouteTable) match.
     route_params: Option<&'a matchit::Params<'a, 'a>>,
+    /// An access token taken from `Authorization: DPoP …` by
+    /// [`DpopAuthenticator`](crate::dpop::DpopAuthenticator), handed to the authenticators it
+    /// wraps as if it were a bearer token.
+    access_token: Option<&'a str>,
 }
 
 impl<'a> RequestHead<'a> {
@@ -27,6 +31,7 @@ impl<'a> RequestHead<'a> {
             headers: req.headers(),
             extensions: req.extensions(),
             route_params: None,
+            access_token: None,
         }
     }
 
@@ -38,6 +43,7 @@ impl<'a> RequestHead<'a> {
             headers: &parts.headers,
             extensions: &parts.extensions,
             route_params: None,
+            access_token: None,
         }
     }
 
@@ -81,6 +87,20 @@ impl<'a> RequestHead<'a> {
                 .get::<PathParams>()
                 .map(|p| p.iter().collect())
                 .unwrap_or_default(),
+        }
+    }
+
+    /// The access token set by [`with_access_token`](Self::with_access_token).
+    pub(crate) fn access_token(&self) -> Option<&'a str> {
+        self.access_token
+    }
+
+    /// This head with `token` as its access token, whatever its `Authorization` header says
+    /// (the token of a `DPoP` authorization, once its proof is checked).
+    pub(crate) fn with_access_token(self, token: &'a str) -> Self {
+        RequestHead {
+            access_token: Some(token),
+            ..self
         }
     }
 
@@ -250,6 +270,9 @@ pub fn bearer_token<'a>(
     head: &RequestHead<'a>,
     max_len: usize,
 ) -> Result<Option<&'a str>, Rejection> {
+    if let Some(token) = head.access_token {
+        return Ok(Some(token));
+    }
     let mut values = head.headers().get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);

@@ -593,7 +593,7 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>
     })
 }
 
-fn decode_object(segment: &str) -> Result<Map<String, Value>, ()> {
+pub(crate) fn decode_object(segment: &str) -> Result<Map<String, Value>, ()> {
     let json = URL_SAFE_NO_PAD.decode(segment).map_err(|_| ())?;
     let mut de = serde_json::Deserializer::from_slice(&json);
     let StrictValue(value) = serde::Deserialize::deserialize(&mut de).map_err(|_| ())?;

@@ -102,6 +102,7 @@ mod config_error;
 mod context;
 pub mod credential;
 mod crypto;
+pub mod dpop;
 pub mod explain;
 pub mod jwt;
 pub mod keys;

@@ -142,6 +142,7 @@ pub struct Rejection {
     scope: Option<Arc<str>>,
     retry_after: Option<Duration>,
     allow: Option<HeaderValue>,
+    dpop: Option<Arc<DpopChallenge>>,
     #[source]
     source: Option<Arc<dyn StdError + Send + Sync>>,
 }
@@ -154,6 +155,7 @@ impl fmt::Debug for Rejection {
             .field("scope", &self.scope)
             .field("retry_after", &self.retry_after)
             .field("allow", &self.allow)
+            .field("dpop", &self.dpop)
             .field("source", &self.source)
             .finish()
     }
@@ -168,6 +170,7 @@ impl Rejection {
             scope: None,
             retry_after: None,
             allow: None,
+            dpop: None,
             source: None,
         }
     }
@@ -257,6 +260,22 @@ impl Rejection {
         self
     }
 
+    /// Adds a `DPoP` challenge (RFC 9449 §7.1) to this rejection: the response then carries
+    /// `WWW-Authenticate: DPoP algs="…"` (with the error code, when this rejection has one,
+    /// or `dpop_error`), beside the `Bearer` challenge unless Bearer is refused, and the
+    /// `DPoP-Nonce` header when a nonce is given. [`DpopAuthenticator`](crate::dpop::DpopAuthenticator)
+    /// adds it to its rejections; other code rarely needs to.
+    #[must_use]
+    pub fn with_dpop_challenge(mut self, challenge: DpopChallenge) -> Self {
+        self.dpop = Some(Arc::new(challenge));
+        self
+    }
+
+    /// The `DPoP` challenge, when there is one.
+    pub fn dpop_challenge(&self) -> Option<&DpopChallenge> {
+        self.dpop.as_deref()
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> RejectionKind {
         self.kind
@@ -291,16 +310,30 @@ impl Rejection {
     }
 
     fn http_response(&self, realm: &str) -> Response<Bytes> {
+        let error = self
+            .dpop
+            .as_ref()
+            .and_then(|d| d.error)
+            .map_or(self.kind.body_code(), DpopError::as_str);
         let body = serde_json::json!({
-            "error": self.kind.body_code(),
+            "error": error,
             "error_description": self.description(),
         });
         let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = self.kind.http_status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(challenge) = self.challenge(realm) {
+        let bearer = self.dpop.as_ref().is_none_or(|d| d.bearer);
+        if bearer && let Some(challenge) = self.challenge(realm) {
             headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(dpop) = &self.dpop {
+            if let Some(challenge) = self.dpop_challenge_value(realm, dpop) {
+                headers.append(WWW_AUTHENTICATE, challenge);
+            }
+            if let Some(nonce) = &dpop.nonce {
+                headers.insert(DPOP_NONCE, nonce.clone());
+            }
         }
         if let Some(allow) = &self.allow {
             headers.insert(ALLOW, allow.clone());
@@ -323,7 +356,13 @@ impl Rejection {
         value.push_str("Bearer realm=\"");
         push_quoted_safe(&mut value, realm);
         value.push('"');
-        if let Some(code) = self.kind.error_code() {
+        // A proof or nonce problem belongs to the DPoP challenge; Bearer then only names
+        // the realm.
+        let code = match &self.dpop {
+            Some(dpop) if dpop.error.is_some() => None,
+            _ => self.kind.error_code(),
+        };
+        if let Some(code) = code {
             value.push_str(", error=\"");
             value.push_str(code);
             value.push_str("\", error_description=\"");
@@ -333,6 +372,40 @@ impl Rejection {
         if let Some(scope) = &self.scope {
             value.push_str(", scope=\"");
             value.push_str(scope);
+            value.push('"');
+        }
+        HeaderValue::from_str(&value).ok()
+    }
+
+    /// The `DPoP` challenge of RFC 9449 §7.1: `DPoP algs="…"`, then the error and its
+    /// description when there is one.
+    fn dpop_challenge_value(&self, realm: &str, dpop: &DpopChallenge) -> Option<HeaderValue> {
+        if matches!(
+            self.kind,
+            RejectionKind::KeysUnavailable
+                | RejectionKind::AuthorizerUnavailable
+                | RejectionKind::MethodNotAllowed
+                | RejectionKind::InsufficientScope
+                | RejectionKind::Forbidden
+        ) {
+            return None;
+        }
+        let mut value = String::with_capacity(128);
+        value.push_str("DPoP realm=\"");
+        push_quoted_safe(&mut value, realm);
+        value.push_str("\", algs=\"");
+        value.push_str(&dpop.algs);
+        value.push('"');
+        let code = dpop.error.map(DpopError::as_str).or(match self.kind {
+            RejectionKind::InvalidToken => Some("invalid_token"),
+            RejectionKind::InvalidRequest => Some("invalid_request"),
+            _ => None,
+        });
+        if let Some(code) = code {
+            value.push_str(", error=\"");
+            value.push_str(code);
+            value.push_str("\", error_description=\"");
+            push_quoted_safe(&mut value, self.description());
             value.push('"');
         }
         HeaderValue::from_str(&value).ok()
@@ -363,6 +436,45 @@ impl Rejection {
         self.insert_retry_after(headers);
         response
     }
+}
+
+/// The `DPoP-Nonce` response header (RFC 9449 §8).
+pub const DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
+
+/// The DPoP-specific error codes of RFC 9449 §7.1 and §9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DpopError {
+    /// The proof is missing, malformed or fails a check of RFC 9449 §4.3.
+    InvalidDpopProof,
+    /// The proof lacks the server's current nonce (RFC 9449 §9): retry with the one in
+    /// `DPoP-Nonce`.
+    UseDpopNonce,
+}
+
+impl DpopError {
+    /// The code, as in the challenge's `error` parameter and the body's `error` member.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DpopError::InvalidDpopProof => "invalid_dpop_proof",
+            DpopError::UseDpopNonce => "use_dpop_nonce",
+        }
+    }
+}
+
+/// What a rejection's `DPoP` challenge says (RFC 9449 §7.1); see
+/// [`Rejection::with_dpop_challenge`].
+#[derive(Debug, Clone)]
+pub struct DpopChallenge {
+    /// The accepted proof algorithms, space-separated (the `algs` parameter).
+    pub algs: Arc<str>,
+    /// A DPoP-specific error; `None` lets the rejection's kind speak (`invalid_token`,
+    /// `invalid_request`, or no error for a missing credential).
+    pub error: Option<DpopError>,
+    /// Whether the `Bearer` challenge is sent too (Bearer tokens are accepted).
+    pub bearer: bool,
+    /// A fresh nonce for the `DPoP-Nonce` header.
+    pub nonce: Option<HeaderValue>,
 }
 
 /// The characters gRPC requires percent-encoded in `grpc-message` (everything outside

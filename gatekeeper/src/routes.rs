@@ -15,6 +15,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_gatekeeper::authenticate::{BoxAuthenticator, CachedAuthenticator};
 use tower_gatekeeper::authorize::{Lookup, RouteTable};
+use tower_gatekeeper::dpop::{DpopAuthenticator, DpopNonceLayer, NonceSource};
 use tower_gatekeeper::path::{PathError, PathPolicy};
 use tower_gatekeeper::reject::{DefaultRejection, Protocol, RejectionResponse};
 use tower_gatekeeper::revocation::Revocable;
@@ -61,6 +62,8 @@ pub(crate) struct RouteEntry {
 impl Gateway {
     pub(crate) fn new(config: Config) -> Self {
         let clients = Clients::new(config.upstream_timeout, config.tls.upstream.as_deref());
+        // DPoP `htu` checks compare against the listener's scheme (without `public_origin`).
+        let over_tls = config.tls.listener.is_some();
         let Config {
             realm,
             upstream_timeout,
@@ -71,8 +74,10 @@ impl Gateway {
             ops,
             credentials,
             server,
+            dpop,
             ..
         } = config;
+        let dpop = dpop.request_scheme(over_tls);
         let parts = RouteParts {
             clients,
             server: Arc::new(server),
@@ -84,6 +89,7 @@ impl Gateway {
                 .api_keys
                 .as_ref()
                 .map(|source| source.keys.header().clone()),
+            nonces: dpop.nonce_source().cloned(),
         };
         // Revocable(Cached(jwt)), or, with [introspection] or [api_keys],
         // Revocable(chain(Cached(jwt), introspection, API keys)): the verified-token cache
@@ -103,6 +109,12 @@ impl Gateway {
             authenticator =
                 authenticator.map(|auth| BoxAuthenticator::new(Revocable::new(auth, store)));
         }
+        // Outermost, outside the token cache: a cache hit spares the token's signature, never
+        // the DPoP proof, and bound tokens (cnf.jkt, cnf.x5t#S256) are checked on every
+        // request. A proof's jti is recorded only once the token has passed every other
+        // check (revocation included).
+        let authenticator =
+            authenticator.map(|auth| BoxAuthenticator::new(DpopAuthenticator::new(auth, dpop)));
         let path_policy = routes.iter().fold(PathPolicy::strict(), |all, route| {
             all.union(route.path_policy)
         });
@@ -203,6 +215,8 @@ pub(crate) struct RouteParts {
     pub(crate) ops: Ops,
     /// A header removed before proxying (the API key header).
     pub(crate) strip: Option<HeaderName>,
+    /// With `[dpop] nonce`: a fresh `DPoP-Nonce` on answers to DPoP requests.
+    pub(crate) nonces: Option<NonceSource>,
 }
 
 pub(crate) fn route_entries<A: Authenticator>(
@@ -233,7 +247,7 @@ pub(crate) fn route_entries<A: Authenticator>(
                 server: Arc::clone(&parts.server),
             };
             let path_policy = route.path_policy;
-            let service = route_service(&route, authenticator, &parts.realm, proxy, &parts.ops);
+            let service = route_service(&route, authenticator, parts, proxy);
             RouteEntry {
                 path: Arc::from(route.path),
                 service,
@@ -247,10 +261,10 @@ pub(crate) fn route_entries<A: Authenticator>(
 pub(crate) fn route_service<A: Authenticator>(
     route: &RouteSpec,
     authenticator: Option<&A>,
-    realm: &DefaultRejection,
+    parts: &RouteParts,
     proxy: Proxy,
-    ops: &Ops,
 ) -> RouteService {
+    let (realm, ops) = (&parts.realm, &parts.ops);
     let proxy = tower::service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.forward(req).await) }
@@ -275,6 +289,7 @@ pub(crate) fn route_service<A: Authenticator>(
     }
     boxed(
         ServiceBuilder::new()
+            .option_layer(parts.nonces.clone().map(DpopNonceLayer::new))
             .layer(ops.authenticate_layer(authenticate.rejection_response(realm.clone())))
             .layer(ops.authorize_layer(
                 AuthorizeLayer::new(route.policy.clone()).rejection_response(realm.clone()),

@@ -768,6 +768,9 @@ impl<A: Authenticator> Authenticator for CachedAuthenticator<A> {
 /// `Ok(None)` or an error before looking at the token's characters. The characters are not
 /// checked here (see [`CachedAuthenticator::authenticate`]).
 fn bearer_candidate<'a>(head: &RequestHead<'a>, max_len: usize) -> Option<&'a [u8]> {
+    if let Some(token) = head.access_token() {
+        return (!token.is_empty() && token.len() <= max_len).then_some(token.as_bytes());
+    }
     let mut values = head.headers().get_all(http::header::AUTHORIZATION).iter();
     let value = values.next()?;
     if values.next().is_some() {

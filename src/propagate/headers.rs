@@ -138,12 +138,16 @@ impl Propagator {
         self.owned
             .iter()
             .chain((!self.keep_authorization).then_some(&AUTHORIZATION))
+            .chain((!self.keep_authorization).then_some(&crate::dpop::DPOP))
             .any(|owned| normalize_eq(name, owned.as_str()))
     }
 
     fn strip(&self, headers: &mut HeaderMap) {
         if !self.keep_authorization {
+            // The DPoP proof goes with the access token it proves (RFC 9449): neither is
+            // for the upstream.
             headers.remove(AUTHORIZATION);
+            headers.remove(crate::dpop::DPOP);
         }
         // A scan of the names the request has (a handful) rather than a removal per owned
         // name: header names are lowercase already, and `is_owned` also catches the spellings

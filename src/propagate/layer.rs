@@ -233,7 +233,7 @@ impl PropagationBuilder {
         self
     }
 
-    /// Whether `Authorization` is forwarded downstream (default `false`: dropped, so the
+    /// Whether `Authorization` and the `DPoP` proof are forwarded downstream (default `false`: dropped, so the
     /// raw token stops here). Only for upstreams that must verify the token themselves;
     /// when kept, the client's single header is forwarded unchanged, never duplicated.
     pub fn keep_authorization(mut self, keep: bool) -> Self {
@@ -304,6 +304,7 @@ impl PropagationBuilder {
 
 const RESERVED: &[&str] = &[
     "authorization",
+    "dpop",
     "proxy-authorization",
     "host",
     "content-type",

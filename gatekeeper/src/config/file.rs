@@ -33,6 +33,10 @@ pub(crate) struct FileConfig {
     pub(crate) revocation: Option<FileRevocation>,
     /// TLS termination, client certificates, and trust for `https://` upstreams.
     pub(crate) tls: Option<FileTls>,
+    /// DPoP proofs (RFC 9449): algorithms, window, nonces, shared replay cache.
+    pub(crate) dpop: Option<crate::config::dpop::FileDpop>,
+    /// The origin clients address (`https://api.example.com`), for DPoP `htu` checks.
+    pub(crate) public_origin: Option<String>,
 }
 
 /// `[server]`: how client connections are served (every key optional).
@@ -63,6 +67,8 @@ pub(crate) struct FileIssuer {
     pub(crate) typ: Option<String>,
     /// `false`: tokens without a `sub` are accepted (default: a subject is required).
     pub(crate) require_subject: Option<bool>,
+    /// `"off"`, `"allowed"` (default) or `"required"`: DPoP for this issuer's tokens.
+    pub(crate) dpop: Option<String>,
     /// Keys given in code (the embedded demo); never read from a file.
     #[serde(skip)]
     pub(crate) keys: Option<StaticKeys>,

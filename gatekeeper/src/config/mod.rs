@@ -1,4 +1,5 @@
 pub(crate) mod credentials;
+pub(crate) mod dpop;
 pub(crate) mod file;
 pub(crate) mod issuer;
 pub(crate) mod ops;
@@ -81,6 +82,9 @@ pub struct Config {
     pub(crate) shadowed: Vec<String>,
     pub(crate) credentials: Credentials,
     pub(crate) tls: tls::Tls,
+    /// DPoP and certificate-binding checks (always on: bound tokens are never accepted as
+    /// Bearer tokens).
+    pub(crate) dpop: tower_gatekeeper::dpop::DpopConfig,
 }
 
 impl Config {
@@ -165,6 +169,12 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
     // Every name a caller's issuer can have: each `[[issuer]]`, then the API keys' and the
     // introspection endpoint's names.
     let mut issuers: Vec<String> = file.issuers.iter().map(|i| i.issuer.clone()).collect();
+    let dpop_modes: Vec<(String, Option<String>)> = file
+        .issuers
+        .iter()
+        .map(|i| (i.issuer.clone(), i.dpop.clone()))
+        .collect();
+    let dpop = dpop::compile_dpop(file.dpop, file.public_origin.as_deref(), &dpop_modes, base)?;
     for (i, issuer) in file.issuers.into_iter().enumerate() {
         let n = i + 1;
         let (keys, validation) = compile_issuer(n, issuer, base)?;
@@ -216,6 +226,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         credentials,
         shadowed,
         tls,
+        dpop,
     })
 }
 
