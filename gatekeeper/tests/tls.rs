@@ -752,3 +752,150 @@ upstream_ca_file = "upstream-ca.pem"
     assert_eq!(replies.len(), 5);
     running.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Certificate-bound tokens (RFC 8705 §3): the certificate reaches the library's check
+// ---------------------------------------------------------------------------------------------
+
+/// The DPoP fixtures (minted by PyJWT, tests/fixtures/generate_dpop.py).
+fn dpop_fixtures() -> Value {
+    let text = std::fs::read_to_string(support::fixtures().join("dpop/cases.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A DER certificate as nginx's `$ssl_client_escaped_cert` sends it.
+fn escaped_der(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    );
+    percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[tokio::test]
+async fn certificate_bound_tokens_pass_with_the_trusted_proxys_certificate_only() {
+    let fixtures = dpop_fixtures();
+    let bound = fixtures["tokens"]["cert-bound"].as_str().unwrap();
+    let unbound = fixtures["tokens"]["unbound"].as_str().unwrap();
+    let client_cert =
+        escaped_der(&std::fs::read(support::fixtures().join("dpop/client.cert.der")).unwrap());
+    let other_cert =
+        escaped_der(&std::fs::read(support::fixtures().join("dpop/other.cert.der")).unwrap());
+    let upstream = Upstream::start().await;
+    let dir = gateway_dir();
+    let toml = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.2\"]\n{}\n[tls]\nclient_cert_header = \"x-client-cert\"\n",
+        credentials_toml(upstream.addr, "")
+    );
+    let running = Running::start(load(&dir, &toml)).await;
+    let from = |local: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(local.parse::<IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let (proxy, stranger) = (from("127.0.0.2"), from("127.0.0.1"));
+    let call = |client: &reqwest::Client, token: &str, cert: Option<&str>| {
+        let mut request = client.get(running.url("/orders/1")).bearer_auth(token);
+        if let Some(cert) = cert {
+            request = request.header("x-client-cert", cert);
+        }
+        request.send()
+    };
+
+    let passed = call(&proxy, bound, Some(&client_cert)).await.unwrap();
+    assert_eq!(passed.status(), StatusCode::OK);
+    let echo = json_body(passed).await;
+    assert_eq!(echo["headers"]["x-user-id"], "mtls");
+    assert_no_certificate(&echo);
+
+    // Another certificate, none, or the right one from a peer that is not a trusted proxy.
+    for (client, cert) in [
+        (&proxy, Some(&other_cert)),
+        (&proxy, None),
+        (&stranger, Some(&client_cert)),
+    ] {
+        let refused = call(client, bound, cert.map(String::as_str)).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            support::header(&refused, "www-authenticate").contains("invalid_token"),
+            "{:?}",
+            refused.headers()
+        );
+    }
+    // Unbound tokens do not care; the header never reaches the upstream.
+    let plain = call(&stranger, unbound, Some(&client_cert)).await.unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert_no_certificate(&json_body(plain).await);
+    assert_eq!(upstream.hits(), 2);
+    running.stop().await;
+}
+
+/// A token of the fixture issuer bound to `cert_der` (`cnf.x5t#S256` computed here with sha2
+/// and base64, apart from the library's thumbprint).
+fn token_bound_to(cert_pem: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der));
+    let pem = std::fs::read(support::fixtures().join("keys/rsa-1.key.pem")).unwrap();
+    let key =
+        tower_gatekeeper::keys::SigningKey::from_pem(tower_gatekeeper::Algorithm::RS256, &pem)
+            .unwrap()
+            .with_kid("rsa-1");
+    key.sign(&serde_json::json!({
+        "iss": "https://idp.example.test", "aud": "api://orders", "sub": "alice",
+        "roles": ["clerk"], "scope": "orders:read", "exp": 4102444800u64,
+        "cnf": { "x5t#S256": x5t },
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn certificate_bound_tokens_pass_over_mutual_tls_with_their_certificate_only() {
+    let ca = Ca::new("client CA");
+    let alice = ca.client("alice");
+    let bob = ca.client("bob");
+    let token = token_bound_to(&alice.cert_pem);
+    let upstream = Upstream::start().await;
+    let dir = gateway_dir();
+    write_server_files(&dir, &ca.server(), &ca);
+    let toml = credentials_toml(
+        upstream.addr,
+        &tls_section("client_ca_file = \"tls/ca.pem\"\nclient_auth = \"optional\"\n"),
+    );
+    let running = Running::start(load(&dir, &toml)).await;
+    let url = https(running.addr, "/orders/1");
+
+    for http1_only in [true, false] {
+        let client = tls_client(&ca, Some(alice.identity()), http1_only);
+        // Every request of the connection carries the certificate.
+        for _ in 0..2 {
+            let response = client.get(&url).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let echo = json_body(response).await;
+            assert_eq!(echo["headers"]["x-user-id"], "alice");
+            assert_no_certificate(&echo);
+        }
+    }
+    for identity in [Some(bob.identity()), None] {
+        let refused = tls_client(&ca, identity, false)
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(support::header(&refused, "www-authenticate").contains("invalid_token"));
+    }
+    assert_eq!(upstream.hits(), 4);
+    running.stop().await;
+}

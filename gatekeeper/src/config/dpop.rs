@@ -31,9 +31,9 @@ pub(crate) fn compile_dpop(
     let mut config = DpopConfig::new();
     for (n, (issuer, mode)) in modes.iter().enumerate() {
         if let Some(mode) = mode {
-            let mode: DpopMode = mode.parse().map_err(|e| {
-                format!("[[issuer]] #{} (issuer {issuer:?}): `dpop`: {e}", n + 1)
-            })?;
+            let mode: DpopMode = mode
+                .parse()
+                .map_err(|e| format!("[[issuer]] #{} (issuer {issuer:?}): `dpop`: {e}", n + 1))?;
             config = config.issuer_mode(issuer.clone(), mode);
         }
     }
@@ -77,9 +77,11 @@ pub(crate) fn compile_dpop(
             );
         }
         (true, Some(file)) => {
-            let at = format!("[dpop]: `nonce_secret_file` {:?}", file.display().to_string());
-            let mut secret =
-                std::fs::read(base.join(file)).map_err(|e| format!("{at}: {e}"))?;
+            let at = format!(
+                "[dpop]: `nonce_secret_file` {:?}",
+                file.display().to_string()
+            );
+            let mut secret = std::fs::read(base.join(file)).map_err(|e| format!("{at}: {e}"))?;
             if secret.last() == Some(&b'\n') {
                 secret.pop();
                 if secret.last() == Some(&b'\r') {
@@ -109,5 +111,8 @@ fn redis_replay(url: &str) -> Result<tower_gatekeeper::dpop::ReplayCache, String
 
 #[cfg(not(feature = "redis"))]
 fn redis_replay(_url: &str) -> Result<tower_gatekeeper::dpop::ReplayCache, String> {
-    Err("[dpop]: `redis_url` needs the `redis` feature: build gatekeeper with its default features".to_owned())
+    Err(
+        "[dpop]: `redis_url` needs the `redis` feature: build gatekeeper with its default features"
+            .to_owned(),
+    )
 }
