@@ -899,3 +899,46 @@ async fn certificate_bound_tokens_pass_over_mutual_tls_with_their_certificate_on
     assert_eq!(upstream.hits(), 4);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn the_examples_tls_keys_load_as_documented() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.example.toml"))
+            .unwrap();
+    let block = example
+        .split_once("\n# [tls]\n")
+        .expect("a commented [tls] section")
+        .1
+        .split("\n\n")
+        .next()
+        .unwrap();
+    let keys: Vec<&str> = block
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| {
+            line.split_once(" = ")
+                .is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .collect();
+    assert_eq!(keys.len(), 6, "{keys:?}");
+
+    let ca = Ca::new("example CA");
+    let server = ca.server();
+    let dir = gateway_dir();
+    std::fs::create_dir_all(dir.0.join("tls")).unwrap();
+    for (file, text) in [
+        ("tls/gateway.pem", &server.cert_pem),
+        ("tls/gateway.key", &server.key_pem),
+        ("tls/clients-ca.pem", &ca.pem),
+        ("tls/upstreams-ca.pem", &ca.pem),
+    ] {
+        std::fs::write(dir.0.join(file), text).unwrap();
+    }
+    let toml = format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n{}\n[tls]\n{}\n",
+        credentials_toml(support::closed_port().await, ""),
+        keys.join("\n")
+    );
+    let config = load(&dir, &toml);
+    assert!(config.tls_reloader().is_some());
+}
