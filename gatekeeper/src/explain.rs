@@ -6,13 +6,16 @@ use std::time::Duration;
 use crate::load_config;
 
 pub(crate) const EXPLAIN_USAGE: &str = "\
-usage: gatekeeper explain --config FILE [TOKEN | -]
+usage: gatekeeper explain --config FILE [--dpop PROOF --method M --url U] [TOKEN | -]
 
   Prints, step by step, what the gateway checks for TOKEN (header, alg, issuer, each claim,
   key, signature) and whether it would be accepted. No upstream is called; remote key
   sources are fetched. Without TOKEN, or with -, the token is read from stdin (keeps it out
-  of shell history). A leading \"Bearer \" is ignored. Exit status: 0 accepted, 1 rejected,
-  2 usage or configuration error.";
+  of shell history). A leading \"Bearer \" or \"DPoP \" is ignored. Then the sender-constraint
+  checks: with --dpop PROOF (a DPoP proof JWT) and the request's --method and --url (absolute;
+  public_origin replaces its scheme and host when set), the proof (RFC 9449) and the token's
+  cnf.jkt; without, whether the token may be sent as Bearer. The proof's jti is not recorded.
+  Exit status: 0 accepted, 1 rejected, 2 usage or configuration error.";
 
 /// `gatekeeper explain ...`: returns the exit status and the report.
 pub async fn explain_command(
@@ -21,8 +24,22 @@ pub async fn explain_command(
 ) -> (u8, String) {
     let mut config = None;
     let mut token = None;
+    let (mut proof, mut method, mut url) = (None, None, None);
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy().into_owned();
+        let slot = match text.as_str() {
+            "--dpop" => Some(&mut proof),
+            "--method" => Some(&mut method),
+            "--url" => Some(&mut url),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            match args.next() {
+                Some(value) => *slot = Some(value.to_string_lossy().into_owned()),
+                None => return (2, format!("error: {text} needs a value\n\n{EXPLAIN_USAGE}")),
+            }
+            continue;
+        }
         match text.as_str() {
             "-h" | "--help" => return (0, EXPLAIN_USAGE.to_owned()),
             "--config" => match args.next() {
@@ -64,7 +81,14 @@ pub async fn explain_command(
     let token = token.trim();
     let token = match token.get(..7) {
         Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => token[7..].trim_start(),
-        _ => token,
+        _ => match token.get(..5) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("dpop ") => token[5..].trim_start(),
+            _ => token,
+        },
+    };
+    let request = match dpop_request(proof, method, url) {
+        Ok(request) => request,
+        Err(error) => return (2, format!("error: {error}\n\n{EXPLAIN_USAGE}")),
     };
     let config = match load_config(&path) {
         Ok(config) => config,
@@ -94,8 +118,41 @@ pub async fn explain_command(
         Ok(Err(error)) => out.push_str(&format!("warning: issuer keys: {error}\n\n")),
         Err(_) => out.push_str("warning: keys not loaded within 10 s\n\n"),
     }
-    let report = tower_gatekeeper::explain::explain(&auth, token).await;
+    let report =
+        tower_gatekeeper::explain::explain_request(&auth, &config.dpop, token, request).await;
     out.push_str(&report.to_string());
     out.push('\n');
     (if report.accepted() { 0 } else { 1 }, out)
+}
+
+/// The request the sender-constraint checks look at: `--dpop`, `--method` and `--url`
+/// together, or none of them (a Bearer request).
+fn dpop_request(
+    proof: Option<String>,
+    method: Option<String>,
+    url: Option<String>,
+) -> Result<http::Request<()>, String> {
+    let mut request = http::Request::new(());
+    match (proof, method, url) {
+        (None, None, None) => {}
+        (Some(proof), Some(method), Some(url)) => {
+            *request.method_mut() = method
+                .parse()
+                .map_err(|_| format!("--method {method:?} is not an HTTP method"))?;
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| format!("--url {url:?} is not a URL"))?;
+            if uri.scheme().is_none() || uri.authority().is_none() {
+                return Err(format!(
+                    "--url {url:?} must be absolute (https://host/path)"
+                ));
+            }
+            *request.uri_mut() = uri;
+            let value = http::HeaderValue::try_from(proof.trim())
+                .map_err(|_| "--dpop: the proof is not a valid header value".to_owned())?;
+            request.headers_mut().insert("dpop", value);
+        }
+        _ => return Err("--dpop, --method and --url go together".to_owned()),
+    }
+    Ok(request)
 }

@@ -406,6 +406,16 @@ impl<A: Authenticator> DpopAuthenticator<A> {
 impl Shared {
     /// Adds the DPoP challenge to a rejection (when the DPoP scheme is accepted at all).
     fn challenge(&self, rejection: Rejection, error: Option<DpopError>) -> Rejection {
+        self.challenge_with(rejection, error, self.bearer)
+    }
+
+    /// [`challenge`](Self::challenge), with or without the `Bearer` challenge.
+    fn challenge_with(
+        &self,
+        rejection: Rejection,
+        error: Option<DpopError>,
+        bearer: bool,
+    ) -> Rejection {
         if !self.dpop {
             return rejection;
         }
@@ -417,7 +427,7 @@ impl Shared {
         rejection.with_dpop_challenge(DpopChallenge {
             algs: Arc::clone(&self.algs),
             error,
-            bearer: self.bearer,
+            bearer,
             nonce,
         })
     }
@@ -517,7 +527,12 @@ impl Shared {
                     );
                 }
                 if mode == DpopMode::Required {
-                    return Err(self.token_rejection("this access token requires DPoP"));
+                    // This issuer takes no Bearer tokens: only the DPoP challenge.
+                    return Err(self.challenge_with(
+                        Rejection::invalid_token("this access token requires DPoP"),
+                        None,
+                        false,
+                    ));
                 }
             }
             Some(proof) => {
