@@ -942,3 +942,92 @@ async fn the_examples_tls_keys_load_as_documented() {
     let config = load(&dir, &toml);
     assert!(config.tls_reloader().is_some());
 }
+
+/// A DPoP proof (RFC 9449) by the committed fixture key `client-es256`, signed with
+/// RustCrypto's p256, for `htu` and `token`.
+fn dpop_proof(htu: &str, token: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::pkcs8::DecodePrivateKey as _;
+    use sha2::Digest as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+
+    let pem =
+        std::fs::read_to_string(support::fixtures().join("dpop/client-es256.key.pem")).unwrap();
+    let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).unwrap();
+    let point = key.verifying_key().to_encoded_point(false);
+    let header = serde_json::json!({
+        "typ": "dpop+jwt", "alg": "ES256",
+        "jwk": {
+            "kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+            "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+        },
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("tls-{}-{now}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)),
+        "htm": "GET",
+        "htu": htu,
+        "iat": now,
+        "ath": URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes())),
+    });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+}
+
+#[tokio::test]
+async fn dpop_proofs_on_a_tls_listener_name_the_https_origin() {
+    let token = dpop_fixtures()["tokens"]["bound-es256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ca = Ca::new("gateway CA");
+    let upstream = Upstream::start().await;
+    let dir = gateway_dir();
+    write_server_files(&dir, &ca.server(), &ca);
+    let running = Running::start(load(
+        &dir,
+        &credentials_toml(upstream.addr, &tls_section("")),
+    ))
+    .await;
+    let url = https(running.addr, "/orders/1");
+    let http_url = url.replacen("https://", "http://", 1);
+
+    for http1_only in [true, false] {
+        let client = tls_client(&ca, None, http1_only);
+        let send = |htu: &str| {
+            client
+                .get(&url)
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", dpop_proof(htu, &token))
+                .send()
+        };
+        let accepted = send(&url).await.unwrap();
+        assert_eq!(accepted.status(), StatusCode::OK);
+        assert_eq!(json_body(accepted).await["headers"]["x-user-id"], "dpop-es");
+        let refused = send(&http_url).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            refused
+                .headers()
+                .get_all("www-authenticate")
+                .iter()
+                .any(|v| v.to_str().unwrap().contains("invalid_dpop_proof")),
+            "{:?}",
+            refused.headers()
+        );
+    }
+    assert_eq!(upstream.hits(), 2);
+    running.stop().await;
+}
