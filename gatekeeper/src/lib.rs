@@ -39,6 +39,7 @@ pub(crate) mod reload;
 pub(crate) mod response;
 pub(crate) mod routes;
 pub(crate) mod serve;
+pub(crate) mod tls;
 
 pub use admin::{run_admin, run_admin_live, start_admin};
 pub use config::admin::{LogFormat, log_format_of};
@@ -48,5 +49,6 @@ pub use explain::explain_command;
 pub use reload::{Live, Reloaded};
 pub use serve::BoxError;
 pub use serve::{run, run_live};
+pub use tls::TlsReloader;
 /// The revocation store `[revocation]` configures ([`Config::revocations`]).
 pub use tower_gatekeeper::revocation::Revocations;

@@ -13,6 +13,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -26,22 +27,62 @@ use crate::config::file::UpstreamProtocol;
 use crate::config::server::Server;
 use crate::response::{error_chain, gateway_error, retry_later};
 use crate::serve::GatewayBody;
+use crate::tls::ArrivedOverTls;
 
 /// The upstream client: pooled connections, bodies streamed.
 pub(crate) type HttpClient = Client<HttpConnector, UpstreamBody>;
+/// The client for `https://` upstreams.
+pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// The two upstream clients every route shares: HTTP/1.1 and h2c.
+/// The upstream clients every route shares: HTTP/1.1 and h2c, and with `https://` upstreams
+/// TLS offering h2 and http/1.1 by ALPN, and TLS with HTTP/1.1 only.
 #[derive(Clone)]
 pub(crate) struct Clients {
     pub(crate) http1: HttpClient,
     pub(crate) h2c: HttpClient,
+    pub(crate) https: Option<HttpsClients>,
+}
+
+#[derive(Clone)]
+pub(crate) struct HttpsClients {
+    /// ALPN h2 and http/1.1: the upstream chooses (gRPC requests insist on h2).
+    pub(crate) alpn: HttpsClient,
+    /// HTTP/1.1 only (`upstream_protocol = "http1"`).
+    pub(crate) http1: HttpsClient,
 }
 
 impl Clients {
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
+    pub(crate) fn new(connect_timeout: Duration, tls: Option<&rustls::ClientConfig>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
+        let https = tls.map(|tls| {
+            let mut tcp = connector.clone();
+            tcp.enforce_http(false);
+            let builder = || {
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .timer(TokioTimer::new())
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .http2_keep_alive_timeout(Duration::from_secs(10))
+                    .clone()
+            };
+            let alpn = HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_only()
+                .enable_all_versions()
+                .wrap_connector(tcp.clone());
+            let http1 = HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_only()
+                .enable_http1()
+                .wrap_connector(tcp);
+            HttpsClients {
+                alpn: builder().build(alpn),
+                http1: builder().build(http1),
+            }
+        });
         let http1 = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -56,7 +97,7 @@ impl Clients {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_timeout(Duration::from_secs(10))
             .build(connector);
-        Clients { http1, h2c }
+        Clients { http1, h2c, https }
     }
 }
 
@@ -68,6 +109,8 @@ pub(crate) struct Proxy {
     pub(crate) strip: Option<HeaderName>,
     pub(crate) protocol: UpstreamProtocol,
     pub(crate) upstream: Authority,
+    /// An `https://` upstream.
+    pub(crate) tls: bool,
     /// From sending the request to the response head, body included.
     pub(crate) timeout: Duration,
     /// The longest pause between two pieces of the request body.
@@ -131,7 +174,11 @@ impl Proxy {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(if self.tls {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            })
             .authority(self.upstream.clone())
             .path_and_query(path_and_query)
             .build();
@@ -144,12 +191,14 @@ impl Proxy {
             );
         };
         *req.uri_mut() = uri;
-        // The upstream's protocol is the route's, whatever the client spoke.
+        // The upstream's protocol is the route's, whatever the client spoke; an https
+        // upstream with `auto` may also answer HTTP/1.1 requests over h2 (ALPN).
         let h2c = match self.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::H2c => true,
             UpstreamProtocol::Auto => protocol == Protocol::Grpc,
         };
+        let over_tls = req.extensions().get::<ArrivedOverTls>().is_some();
         *req.version_mut() = if h2c {
             Version::HTTP_2
         } else {
@@ -195,7 +244,8 @@ impl Proxy {
             append_forwarded_for(headers, ip);
         }
         if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+            let proto = if over_tls { "https" } else { "http" };
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
         if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
             match original_host {
@@ -205,14 +255,16 @@ impl Proxy {
         }
 
         let outcome = BodyOutcome::default();
-        let client = if h2c {
-            &self.clients.h2c
-        } else {
-            &self.clients.http1
-        };
         let body_timeout = self.body_timeout;
-        let sent =
-            client.request(req.map(|body| UpstreamBody::new(body, body_timeout, outcome.clone())));
+        let req = req.map(|body| UpstreamBody::new(body, body_timeout, outcome.clone()));
+        let sent = match (&self.clients.https, self.tls) {
+            (Some(https), true) if self.protocol == UpstreamProtocol::Http1 => {
+                https.http1.request(req)
+            }
+            (Some(https), true) => https.alpn.request(req),
+            _ if h2c => self.clients.h2c.request(req),
+            _ => self.clients.http1.request(req),
+        };
         match tokio::time::timeout(self.timeout, sent).await {
             Ok(Ok(mut response)) => {
                 remove_hop_by_hop(response.headers_mut());

@@ -10,9 +10,12 @@ use tower_gatekeeper::keys::IssuerKeys;
 use tower_gatekeeper::revocation::Revocations;
 use tracing::{info, warn};
 
+use http::header::HeaderName;
+
 use crate::config::admin::AdminSettings;
 use crate::credentials::{AbortOnDrop, watch_api_keys};
 use crate::routes::Gateway;
+use crate::tls::TlsListener;
 use crate::{Config, ConfigFileError, load_config};
 
 /// How long a reload waits for the new configuration's issuer keys (a new `jwks_url` is
@@ -45,6 +48,8 @@ struct Inner {
     reloading: tokio::sync::Mutex<()>,
     /// The API keys file watcher of the current configuration.
     watcher: Mutex<Option<AbortOnDrop>>,
+    /// `[tls]` of the listener, as started: a reload cannot switch it.
+    listener_tls: (Option<TlsListener>, Option<HeaderName>),
 }
 
 /// What one configuration serves with, swapped as a whole by a reload.
@@ -92,6 +97,10 @@ impl Live {
         }
         let path = config.path.clone();
         let revocation = path.as_deref().and_then(revocation_section);
+        let listener_tls = (
+            config.tls.listener.clone(),
+            config.tls.client_cert_header.clone(),
+        );
         let (current, watcher) = Current::build(config, revocation);
         Live {
             inner: Arc::new(Inner {
@@ -99,8 +108,15 @@ impl Live {
                 path,
                 reloading: tokio::sync::Mutex::new(()),
                 watcher: Mutex::new(watcher),
+                listener_tls,
             }),
         }
+    }
+
+    /// The listener's TLS (acceptor and certificate store) and `client_cert_header`, as
+    /// started.
+    pub(crate) fn listener_tls(&self) -> (Option<TlsListener>, Option<HeaderName>) {
+        self.inner.listener_tls.clone()
     }
 
     /// The configuration new requests are served with.

@@ -74,7 +74,9 @@ pub(crate) struct RouteEntry {
 
 impl Gateway {
     pub(crate) fn new(config: Config) -> Self {
-        let clients = Clients::new(config.upstream_timeout);
+        let clients = Clients::new(config.upstream_timeout, config.tls.upstream.as_deref());
+        // DPoP `htu` checks compare against the listener's scheme (without `public_origin`).
+        let over_tls = config.tls.listener.is_some();
         let Config {
             realm,
             upstream_timeout,
@@ -90,6 +92,7 @@ impl Gateway {
             resource_metadata,
             ..
         } = config;
+        let dpop = dpop.request_scheme(over_tls);
         let parts = RouteParts {
             clients,
             server: Arc::new(server),
@@ -300,6 +303,7 @@ pub(crate) fn route_entries<A: Authenticator>(
                 strip: parts.strip.clone(),
                 protocol: route.upstream_protocol,
                 upstream: route.upstream.clone(),
+                tls: route.upstream_tls,
                 timeout: parts.upstream_timeout,
                 body_timeout: parts.server.body_timeout,
                 slots: route.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),

@@ -12,21 +12,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
+use http::header::HeaderName;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower_gatekeeper::authorize::ClientAddr;
+use tower_gatekeeper::credential::PeerCertificate;
 use tracing::{debug, info, warn};
 
 use crate::Config;
 use crate::body::Held;
 use crate::config::server::Server;
+use crate::credentials::AbortOnDrop;
 use crate::reload::Live;
 use crate::response::error_chain;
+use crate::tls::{self, ArrivedOverTls, reload_on_hangup, take_header_certificate};
 
 /// How long a shutdown waits for in-flight requests before giving up on them.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,8 +78,13 @@ pub async fn run_live(
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
     let _hangup = live.reload_on_hangup();
-    // Connection settings are the ones started with: changing them needs a restart.
+    // Connection settings and the listener's TLS are the ones started with: changing them
+    // needs a restart (the certificate itself is reloaded on SIGHUP).
     let server = live.gateway().server();
+    let (tls, cert_header) = live.listener_tls();
+    let _reload_tls = tls
+        .as_ref()
+        .map(|tls| AbortOnDrop(tokio::spawn(reload_on_hangup(Arc::clone(&tls.certificate)))));
     let builder = Arc::new(http_builder(&server));
     // One permit per connection; shutting down takes them all back.
     let slots = Arc::new(Semaphore::new(server.max_connections));
@@ -83,6 +94,7 @@ pub async fn run_live(
     info!(
         address = %local,
         max_connections = server.max_connections,
+        tls = tls.is_some(),
         "gateway listening (HTTP/1.1 and HTTP/2)"
     );
 
@@ -114,6 +126,8 @@ pub async fn run_live(
                 live: live.clone(),
                 builder: Arc::clone(&builder),
                 server: Arc::clone(&server),
+                tls: tls.as_ref().map(|tls| tls.acceptor.clone()),
+                cert_header: cert_header.clone(),
                 stop: stop_rx.clone(),
                 _slot: slot,
             },
@@ -156,28 +170,125 @@ fn http_builder(server: &Server) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// What every request of a connection carries into the gateway as extensions.
+struct RequestContext {
+    peer: SocketAddr,
+    over_tls: bool,
+    /// Whether the peer is one of `[server] trusted_proxies`.
+    trusted: bool,
+    /// The leaf certificate the client presented in the TLS handshake.
+    session_certificate: Option<PeerCertificate>,
+    /// `[tls] client_cert_header`.
+    cert_header: Option<HeaderName>,
+}
+
+impl RequestContext {
+    /// Inserts [`ClientAddr`], [`ArrivedOverTls`] and the client's [`PeerCertificate`]: from a
+    /// trusted proxy's `client_cert_header` when it sent one, else from the TLS session. The
+    /// header is removed whoever sent it; an unusable one leaves the request without a
+    /// certificate.
+    fn prepare<B>(&self, req: &mut Request<B>) {
+        let peer = self.peer;
+        req.extensions_mut().insert(ClientAddr(peer));
+        if self.over_tls {
+            req.extensions_mut().insert(ArrivedOverTls);
+        }
+        let mut certificate = self.session_certificate.clone();
+        if let Some(name) = &self.cert_header {
+            match take_header_certificate(req.headers_mut(), name, self.trusted) {
+                Ok(None) => {}
+                Ok(Some(from_proxy)) => certificate = Some(from_proxy),
+                Err(error) => {
+                    debug!(%peer, header = %name, ?error, "client certificate header not usable; the request has no client certificate");
+                    certificate = None;
+                }
+            }
+        }
+        if let Some(certificate) = certificate {
+            req.extensions_mut().insert(certificate);
+        }
+    }
+}
+
 /// What one connection's task holds.
 struct Connection {
     live: Live,
     builder: Arc<auto::Builder<TokioExecutor>>,
     server: Arc<Server>,
+    /// `[tls]` with a certificate: the connection starts with a TLS handshake.
+    tls: Option<TlsAcceptor>,
+    /// `[tls] client_cert_header`: removed from every request, read from trusted proxies.
+    cert_header: Option<HeaderName>,
     /// Becomes `true` when the gateway shuts down.
     stop: watch::Receiver<bool>,
     /// Returned to the listener when the connection ends.
     _slot: OwnedSemaphorePermit,
 }
 
-/// Serves one connection until it ends, the gateway shuts down (then gracefully), it stays
-/// silent past the header-read timeout (then at once) or idle past the idle timeout (then
-/// gracefully).
+/// Serves one connection: its TLS handshake first when `[tls]` has a certificate, bounded by
+/// the header-read timeout like the first request head, then [`serve_http`].
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, mut conn: Connection) {
     let _ = stream.set_nodelay(true);
+    let started = Instant::now();
+    let Some(acceptor) = conn.tls.clone() else {
+        return serve_http(TokioIo::new(stream), peer, None, started, conn).await;
+    };
+    let deadline = started + conn.server.header_read_timeout;
+    let handshake = tokio::time::timeout_at(deadline, tls::accept(&acceptor, stream));
+    let accepted = tokio::select! {
+        accepted = handshake => accepted,
+        _ = conn.stop.wait_for(|stop| *stop) => return,
+    };
+    match accepted {
+        Ok(Ok(stream)) => {
+            // The protocol ALPN chose is the one served; without ALPN, either is detected.
+            let alpn = stream.get_ref().1.alpn_protocol();
+            if alpn == Some(b"h2") {
+                conn.builder = Arc::new(conn.builder.as_ref().clone().http2_only());
+            } else if alpn == Some(b"http/1.1") {
+                conn.builder = Arc::new(conn.builder.as_ref().clone().http1_only());
+            }
+            let session = TlsSession {
+                certificate: tls::session_certificate(&stream),
+            };
+            serve_http(TokioIo::new(stream), peer, Some(session), started, conn).await;
+        }
+        Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "no TLS handshake within the header-read timeout; closing"),
+    }
+}
+
+/// What a TLS connection's requests carry.
+struct TlsSession {
+    /// The leaf certificate the client presented.
+    certificate: Option<PeerCertificate>,
+}
+
+/// Serves one connection's HTTP until it ends, the gateway shuts down (then gracefully), it
+/// stays silent past the header-read timeout counted from `started` (then at once) or idle
+/// past the idle timeout (then gracefully).
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    session: Option<TlsSession>,
+    started: Instant,
+    mut conn: Connection,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let live = conn.live.clone();
     let tracked = Arc::clone(&activity);
+    let context = RequestContext {
+        peer,
+        over_tls: session.is_some(),
+        trusted: conn.server.trusts(peer.ip()),
+        session_certificate: session.and_then(|s| s.certificate),
+        cert_header: conn.cert_header.clone(),
+    };
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let guard = tracked.begin();
-        req.extensions_mut().insert(ClientAddr(peer));
+        context.prepare(&mut req);
         // Each request is served with the configuration current when it arrives.
         let gateway = live.gateway();
         async move {
@@ -185,9 +296,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, mut conn: Connect
             Ok::<_, Infallible>(response.map(|body| Held::new(body, guard)))
         }
     });
-    let connection = conn.builder.serve_connection(TokioIo::new(stream), service);
+    let connection = conn.builder.serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
-    let started = Instant::now();
     let mut closing = *conn.stop.borrow();
     if closing {
         connection.as_mut().graceful_shutdown();
@@ -348,5 +458,81 @@ impl AcceptBackoff {
             info!(suppressed = self.suppressed, "accepting connections again");
             self.suppressed = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: HeaderName = HeaderName::from_static("x-client-cert");
+    const SESSION_DER: &[u8] = b"\x30\x03\x02\x01\x01";
+    // URL-encoded PEM of the DER 30 03 02 01 02, as nginx's `$ssl_client_escaped_cert`.
+    const ESCAPED: &str =
+        "-----BEGIN%20CERTIFICATE-----%0AMAMCAQI%3D%0A-----END%20CERTIFICATE-----%0A";
+    const HEADER_DER: &[u8] = b"\x30\x03\x02\x01\x02";
+
+    fn context(trusted: bool, session: bool) -> RequestContext {
+        RequestContext {
+            peer: "127.0.0.1:4000".parse().unwrap(),
+            over_tls: session,
+            trusted,
+            session_certificate: session.then(|| PeerCertificate::from_der(SESSION_DER)),
+            cert_header: Some(HEADER),
+        }
+    }
+
+    fn prepared(context: &RequestContext, header: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder();
+        if let Some(value) = header {
+            builder = builder.header(HEADER, value);
+        }
+        let mut req = builder.body(()).unwrap();
+        context.prepare(&mut req);
+        assert!(
+            req.headers().get(HEADER).is_none(),
+            "the header is never forwarded"
+        );
+        req
+    }
+
+    fn der(req: &Request<()>) -> Option<&[u8]> {
+        req.extensions()
+            .get::<PeerCertificate>()
+            .map(PeerCertificate::der)
+    }
+
+    #[test]
+    fn the_session_certificate_reaches_every_request() {
+        let context = context(false, true);
+        for _ in 0..2 {
+            let req = prepared(&context, None);
+            assert_eq!(der(&req), Some(SESSION_DER));
+            assert!(req.extensions().get::<ArrivedOverTls>().is_some());
+        }
+    }
+
+    #[test]
+    fn the_header_certificate_counts_only_from_trusted_proxies() {
+        let trusted = prepared(&context(true, false), Some(ESCAPED));
+        assert_eq!(der(&trusted), Some(HEADER_DER));
+        assert!(trusted.extensions().get::<ArrivedOverTls>().is_none());
+
+        let untrusted = prepared(&context(false, false), Some(ESCAPED));
+        assert_eq!(der(&untrusted), None);
+        let untrusted_tls = prepared(&context(false, true), Some(ESCAPED));
+        assert_eq!(
+            der(&untrusted_tls),
+            Some(SESSION_DER),
+            "the header changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_trusted_header_replaces_the_session_certificate_and_a_bad_one_leaves_none() {
+        let context = context(true, true);
+        assert_eq!(der(&prepared(&context, Some(ESCAPED))), Some(HEADER_DER));
+        assert_eq!(der(&prepared(&context, None)), Some(SESSION_DER));
+        assert_eq!(der(&prepared(&context, Some("garbage"))), None);
     }
 }

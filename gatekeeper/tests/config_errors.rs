@@ -148,9 +148,16 @@ fn routes_are_checked() {
     assert_mentions(&error, &["sometimes", "required", "optional", "public"]);
 
     let error = config_error(&format!(
-        "{ISSUER}[[route]]\npath = \"/x\"\nupstream = \"https://127.0.0.1:9001\"\n"
+        "{ISSUER}[[route]]\npath = \"/x\"\nupstream = \"ftp://127.0.0.1:9001\"\n"
     ));
-    assert_mentions(&error, &["[[route]] #1", "`upstream`", "https"]);
+    assert_mentions(
+        &error,
+        &[
+            "[[route]] #1",
+            "`upstream`",
+            "http://host:port or https://host:port",
+        ],
+    );
 
     let error = config_error(&format!(
         "{ISSUER}[[route]]\npath = \"/x\"\nupstream = \"http://127.0.0.1:9001/prefix\"\n"

@@ -31,6 +31,8 @@ pub(crate) struct FileConfig {
     pub(crate) api_keys: Option<FileApiKeys>,
     pub(crate) introspection: Option<FileIntrospection>,
     pub(crate) revocation: Option<FileRevocation>,
+    /// TLS termination, client certificates, and trust for `https://` upstreams.
+    pub(crate) tls: Option<FileTls>,
     /// DPoP proofs (RFC 9449): algorithms, window, nonces, shared replay cache.
     pub(crate) dpop: Option<crate::config::dpop::FileDpop>,
     /// The origin clients address (`https://api.example.com`), for DPoP `htu` checks.
@@ -370,4 +372,22 @@ impl From<FileFailMode> for FailMode {
             FileFailMode::Closed => FailMode::Closed,
         }
     }
+}
+
+/// `[tls]`: TLS termination on `listen`, client certificates (from the handshake or a trusted
+/// proxy's header), and the CAs trusted for `https://` upstreams.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileTls {
+    /// The certificate chain (PEM, leaf first); with `key_file`, `listen` speaks TLS.
+    pub(crate) cert_file: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub(crate) key_file: Option<PathBuf>,
+    /// The CAs client certificates must chain to (PEM).
+    pub(crate) client_ca_file: Option<PathBuf>,
+    pub(crate) client_auth: Option<crate::tls::ClientAuth>,
+    /// A header carrying the client certificate from a trusted TLS-terminating proxy.
+    pub(crate) client_cert_header: Option<String>,
+    /// The CAs trusted for `https://` upstreams (PEM), instead of the platform's.
+    pub(crate) upstream_ca_file: Option<PathBuf>,
 }

@@ -8,6 +8,7 @@ pub(crate) mod ops;
 pub(crate) mod policy;
 pub(crate) mod route;
 pub(crate) mod server;
+pub(crate) mod tls;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -83,6 +84,7 @@ pub struct Config {
     /// Routes that take requests from a broader, more protected route (logged when serving).
     pub(crate) shadowed: Vec<String>,
     pub(crate) credentials: Credentials,
+    pub(crate) tls: tls::Tls,
     /// DPoP and certificate-binding checks (always on: bound tokens are never accepted as
     /// Bearer tokens).
     pub(crate) dpop: tower_gatekeeper::dpop::DpopConfig,
@@ -176,6 +178,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         DEFAULT_UPSTREAM_TIMEOUT,
     )?;
     let server = server::compile(file.server.unwrap_or_default())?;
+    let mut tls = tls::compile(file.tls, base, &server)?;
 
     let mut authenticator: Option<JwtAuthenticator<IssuerKeys>> = None;
     // Every name a caller's issuer can have: each `[[issuer]]`, then the API keys' and the
@@ -234,6 +237,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         Some(metadata) => realm.resource_metadata(metadata.url()),
         None => realm,
     };
+    tls.prepare_upstream(routes.iter().any(|route| route.upstream_tls))?;
     let token_cache = compile_cache(file.cache)?;
     let mut ops = compile_ops(file.admin_listen, file.audit_log, file.limits, base)?;
     ops.propagation = policy::compile_context(file.context, base)?;
@@ -258,6 +262,7 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         server,
         credentials,
         shadowed,
+        tls,
         dpop,
         cors,
         resource_metadata: resource_metadata.map(std::sync::Arc::new),
@@ -265,6 +270,17 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
         issuer_keys,
         path: None,
     })
+}
+
+impl Config {
+    /// Reloads the TLS listener's certificate and key (what SIGHUP does while
+    /// [`run`](crate::run) serves this configuration); `None` without `[tls] cert_file`.
+    pub fn tls_reloader(&self) -> Option<crate::tls::TlsReloader> {
+        self.tls
+            .listener
+            .as_ref()
+            .map(|listener| crate::tls::TlsReloader(std::sync::Arc::clone(&listener.certificate)))
+    }
 }
 
 impl Config {

@@ -19,6 +19,8 @@ pub(crate) struct RouteSpec {
     /// `None`: every method.
     pub(crate) methods: Option<Vec<Method>>,
     pub(crate) upstream: Authority,
+    /// `https://` upstream: TLS, HTTP/2 or HTTP/1.1 by ALPN.
+    pub(crate) upstream_tls: bool,
     pub(crate) upstream_protocol: UpstreamProtocol,
     pub(crate) auth: RouteAuth,
     /// The query parameter that may carry the access token (RFC 6750 §2.3), if any.
@@ -95,8 +97,13 @@ pub(crate) fn compile_route(
             Some(methods)
         }
     };
-    let upstream = parse_upstream(&raw.upstream)
+    let (upstream, upstream_tls) = parse_upstream(&raw.upstream)
         .map_err(|why| format!("{label}: `upstream` {:?}: {why}", raw.upstream))?;
+    if upstream_tls && raw.upstream_protocol == UpstreamProtocol::H2c {
+        return Err(format!(
+            "{label}: `upstream_protocol` = \"h2c\" is HTTP/2 without TLS, but `upstream` is https: an https upstream gets HTTP/2 or HTTP/1.1 by ALPN with \"auto\" (gRPC always HTTP/2), HTTP/1.1 only with \"http1\""
+        ));
+    }
     let mut path_policy = PathPolicy::strict();
     for name in raw.allow_path_forms.iter().flatten() {
         let form = name.parse::<PathForm>().map_err(|_| {
@@ -189,6 +196,7 @@ pub(crate) fn compile_route(
         path: raw.path,
         methods,
         upstream,
+        upstream_tls,
         upstream_protocol: raw.upstream_protocol,
         auth: raw.auth,
         query_token: raw.query_token,
@@ -202,17 +210,16 @@ pub(crate) fn compile_route(
     })
 }
 
-/// `http://host[:port]` with no path, query or user info.
-pub(crate) fn parse_upstream(text: &str) -> Result<Authority, &'static str> {
-    const SHAPE: &str = "must be http://host:port";
+/// `http://host[:port]` or `https://host[:port]` with no path, query or user info; `true`
+/// for https.
+pub(crate) fn parse_upstream(text: &str) -> Result<(Authority, bool), &'static str> {
+    const SHAPE: &str = "must be http://host:port or https://host:port";
     let uri: Uri = text.parse().map_err(|_| SHAPE)?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err("https upstreams are not supported yet; use http://host:port");
-        }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         _ => return Err(SHAPE),
-    }
+    };
     let authority = uri.authority().ok_or(SHAPE)?;
     if authority.as_str().contains('@') {
         return Err("must not contain user info");
@@ -228,7 +235,7 @@ pub(crate) fn parse_upstream(text: &str) -> Result<Authority, &'static str> {
             "must not have a path or query: the request's path and query are appended as they are",
         );
     }
-    Ok(authority.clone())
+    Ok((authority.clone(), tls))
 }
 
 /// Builds the routing table; two routes that could both serve a request are a conflict. Also
