@@ -111,6 +111,8 @@ pub mod metrics;
 mod outcome;
 pub mod path;
 pub mod propagate;
+#[cfg(feature = "redis")]
+mod redis_conn;
 pub mod reject;
 pub mod revocation;
 

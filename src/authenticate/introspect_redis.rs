@@ -3,19 +3,16 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
 use tokio::time::timeout;
-use tracing::info;
 
 use super::introspect::{
     MAX_RESPONSE_BYTES, SharedCacheError, SharedCacheFuture, SharedEntry, SharedIntrospectionCache,
 };
 use crate::config_error::ConfigError;
+use crate::redis_conn::{ConnectError, LazyConnection};
 
 /// Introspection results shared by the replicas of a gateway through Redis (features
 /// `introspection` and `redis`): the second level behind each
@@ -155,20 +152,17 @@ impl RedisIntrospectionCacheBuilder {
                 "the introspection cache's Redis timeout must be greater than zero",
             ));
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
         Ok(RedisIntrospectionCache {
             inner: Arc::new(Inner {
-                client,
-                config,
+                conn: LazyConnection::new(
+                    client,
+                    self.timeout,
+                    self.backoff,
+                    "the introspection cache",
+                ),
                 prefix: self.prefix,
                 timeout: self.timeout,
                 backoff: self.backoff,
-                conn: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(()),
-                retry_at: Mutex::new(None),
-                failed: AtomicBool::new(false),
             }),
         })
     }
@@ -197,7 +191,7 @@ impl fmt::Debug for RedisIntrospectionCache {
     /// The URL is left out: it may carry a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
-        let connected = inner.current().is_some();
+        let connected = inner.conn.is_connected();
         f.debug_struct("RedisIntrospectionCache")
             .field("prefix", &inner.prefix)
             .field("timeout", &inner.timeout)
@@ -264,96 +258,33 @@ impl SharedIntrospectionCache for RedisIntrospectionCache {
 }
 
 struct Inner {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
+    conn: LazyConnection,
     prefix: String,
     timeout: Duration,
     backoff: Duration,
-    /// The shared connection; `None` before the first use and after a failure.
-    conn: Mutex<Option<MultiplexedConnection>>,
-    /// Held while connecting: one connection attempt at a time.
-    connecting: tokio::sync::Mutex<()>,
-    /// Redis is skipped until then (set on failure).
-    retry_at: Mutex<Option<Instant>>,
-    /// Whether the last attempt failed (for the "reconnected" log line).
-    failed: AtomicBool,
-}
-
-/// Why an attempt did not reach Redis.
-enum Attempt {
-    BackingOff,
-    Redis(redis::RedisError),
 }
 
 impl Inner {
-    fn current(&self) -> Option<MultiplexedConnection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn backing_off(&self) -> bool {
-        self.retry_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|at| Instant::now() < at)
-    }
-
-    /// After a failure: drop the connection and skip Redis for the back-off.
-    fn fail(&self) {
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + self.backoff);
-        self.failed.store(true, Ordering::Relaxed);
-    }
-
-    /// The shared connection, opened when there is none (one attempt at a time; none while
-    /// backing off).
-    async fn connection(&self) -> Result<MultiplexedConnection, Attempt> {
-        if let Some(conn) = self.current() {
-            return Ok(conn);
-        }
-        if self.backing_off() {
-            return Err(Attempt::BackingOff);
-        }
-        let _connecting = self.connecting.lock().await;
-        // Another attempt may have finished (or failed) while this one waited.
-        if let Some(conn) = self.current() {
-            return Ok(conn);
-        }
-        if self.backing_off() {
-            return Err(Attempt::BackingOff);
-        }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-            .map_err(Attempt::Redis)?;
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-        if self.failed.swap(false, Ordering::Relaxed) {
-            info!("the introspection cache reconnected to Redis");
-        }
-        Ok(conn)
-    }
-
     /// Runs `pipe`, connecting first if needed, all within the timeout.
     async fn query<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, SharedCacheError> {
         let attempt = async {
-            let mut conn = self.connection().await?;
+            let mut conn = self.conn.get().await?;
             pipe.query_async::<T>(&mut conn)
                 .await
-                .map_err(Attempt::Redis)
+                .map_err(ConnectError::Redis)
         };
         match timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(Attempt::BackingOff)) => Err(SharedCacheError::BackingOff),
-            Ok(Err(Attempt::Redis(e))) => {
-                self.fail();
+            Ok(Err(ConnectError::BackingOff)) => Err(SharedCacheError::BackingOff),
+            Ok(Err(ConnectError::Redis(e))) => {
+                self.conn.fail();
                 Err(SharedCacheError::Unavailable(Box::new(e)))
             }
             Err(_) => {
-                self.fail();
+                self.conn.fail();
                 Err(SharedCacheError::Unavailable(Box::new(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("Redis did not answer within {:?}", self.timeout),

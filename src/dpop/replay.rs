@@ -162,31 +162,24 @@ pub(crate) struct ReplayUnavailable(pub(crate) String, pub(crate) bool);
 
 #[cfg(feature = "redis")]
 mod redis_store {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
+    use std::sync::Arc;
+    use std::time::Duration;
 
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use redis::AsyncConnectionConfig;
-    use redis::aio::MultiplexedConnection;
     use tokio::time::timeout;
-    use tracing::{info, warn};
+    use tracing::warn;
 
     use super::{ReplayCache, ReplayUnavailable, Seen};
     use crate::ConfigError;
+    use crate::redis_conn::{ConnectError, LazyConnection};
 
     #[derive(Clone)]
     pub(super) struct RedisReplay(Arc<Inner>);
 
     struct Inner {
-        client: redis::Client,
-        config: AsyncConnectionConfig,
+        conn: LazyConnection,
         timeout: Duration,
-        conn: Mutex<Option<MultiplexedConnection>>,
-        connecting: tokio::sync::Mutex<()>,
-        retry_at: Mutex<Option<Instant>>,
-        failed: AtomicBool,
     }
 
     impl RedisReplay {
@@ -201,17 +194,14 @@ mod redis_store {
                     "the DPoP replay cache's Redis timeout must be greater than zero",
                 ));
             }
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
             Ok(RedisReplay(Arc::new(Inner {
-                client,
-                config,
+                conn: LazyConnection::new(
+                    client,
+                    timeout,
+                    Duration::from_secs(1),
+                    "the DPoP replay cache",
+                ),
                 timeout,
-                conn: Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(()),
-                retry_at: Mutex::new(None),
-                failed: AtomicBool::new(false),
             })))
         }
 
@@ -228,7 +218,12 @@ mod redis_store {
             );
             let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
             let attempt = async {
-                let mut conn = inner.connection().await?;
+                let mut conn = inner.conn.get().await.map_err(|e| match e {
+                    ConnectError::BackingOff => {
+                        ReplayUnavailable("backing off after a failure".into(), true)
+                    }
+                    ConnectError::Redis(e) => ReplayUnavailable(e.to_string(), false),
+                })?;
                 let set: Option<String> = redis::cmd("SET")
                     .arg(&name)
                     .arg(1)
@@ -265,59 +260,13 @@ mod redis_store {
     }
 
     impl Inner {
-        fn current(&self) -> Option<MultiplexedConnection> {
-            self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
-        }
-
-        fn backing_off(&self) -> bool {
-            self.retry_at
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some_and(|at| Instant::now() < at)
-        }
-
         fn fail(&self, why: &str) {
-            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(Instant::now() + Duration::from_secs(1));
-            if !self.failed.swap(true, Ordering::Relaxed) {
+            if self.conn.fail() {
                 warn!(
                     error = why,
                     "the DPoP replay cache cannot reach Redis: DPoP proofs are refused (503) until it is back"
                 );
             }
-        }
-
-        async fn connection(&self) -> Result<MultiplexedConnection, ReplayUnavailable> {
-            if let Some(conn) = self.current() {
-                return Ok(conn);
-            }
-            if self.backing_off() {
-                return Err(ReplayUnavailable(
-                    "backing off after a failure".into(),
-                    true,
-                ));
-            }
-            let _connecting = self.connecting.lock().await;
-            if let Some(conn) = self.current() {
-                return Ok(conn);
-            }
-            if self.backing_off() {
-                return Err(ReplayUnavailable(
-                    "backing off after a failure".into(),
-                    true,
-                ));
-            }
-            let conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&self.config)
-                .await
-                .map_err(|e| ReplayUnavailable(e.to_string(), false))?;
-            *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-            if self.failed.swap(false, Ordering::Relaxed) {
-                info!("the DPoP replay cache reconnected to Redis");
-            }
-            Ok(conn)
         }
     }
 }
