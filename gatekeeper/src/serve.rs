@@ -296,7 +296,7 @@ async fn serve_http<I>(
             Ok::<_, Infallible>(response.map(|body| Held::new(body, guard)))
         }
     });
-    let connection = conn.builder.serve_connection(io, service);
+    let connection = conn.builder.serve_connection_with_upgrades(io, service);
     let mut connection = std::pin::pin!(connection);
     let mut closing = *conn.stop.borrow();
     if closing {

@@ -129,6 +129,8 @@ pub(crate) struct FileRoute {
     pub(crate) shadow: Option<RuleConfig>,
     /// `false`: this route does not ask `[ext_authz]`.
     pub(crate) ext_authz: Option<bool>,
+    /// `true`: HTTP/1.1 WebSocket upgrades are forwarded and relayed.
+    pub(crate) websocket: bool,
 }
 
 /// A `[[route]]` as written: the route's own keys, and the rest for [`RuleConfig`], which
@@ -148,6 +150,8 @@ struct RawRoute {
     rate_limit: Option<crate::config::edge::FileRateLimit>,
     shadow: Option<toml::Table>,
     ext_authz: Option<bool>,
+    #[serde(default)]
+    websocket: bool,
     #[serde(flatten)]
     rules: toml::Table,
 }
@@ -160,7 +164,7 @@ impl TryFrom<RawRoute> for FileRoute {
             .try_into::<RuleConfig>()
             .map_err(|e| {
                 format!(
-                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency, allow_path_forms, rate_limit, shadow and ext_authz)",
+                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency, allow_path_forms, rate_limit, shadow, ext_authz and websocket)",
                     e.message().trim_end()
                 )
             })?;
@@ -185,6 +189,7 @@ impl TryFrom<RawRoute> for FileRoute {
             rate_limit: raw.rate_limit,
             shadow,
             ext_authz: raw.ext_authz,
+            websocket: raw.websocket,
         })
     }
 }
