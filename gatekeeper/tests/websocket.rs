@@ -1,0 +1,398 @@
+//! `[[route]] websocket = true` end to end over loopback, with a real WebSocket client and
+//! server (tokio-tungstenite) on both sides of the gateway: the handshake authenticated (header
+//! or query token) with identity propagated and the token never forwarded, text and binary
+//! frames relayed both ways, routes without the key not upgrading, the tunnel closed when the
+//! token expires, and the configuration errors.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{WebSocketStream, accept_hdr_async, client_async};
+use tower_gatekeeper::Algorithm;
+use tower_gatekeeper::keys::SigningKey;
+
+use support::{BOUND, ONE_ISSUER, Running, admin_token, assert_mentions, fixtures, gateway_dir};
+
+// ---------------------------------------------------------------------------------------------
+// The WebSocket upstream
+// ---------------------------------------------------------------------------------------------
+
+/// What the WebSocket upstream saw.
+#[derive(Default)]
+struct Seen {
+    /// TCP connections accepted.
+    connections: AtomicUsize,
+    /// The head of every request, as it arrived (lower-cased).
+    heads: Mutex<Vec<String>>,
+    /// Completed handshakes.
+    handshakes: AtomicUsize,
+    /// When each WebSocket connection ended (the client went away or closed).
+    ended: Mutex<Vec<SystemTime>>,
+}
+
+/// An echo WebSocket server: every text and binary message comes back as it is, except the
+/// text `whoami`, answered with what the handshake carried (`x-user-id`, whether an
+/// `authorization` header arrived, the request target).
+struct WsUpstream {
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+}
+
+impl WsUpstream {
+    async fn start() -> WsUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_ws(stream, Arc::clone(&shared)));
+            }
+        });
+        WsUpstream { addr, seen }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.seen.heads.lock().unwrap().clone()
+    }
+}
+
+async fn serve_ws(stream: TcpStream, seen: Arc<Seen>) {
+    // The request head as the gateway sent it, read without consuming it.
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = stream.peek(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            seen.heads.lock().unwrap().push(head);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let handshake = Arc::new(Mutex::new(Value::Null));
+    let record = Arc::clone(&handshake);
+    let callback = move |req: &Request, response: Response| {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        *record.lock().unwrap() = json!({
+            "x-user-id": header("x-user-id"),
+            "authorization": header("authorization").is_some(),
+            "target": req.uri().to_string(),
+        });
+        Ok(response)
+    };
+    let Ok(mut ws) = accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    seen.handshakes.fetch_add(1, Ordering::SeqCst);
+    while let Some(Ok(message)) = ws.next().await {
+        let reply = match message {
+            Message::Text(text) if text.as_str() == "whoami" => {
+                Message::text(handshake.lock().unwrap().to_string())
+            }
+            Message::Text(_) | Message::Binary(_) => message,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        if ws.send(reply).await.is_err() {
+            break;
+        }
+    }
+    seen.ended.lock().unwrap().push(SystemTime::now());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway and the client
+// ---------------------------------------------------------------------------------------------
+
+fn config(ws: SocketAddr) -> String {
+    format!(
+        r#"{ONE_ISSUER}
+[[route]]
+path = "/ws/{{*rest}}"
+upstream = "http://{ws}"
+websocket = true
+
+[[route]]
+path = "/browser/{{*rest}}"
+upstream = "http://{ws}"
+websocket = true
+query_token = "access_token"
+
+[[route]]
+path = "/plain/{{*rest}}"
+upstream = "http://{ws}"
+"#
+    )
+}
+
+async fn start() -> (WsUpstream, Running, support::TempDir) {
+    let upstream = WsUpstream::start().await;
+    let dir = gateway_dir();
+    let path = dir.write_config(&config(upstream.addr));
+    let config = gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    (upstream, Running::start(config).await, dir)
+}
+
+/// Opens a WebSocket to `target` (path and query) at the gateway over `stream`, with the
+/// token as a bearer header when given.
+async fn open<S>(
+    stream: S,
+    url: &str,
+    token: Option<&str>,
+) -> Result<WebSocketStream<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut request = url.into_client_request().unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    tokio::time::timeout(BOUND, client_async(request, stream))
+        .await
+        .expect("the handshake ends in time")
+        .map(|(ws, _)| ws)
+}
+
+async fn connect(gw: &Running, target: &str, token: Option<&str>) -> Result<WebSocketStream<TcpStream>, WsError> {
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    open(stream, &format!("ws://{}{target}", gw.addr), token).await
+}
+
+/// The status of a refused handshake.
+fn refused_status<T>(result: Result<T, WsError>) -> u16 {
+    match result {
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("the handshake failed without an HTTP answer: {other}"),
+        Ok(_) => panic!("the handshake succeeded"),
+    }
+}
+
+/// Sends `message` and returns the next message.
+async fn round_trip<S>(ws: &mut WebSocketStream<S>, message: Message) -> Message
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.send(message).await.unwrap();
+    tokio::time::timeout(BOUND, ws.next())
+        .await
+        .expect("an answer in time")
+        .expect("the connection is open")
+        .unwrap()
+}
+
+/// What the upstream saw on the handshake, asked through the tunnel.
+async fn whoami<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let answer = round_trip(ws, Message::text("whoami")).await;
+    serde_json::from_str(answer.to_text().unwrap()).unwrap()
+}
+
+/// Text and binary frames both ways.
+async fn assert_echoes<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let text = round_trip(ws, Message::text("hello through the gateway")).await;
+    assert_eq!(text, Message::text("hello through the gateway"));
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let binary = round_trip(ws, Message::binary(payload.clone())).await;
+    assert_eq!(binary, Message::binary(payload));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_without_a_token_is_401_and_never_reaches_the_upstream() {
+    let (upstream, gw, _dir) = start().await;
+    assert_eq!(refused_status(connect(&gw, "/ws/chat", None).await), 401);
+    let status = refused_status(connect(&gw, "/ws/chat", Some("not-a-jwt")).await);
+    assert_eq!(status, 401);
+    assert_eq!(upstream.seen.connections.load(Ordering::SeqCst), 0);
+    assert_eq!(upstream.seen.handshakes.load(Ordering::SeqCst), 0);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_are_relayed_both_ways_with_the_identity_and_without_the_token() {
+    let (upstream, gw, _dir) = start().await;
+    let token = admin_token();
+    let mut ws = connect(&gw, "/ws/chat?room=1", Some(&token))
+        .await
+        .expect("the handshake succeeds");
+    assert_echoes(&mut ws).await;
+    let seen = whoami(&mut ws).await;
+    assert_eq!(seen["x-user-id"], "admin-1", "{seen}");
+    assert_eq!(seen["authorization"], false, "{seen}");
+    assert_eq!(seen["target"], "/ws/chat?room=1", "{seen}");
+    let heads = upstream.heads();
+    assert_eq!(heads.len(), 1);
+    assert!(!heads[0].contains(&token.to_ascii_lowercase()), "{}", heads[0]);
+    assert!(heads[0].contains("sec-websocket-key:"), "{}", heads[0]);
+    assert!(heads[0].contains("sec-websocket-version: 13"), "{}", heads[0]);
+
+    // The client closes; the upstream sees the end of the connection.
+    ws.close(None).await.unwrap();
+    tokio::time::timeout(BOUND, async {
+        while upstream.seen.ended.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the upstream sees the close");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_authenticate_the_handshake_with_the_query_token() {
+    let (upstream, gw, _dir) = start().await;
+    let token = admin_token();
+    assert_eq!(
+        refused_status(connect(&gw, "/browser/chat", None).await),
+        401
+    );
+    let target = format!("/browser/chat?access_token={token}&room=2");
+    let mut ws = connect(&gw, &target, None)
+        .await
+        .expect("the handshake succeeds");
+    assert_echoes(&mut ws).await;
+    let seen = whoami(&mut ws).await;
+    assert_eq!(seen["x-user-id"], "admin-1", "{seen}");
+    assert_eq!(seen["authorization"], false, "{seen}");
+    assert_eq!(seen["target"], "/browser/chat?room=2", "{seen}");
+    // The header token does not work on the route of the ws route only: both are accepted.
+    let heads = upstream.heads();
+    assert!(heads.iter().all(|h| !h.contains(&token.to_ascii_lowercase())));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_without_websocket_do_not_upgrade() {
+    let (upstream, gw, _dir) = start().await;
+    let status = refused_status(connect(&gw, "/plain/chat", Some(&admin_token())).await);
+    assert_ne!(status, 101);
+    // The request reached the upstream without its upgrade headers, so no handshake.
+    let heads = upstream.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(!heads[0].contains("\nupgrade:"), "{}", heads[0]);
+    assert!(!heads[0].contains("\nconnection: upgrade"), "{}", heads[0]);
+    assert_eq!(upstream.seen.handshakes.load(Ordering::SeqCst), 0);
+    gw.stop().await;
+}
+
+/// An RS256 token of the fixture key for `sub` expiring at `exp` (Unix seconds).
+fn token_expiring_at(sub: &str, exp: u64) -> String {
+    let pem = std::fs::read(fixtures().join("keys/rsa-1.key.pem")).unwrap();
+    let key = SigningKey::from_pem(Algorithm::RS256, &pem)
+        .unwrap()
+        .with_kid("rsa-1");
+    key.sign(&json!({
+        "iss": "https://idp.example.test", "aud": "api://orders", "sub": sub, "exp": exp,
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tunnel_is_closed_when_the_token_expires() {
+    let (upstream, gw, _dir) = start().await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let exp_secs = now + 2;
+    let exp = UNIX_EPOCH + Duration::from_secs(exp_secs);
+    let token = token_expiring_at("short-lived", exp_secs);
+    let mut ws = connect(&gw, "/ws/chat", Some(&token))
+        .await
+        .expect("the handshake succeeds");
+    assert_echoes(&mut ws).await;
+    assert_eq!(whoami(&mut ws).await["x-user-id"], "short-lived");
+
+    // Nothing more is sent: the next thing the client reads is the end of the connection.
+    let end = tokio::time::timeout(BOUND, ws.next())
+        .await
+        .expect("the connection ends");
+    let closed_at = SystemTime::now();
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{end:?}"
+    );
+    let after = closed_at.duration_since(exp).unwrap_or_else(|early| {
+        panic!("closed {:?} before exp", early.duration())
+    });
+    assert!(after < Duration::from_millis(1500), "closed {after:?} after exp");
+    eprintln!("client side closed {after:?} after exp");
+
+    // The upstream's side was closed too.
+    let upstream_end = tokio::time::timeout(BOUND, async {
+        loop {
+            if let Some(at) = upstream.seen.ended.lock().unwrap().first() {
+                return *at;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the upstream's connection ends");
+    let after = upstream_end.duration_since(exp).expect("closed after exp");
+    assert!(after < Duration::from_millis(1500), "closed {after:?} after exp");
+    eprintln!("upstream side closed {after:?} after exp");
+    gw.stop().await;
+}
+
+/// Loads `toml` from a fresh temp dir and returns the error message.
+fn config_error(toml: &str) -> String {
+    let dir = gateway_dir();
+    let path = dir.write_config(toml);
+    let error = gatekeeper::load_config(&path)
+        .map(|_| ())
+        .expect_err("the config is rejected")
+        .to_string();
+    assert_mentions(&error, &[&path.display().to_string()]);
+    error
+}
+
+#[test]
+fn websocket_configuration_errors_name_the_key() {
+    let route = |extra: &str| {
+        format!(
+            "{ONE_ISSUER}\n[[route]]\npath = \"/ws/{{*rest}}\"\nupstream = \"http://127.0.0.1:9001\"\n{extra}\n"
+        )
+    };
+    let error = config_error(&route("websocket = true\nupstream_protocol = \"h2c\""));
+    assert_mentions(&error, &["[[route]] #1", "`websocket`", "h2c", "HTTP/1.1"]);
+
+    let error = config_error(&route("websocket = true\nmethods = [\"POST\"]"));
+    assert_mentions(&error, &["[[route]] #1", "`websocket`", "GET", "`methods`"]);
+
+    let error = config_error(&route("websocket = \"yes\""));
+    assert_mentions(&error, &["websocket"]);
+
+    // GET among the methods, or every method: accepted.
+    for extra in ["websocket = true\nmethods = [\"GET\"]", "websocket = true", "websocket = false\nupstream_protocol = \"h2c\""] {
+        let dir = gateway_dir();
+        let path = dir.write_config(&route(extra));
+        gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{extra}: {e}"));
+    }
+}
