@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, accept_hdr_async, client_async};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tower_gatekeeper::Algorithm;
 use tower_gatekeeper::keys::SigningKey;
 
@@ -51,6 +52,15 @@ struct WsUpstream {
 
 impl WsUpstream {
     async fn start() -> WsUpstream {
+        WsUpstream::start_with(None).await
+    }
+
+    /// Over TLS with `config`.
+    async fn start_tls(config: Arc<rustls::ServerConfig>) -> WsUpstream {
+        WsUpstream::start_with(Some(TlsAcceptor::from(config))).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> WsUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
@@ -58,7 +68,7 @@ impl WsUpstream {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 shared.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_ws(stream, Arc::clone(&shared)));
+                tokio::spawn(serve_ws(stream, Arc::clone(&shared), tls.clone()));
             }
         });
         WsUpstream { addr, seen }
@@ -69,7 +79,13 @@ impl WsUpstream {
     }
 }
 
-async fn serve_ws(stream: TcpStream, seen: Arc<Seen>) {
+async fn serve_ws(stream: TcpStream, seen: Arc<Seen>, tls: Option<TlsAcceptor>) {
+    if let Some(acceptor) = tls {
+        if let Ok(stream) = acceptor.accept(stream).await {
+            handshake_and_echo(stream, seen).await;
+        }
+        return;
+    }
     // The request head as the gateway sent it, read without consuming it.
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -84,6 +100,13 @@ async fn serve_ws(stream: TcpStream, seen: Arc<Seen>) {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    handshake_and_echo(stream, seen).await;
+}
+
+async fn handshake_and_echo<S>(stream: S, seen: Arc<Seen>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let handshake = Arc::new(Mutex::new(Value::Null));
     let record = Arc::clone(&handshake);
     let callback = move |req: &Request, response: Response| {
@@ -284,7 +307,7 @@ async fn browsers_authenticate_the_handshake_with_the_query_token() {
     assert_eq!(seen["x-user-id"], "admin-1", "{seen}");
     assert_eq!(seen["authorization"], false, "{seen}");
     assert_eq!(seen["target"], "/browser/chat?room=2", "{seen}");
-    // The header token does not work on the route of the ws route only: both are accepted.
+    // The token reached the upstream in no request head.
     let heads = upstream.heads();
     assert!(heads.iter().all(|h| !h.contains(&token.to_ascii_lowercase())));
     gw.stop().await;
@@ -395,4 +418,124 @@ fn websocket_configuration_errors_name_the_key() {
         let path = dir.write_config(&route(extra));
         gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{extra}: {e}"));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through TLS
+// ---------------------------------------------------------------------------------------------
+
+/// A CA made for the test, and a server certificate it issued for localhost and 127.0.0.1,
+/// as PEM: (CA, certificate, key).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "websocket test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(params, ca_key);
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS server offering h2 and http/1.1 by ALPN.
+fn server_config(cert_pem: &str, key_pem: &str) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A TLS client trusting `ca_pem` only, offering http/1.1 by ALPN (as browsers do for
+/// WebSockets).
+fn tls_connector(ca_pem: &str) -> TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_tls_to_an_https_upstream() {
+    let (ca_pem, cert_pem, key_pem) = test_pki();
+    // The upstream offers h2 too: the gateway asks it for HTTP/1.1, where upgrades exist.
+    let upstream = WsUpstream::start_tls(server_config(&cert_pem, &key_pem)).await;
+    let dir = gateway_dir();
+    std::fs::write(dir.0.join("server.pem"), &cert_pem).unwrap();
+    std::fs::write(dir.0.join("server.key"), &key_pem).unwrap();
+    std::fs::write(dir.0.join("ca.pem"), &ca_pem).unwrap();
+    let toml = format!(
+        r#"{ONE_ISSUER}
+[tls]
+cert_file = "server.pem"
+key_file = "server.key"
+upstream_ca_file = "ca.pem"
+
+[[route]]
+path = "/ws/{{*rest}}"
+upstream = "https://localhost:{port}"
+websocket = true
+query_token = "access_token"
+"#,
+        port = upstream.addr.port()
+    );
+    let path = dir.write_config(&toml);
+    let config = gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    let gw = Running::start(config).await;
+    let connector = tls_connector(&ca_pem);
+    let gw_addr = gw.addr;
+    let tls = |connector: TlsConnector| async move {
+        let tcp = TcpStream::connect(gw_addr).await.unwrap();
+        connector
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap()
+    };
+    let url = format!("wss://localhost:{}/ws/secure", gw.addr.port());
+
+    let refused = open(tls(connector.clone()).await, &url, None).await;
+    assert_eq!(refused_status(refused), 401);
+    assert_eq!(upstream.seen.connections.load(Ordering::SeqCst), 0);
+
+    let token = admin_token();
+    let mut ws = open(tls(connector.clone()).await, &url, Some(&token))
+        .await
+        .expect("the handshake succeeds");
+    assert_echoes(&mut ws).await;
+    let seen = whoami(&mut ws).await;
+    assert_eq!(seen["x-user-id"], "admin-1", "{seen}");
+    assert_eq!(seen["authorization"], false, "{seen}");
+
+    let query = format!("{url}?access_token={token}");
+    let mut ws = open(tls(connector).await, &query, None)
+        .await
+        .expect("the handshake succeeds");
+    assert_echoes(&mut ws).await;
+    assert_eq!(whoami(&mut ws).await["target"], "/ws/secure");
+    gw.stop().await;
 }
