@@ -121,6 +121,8 @@ pub(crate) struct Proxy {
     pub(crate) server: Arc<Server>,
     /// `websocket = true`: upgrade handshakes are forwarded and the tunnel relayed.
     pub(crate) websocket: bool,
+    /// Whether a tunnel is closed when the caller's credential expires.
+    pub(crate) websocket_close_on_expiry: bool,
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
@@ -157,7 +159,7 @@ impl Proxy {
         // A WebSocket handshake on a `websocket = true` route: the client's connection, once
         // upgraded, and when the caller's credential expires.
         let upgrade = (self.websocket && crate::websocket::is_handshake(&req))
-            .then(|| crate::websocket::ClientSide::take(&mut req));
+            .then(|| crate::websocket::ClientSide::take(&mut req, self.websocket_close_on_expiry));
         let slot = match &self.slots {
             None => None,
             Some(slots) => match Arc::clone(slots).try_acquire_owned() {

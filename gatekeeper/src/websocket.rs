@@ -57,15 +57,17 @@ pub(crate) struct ClientSide {
 }
 
 impl ClientSide {
-    /// Takes the client connection's upgrade out of `req`, and the expiry of the
-    /// [`AuthContext`] the route's authentication put in it (none on public routes).
-    pub(crate) fn take(req: &mut Request<Incoming>) -> Self {
+    /// Takes the client connection's upgrade out of `req`, and with `close_on_expiry` the
+    /// expiry of the [`AuthContext`] the route's authentication put in it (none on public
+    /// routes or for anonymous callers of optional ones).
+    pub(crate) fn take(req: &mut Request<Incoming>, close_on_expiry: bool) -> Self {
         ClientSide {
             upgrade: hyper::upgrade::on(&mut *req),
             expires_at: req
                 .extensions()
                 .get::<AuthContext>()
-                .and_then(AuthContext::expires_at),
+                .and_then(AuthContext::expires_at)
+                .filter(|_| close_on_expiry),
         }
     }
 

@@ -163,6 +163,12 @@ query_token = "access_token"
 [[route]]
 path = "/plain/{{*rest}}"
 upstream = "http://{ws}"
+
+[[route]]
+path = "/long/{{*rest}}"
+upstream = "http://{ws}"
+websocket = true
+websocket_close_on_expiry = false
 "#
     )
 }
@@ -384,6 +390,27 @@ async fn the_tunnel_is_closed_when_the_token_expires() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_close_on_expiry_off_the_tunnel_outlives_the_token() {
+    let (upstream, gw, _dir) = start().await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let exp_secs = now + 1;
+    let exp = UNIX_EPOCH + Duration::from_secs(exp_secs);
+    let token = token_expiring_at("long-lived", exp_secs);
+    let mut ws = connect(&gw, "/long/chat", Some(&token))
+        .await
+        .expect("the handshake succeeds");
+    assert_echoes(&mut ws).await;
+    // Well past exp, the tunnel still relays both ways.
+    let wait = exp.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(1500);
+    tokio::time::sleep(wait).await;
+    assert!(SystemTime::now() > exp + Duration::from_secs(1));
+    assert_echoes(&mut ws).await;
+    assert_eq!(whoami(&mut ws).await["x-user-id"], "long-lived");
+    assert!(upstream.seen.ended.lock().unwrap().is_empty());
+    gw.stop().await;
+}
+
 /// Loads `toml` from a fresh temp dir and returns the error message.
 fn config_error(toml: &str) -> String {
     let dir = gateway_dir();
@@ -412,8 +439,11 @@ fn websocket_configuration_errors_name_the_key() {
     let error = config_error(&route("websocket = \"yes\""));
     assert_mentions(&error, &["websocket"]);
 
+    let error = config_error(&route("websocket_close_on_expiry = false"));
+    assert_mentions(&error, &["[[route]] #1", "`websocket_close_on_expiry`", "`websocket` = true"]);
+
     // GET among the methods, or every method: accepted.
-    for extra in ["websocket = true\nmethods = [\"GET\"]", "websocket = true", "websocket = false\nupstream_protocol = \"h2c\""] {
+    for extra in ["websocket = true\nmethods = [\"GET\"]", "websocket = true", "websocket = false\nupstream_protocol = \"h2c\"", "websocket = true\nwebsocket_close_on_expiry = true"] {
         let dir = gateway_dir();
         let path = dir.write_config(&route(extra));
         gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{extra}: {e}"));

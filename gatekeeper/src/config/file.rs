@@ -131,6 +131,8 @@ pub(crate) struct FileRoute {
     pub(crate) ext_authz: Option<bool>,
     /// `true`: HTTP/1.1 WebSocket upgrades are forwarded and relayed.
     pub(crate) websocket: bool,
+    /// `false`: a WebSocket tunnel outlives the credential it was opened with.
+    pub(crate) websocket_close_on_expiry: Option<bool>,
 }
 
 /// A `[[route]]` as written: the route's own keys, and the rest for [`RuleConfig`], which
@@ -152,6 +154,7 @@ struct RawRoute {
     ext_authz: Option<bool>,
     #[serde(default)]
     websocket: bool,
+    websocket_close_on_expiry: Option<bool>,
     #[serde(flatten)]
     rules: toml::Table,
 }
@@ -164,7 +167,7 @@ impl TryFrom<RawRoute> for FileRoute {
             .try_into::<RuleConfig>()
             .map_err(|e| {
                 format!(
-                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency, allow_path_forms, rate_limit, shadow, ext_authz and websocket)",
+                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency, allow_path_forms, rate_limit, shadow, ext_authz, websocket and websocket_close_on_expiry)",
                     e.message().trim_end()
                 )
             })?;
@@ -190,6 +193,7 @@ impl TryFrom<RawRoute> for FileRoute {
             shadow,
             ext_authz: raw.ext_authz,
             websocket: raw.websocket,
+            websocket_close_on_expiry: raw.websocket_close_on_expiry,
         })
     }
 }

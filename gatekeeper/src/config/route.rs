@@ -41,6 +41,8 @@ pub(crate) struct RouteSpec {
     pub(crate) ext_authz: Option<bool>,
     /// `websocket = true`: upgrade handshakes are forwarded and the tunnel relayed.
     pub(crate) websocket: bool,
+    /// Whether a tunnel is closed when the credential it was opened with expires.
+    pub(crate) websocket_close_on_expiry: bool,
 }
 
 /// What every route is checked against.
@@ -104,6 +106,11 @@ pub(crate) fn compile_route(
     if upstream_tls && raw.upstream_protocol == UpstreamProtocol::H2c {
         return Err(format!(
             "{label}: `upstream_protocol` = \"h2c\" is HTTP/2 without TLS, but `upstream` is https: an https upstream gets HTTP/2 or HTTP/1.1 by ALPN with \"auto\" (gRPC always HTTP/2), HTTP/1.1 only with \"http1\""
+        ));
+    }
+    if raw.websocket_close_on_expiry.is_some() && !raw.websocket {
+        return Err(format!(
+            "{label}: `websocket_close_on_expiry` applies to WebSocket tunnels; it needs `websocket` = true"
         ));
     }
     if raw.websocket {
@@ -213,6 +220,7 @@ pub(crate) fn compile_route(
         shadow,
         ext_authz: raw.ext_authz,
         websocket: raw.websocket,
+        websocket_close_on_expiry: raw.websocket_close_on_expiry.unwrap_or(true),
     })
 }
 
