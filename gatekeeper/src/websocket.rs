@@ -5,6 +5,7 @@
 //! too and relays bytes both ways between the two upgraded connections until either side
 //! closes or the caller's credential expires.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -15,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tower_gatekeeper::AuthContext;
 use tracing::debug;
 
@@ -49,11 +50,27 @@ pub(crate) fn keep_upgrade(headers: &mut HeaderMap) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
+/// What a client connection holds, carried by its requests: its place among `[server]
+/// max_connections`, which a tunnel keeps until it closes, and the gateway's shutdown signal,
+/// which closes tunnels.
+#[derive(Clone)]
+pub(crate) struct ConnectionHold {
+    _slot: Arc<OwnedSemaphorePermit>,
+    stop: watch::Receiver<bool>,
+}
+
+impl ConnectionHold {
+    pub(crate) fn new(slot: Arc<OwnedSemaphorePermit>, stop: watch::Receiver<bool>) -> Self {
+        ConnectionHold { _slot: slot, stop }
+    }
+}
+
 /// The client's side of a handshake: its connection once upgraded, and when the credential
 /// it authenticated with expires.
 pub(crate) struct ClientSide {
     upgrade: OnUpgrade,
     expires_at: Option<SystemTime>,
+    hold: Option<ConnectionHold>,
 }
 
 impl ClientSide {
@@ -68,6 +85,7 @@ impl ClientSide {
                 .get::<AuthContext>()
                 .and_then(AuthContext::expires_at)
                 .filter(|_| close_on_expiry),
+            hold: req.extensions_mut().remove::<ConnectionHold>(),
         }
     }
 
@@ -88,23 +106,25 @@ impl ClientSide {
             self.upgrade,
             upstream_side,
             self.expires_at,
-            slot,
+            (slot, self.hold),
             upstream,
         ));
         Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed())
     }
 }
 
-/// Relays bytes both ways until a side closes, or until `expires_at`: then both connections
-/// are shut down and dropped.
+/// Relays bytes both ways until a side closes, or until `expires_at` or the gateway's
+/// shutdown: then both connections are shut down and dropped. The route's
+/// `max_concurrency` slot and the connection's hold are kept until then.
 async fn tunnel(
     client: OnUpgrade,
     upstream_side: OnUpgrade,
     expires_at: Option<SystemTime>,
-    slot: Option<OwnedSemaphorePermit>,
+    held: (Option<OwnedSemaphorePermit>, Option<ConnectionHold>),
     upstream: Authority,
 ) {
-    let _slot = slot;
+    let (_slot, hold) = held;
+    let mut stop = hold.as_ref().map(|hold| hold.stop.clone());
     let (client, upstream_io) = match tokio::try_join!(client, upstream_side) {
         Ok(both) => both,
         Err(error) => {
@@ -115,24 +135,39 @@ async fn tunnel(
     let mut client = TokioIo::new(client);
     let mut upstream_io = TokioIo::new(upstream_io);
     let relay = tokio::io::copy_bidirectional(&mut client, &mut upstream_io);
-    let outcome = match expires_at {
-        None => Some(relay.await),
-        Some(at) => {
-            let left = at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            tokio::time::timeout(left, relay).await.ok()
+    let expiry = async {
+        match expires_at {
+            Some(at) => {
+                let left = at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                tokio::time::sleep(left).await;
+            }
+            None => std::future::pending().await,
         }
     };
-    match outcome {
-        Some(Ok((up, down))) => {
-            debug!(%upstream, bytes_up = up, bytes_down = down, "WebSocket tunnel closed");
+    let shutdown = async {
+        match &mut stop {
+            Some(stop) => {
+                let _ = stop.wait_for(|stop| *stop).await;
+            }
+            None => std::future::pending().await,
         }
-        Some(Err(error)) => debug!(%upstream, %error, "WebSocket tunnel ended with an error"),
-        None => {
-            debug!(%upstream, "credential expired; closing the WebSocket tunnel");
-            let _ = tokio::time::timeout(CLOSE_GRACE, client.shutdown()).await;
-            let _ = tokio::time::timeout(CLOSE_GRACE, upstream_io.shutdown()).await;
+    };
+    let why = tokio::select! {
+        outcome = relay => {
+            match outcome {
+                Ok((up, down)) => {
+                    debug!(%upstream, bytes_up = up, bytes_down = down, "WebSocket tunnel closed");
+                }
+                Err(error) => debug!(%upstream, %error, "WebSocket tunnel ended with an error"),
+            }
+            return;
         }
-    }
+        () = expiry => "credential expired",
+        () = shutdown => "gateway shutting down",
+    };
+    debug!(%upstream, why, "closing the WebSocket tunnel");
+    let _ = tokio::time::timeout(CLOSE_GRACE, client.shutdown()).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, upstream_io.shutdown()).await;
 }

@@ -174,9 +174,14 @@ websocket_close_on_expiry = false
 }
 
 async fn start() -> (WsUpstream, Running, support::TempDir) {
+    start_with("").await
+}
+
+/// [`config`], then `extra` sections.
+async fn start_with(extra: &str) -> (WsUpstream, Running, support::TempDir) {
     let upstream = WsUpstream::start().await;
     let dir = gateway_dir();
-    let path = dir.write_config(&config(upstream.addr));
+    let path = dir.write_config(&format!("{}{extra}", config(upstream.addr)));
     let config = gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
     (upstream, Running::start(config).await, dir)
 }
@@ -408,6 +413,61 @@ async fn with_close_on_expiry_off_the_tunnel_outlives_the_token() {
     assert_echoes(&mut ws).await;
     assert_eq!(whoami(&mut ws).await["x-user-id"], "long-lived");
     assert!(upstream.seen.ended.lock().unwrap().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_open_tunnels() {
+    let (upstream, gw, _dir) = start().await;
+    let mut ws = connect(&gw, "/long/chat", Some(&admin_token()))
+        .await
+        .expect("the handshake succeeds");
+    assert_echoes(&mut ws).await;
+    let started = std::time::Instant::now();
+    gw.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?} for the tunnel",
+        started.elapsed()
+    );
+    let end = tokio::time::timeout(BOUND, ws.next()).await.expect("the tunnel ends");
+    assert!(!matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))), "{end:?}");
+    tokio::time::timeout(BOUND, async {
+        while upstream.seen.ended.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the upstream's side ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_tunnels_count_towards_max_connections() {
+    let (_upstream, gw, _dir) = start_with("\n[server]\nmax_connections = 1\n").await;
+    let token = admin_token();
+    let mut first = connect(&gw, "/ws/one", Some(&token))
+        .await
+        .expect("the handshake succeeds");
+    assert_echoes(&mut first).await;
+    // The only connection slot is the tunnel's: a second handshake waits.
+    let addr = gw.addr;
+    let second = tokio::spawn(async move {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        open(stream, &format!("ws://{addr}/ws/two"), Some(&token)).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!second.is_finished(), "a second connection was served");
+    // The client closes and reads to the end, as WebSocket clients do.
+    first.close(None).await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(BOUND, first.next()).await {}
+    drop(first);
+    let mut second = tokio::time::timeout(BOUND, second)
+        .await
+        .expect("served once the tunnel closed")
+        .unwrap()
+        .expect("the handshake succeeds");
+    assert_echoes(&mut second).await;
+    drop(second);
     gw.stop().await;
 }
 
