@@ -270,7 +270,9 @@ impl Proxy {
         let body_timeout = self.body_timeout;
         let req = req.map(|body| UpstreamBody::new(body, body_timeout, outcome.clone()));
         let sent = match (&self.clients.https, self.tls) {
-            (Some(https), true) if self.protocol == UpstreamProtocol::Http1 || upgrade.is_some() => {
+            (Some(https), true)
+                if self.protocol == UpstreamProtocol::Http1 || upgrade.is_some() =>
+            {
                 https.http1.request(req)
             }
             (Some(https), true) => https.alpn.request(req),

@@ -15,11 +15,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, accept_hdr_async, client_async};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tower_gatekeeper::Algorithm;
 use tower_gatekeeper::keys::SigningKey;
 
@@ -103,6 +103,8 @@ async fn serve_ws(stream: TcpStream, seen: Arc<Seen>, tls: Option<TlsAcceptor>) 
     handshake_and_echo(stream, seen).await;
 }
 
+// tungstenite's handshake callback returns its `ErrorResponse` by value.
+#[allow(clippy::result_large_err)]
 async fn handshake_and_echo<S>(stream: S, seen: Arc<Seen>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -188,11 +190,7 @@ async fn start_with(extra: &str) -> (WsUpstream, Running, support::TempDir) {
 
 /// Opens a WebSocket to `target` (path and query) at the gateway over `stream`, with the
 /// token as a bearer header when given.
-async fn open<S>(
-    stream: S,
-    url: &str,
-    token: Option<&str>,
-) -> Result<WebSocketStream<S>, WsError>
+async fn open<S>(stream: S, url: &str, token: Option<&str>) -> Result<WebSocketStream<S>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -208,7 +206,11 @@ where
         .map(|(ws, _)| ws)
 }
 
-async fn connect(gw: &Running, target: &str, token: Option<&str>) -> Result<WebSocketStream<TcpStream>, WsError> {
+async fn connect(
+    gw: &Running,
+    target: &str,
+    token: Option<&str>,
+) -> Result<WebSocketStream<TcpStream>, WsError> {
     let stream = TcpStream::connect(gw.addr).await.unwrap();
     open(stream, &format!("ws://{}{target}", gw.addr), token).await
 }
@@ -285,9 +287,17 @@ async fn frames_are_relayed_both_ways_with_the_identity_and_without_the_token() 
     assert_eq!(seen["target"], "/ws/chat?room=1", "{seen}");
     let heads = upstream.heads();
     assert_eq!(heads.len(), 1);
-    assert!(!heads[0].contains(&token.to_ascii_lowercase()), "{}", heads[0]);
+    assert!(
+        !heads[0].contains(&token.to_ascii_lowercase()),
+        "{}",
+        heads[0]
+    );
     assert!(heads[0].contains("sec-websocket-key:"), "{}", heads[0]);
-    assert!(heads[0].contains("sec-websocket-version: 13"), "{}", heads[0]);
+    assert!(
+        heads[0].contains("sec-websocket-version: 13"),
+        "{}",
+        heads[0]
+    );
 
     // The client closes; the upstream sees the end of the connection.
     ws.close(None).await.unwrap();
@@ -320,7 +330,11 @@ async fn browsers_authenticate_the_handshake_with_the_query_token() {
     assert_eq!(seen["target"], "/browser/chat?room=2", "{seen}");
     // The token reached the upstream in no request head.
     let heads = upstream.heads();
-    assert!(heads.iter().all(|h| !h.contains(&token.to_ascii_lowercase())));
+    assert!(
+        heads
+            .iter()
+            .all(|h| !h.contains(&token.to_ascii_lowercase()))
+    );
     gw.stop().await;
 }
 
@@ -353,7 +367,10 @@ fn token_expiring_at(sub: &str, exp: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tunnel_is_closed_when_the_token_expires() {
     let (upstream, gw, _dir) = start().await;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let exp_secs = now + 2;
     let exp = UNIX_EPOCH + Duration::from_secs(exp_secs);
     let token = token_expiring_at("short-lived", exp_secs);
@@ -372,10 +389,13 @@ async fn the_tunnel_is_closed_when_the_token_expires() {
         !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
         "{end:?}"
     );
-    let after = closed_at.duration_since(exp).unwrap_or_else(|early| {
-        panic!("closed {:?} before exp", early.duration())
-    });
-    assert!(after < Duration::from_millis(1500), "closed {after:?} after exp");
+    let after = closed_at
+        .duration_since(exp)
+        .unwrap_or_else(|early| panic!("closed {:?} before exp", early.duration()));
+    assert!(
+        after < Duration::from_millis(1500),
+        "closed {after:?} after exp"
+    );
     eprintln!("client side closed {after:?} after exp");
 
     // The upstream's side was closed too.
@@ -390,7 +410,10 @@ async fn the_tunnel_is_closed_when_the_token_expires() {
     .await
     .expect("the upstream's connection ends");
     let after = upstream_end.duration_since(exp).expect("closed after exp");
-    assert!(after < Duration::from_millis(1500), "closed {after:?} after exp");
+    assert!(
+        after < Duration::from_millis(1500),
+        "closed {after:?} after exp"
+    );
     eprintln!("upstream side closed {after:?} after exp");
     gw.stop().await;
 }
@@ -398,7 +421,10 @@ async fn the_tunnel_is_closed_when_the_token_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_close_on_expiry_off_the_tunnel_outlives_the_token() {
     let (upstream, gw, _dir) = start().await;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let exp_secs = now + 1;
     let exp = UNIX_EPOCH + Duration::from_secs(exp_secs);
     let token = token_expiring_at("long-lived", exp_secs);
@@ -407,7 +433,8 @@ async fn with_close_on_expiry_off_the_tunnel_outlives_the_token() {
         .expect("the handshake succeeds");
     assert_echoes(&mut ws).await;
     // Well past exp, the tunnel still relays both ways.
-    let wait = exp.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(1500);
+    let wait =
+        exp.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(1500);
     tokio::time::sleep(wait).await;
     assert!(SystemTime::now() > exp + Duration::from_secs(1));
     assert_echoes(&mut ws).await;
@@ -430,8 +457,13 @@ async fn shutdown_closes_open_tunnels() {
         "shutdown waited {:?} for the tunnel",
         started.elapsed()
     );
-    let end = tokio::time::timeout(BOUND, ws.next()).await.expect("the tunnel ends");
-    assert!(!matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))), "{end:?}");
+    let end = tokio::time::timeout(BOUND, ws.next())
+        .await
+        .expect("the tunnel ends");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{end:?}"
+    );
     tokio::time::timeout(BOUND, async {
         while upstream.seen.ended.lock().unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -500,10 +532,22 @@ fn websocket_configuration_errors_name_the_key() {
     assert_mentions(&error, &["websocket"]);
 
     let error = config_error(&route("websocket_close_on_expiry = false"));
-    assert_mentions(&error, &["[[route]] #1", "`websocket_close_on_expiry`", "`websocket` = true"]);
+    assert_mentions(
+        &error,
+        &[
+            "[[route]] #1",
+            "`websocket_close_on_expiry`",
+            "`websocket` = true",
+        ],
+    );
 
     // GET among the methods, or every method: accepted.
-    for extra in ["websocket = true\nmethods = [\"GET\"]", "websocket = true", "websocket = false\nupstream_protocol = \"h2c\"", "websocket = true\nwebsocket_close_on_expiry = true"] {
+    for extra in [
+        "websocket = true\nmethods = [\"GET\"]",
+        "websocket = true",
+        "websocket = false\nupstream_protocol = \"h2c\"",
+        "websocket = true\nwebsocket_close_on_expiry = true",
+    ] {
         let dir = gateway_dir();
         let path = dir.write_config(&route(extra));
         gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{extra}: {e}"));
@@ -520,13 +564,16 @@ fn test_pki() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "websocket test CA");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "websocket test CA");
     let ca_key = KeyPair::generate().unwrap();
     let ca_pem = params.self_signed(&ca_key).unwrap().pem();
     let issuer = Issuer::new(params, ca_key);
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap();
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     let key = KeyPair::generate().unwrap();
     let cert = leaf.signed_by(&key, &issuer).unwrap();
     (ca_pem, cert.pem(), key.serialize_pem())
