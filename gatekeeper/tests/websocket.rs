@@ -352,6 +352,40 @@ async fn routes_without_websocket_do_not_upgrade() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_switching_protocols_unasked_is_502() {
+    // An upstream that answers 101 to anything.
+    let rogue = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rogue_addr = rogue.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = rogue.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+                    .await;
+                tokio::time::sleep(BOUND).await;
+            });
+        }
+    });
+    let extra = format!(
+        "\n[[route]]\npath = \"/rogue/{{*rest}}\"\nupstream = \"http://{rogue_addr}\"\nauth = \"public\"\n"
+    );
+    let (_upstream, gw, _dir) = start_with(&extra).await;
+    let response = support::client()
+        .get(gw.url("/rogue/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    // A real handshake on a route without `websocket = true` does not switch either.
+    let status = refused_status(connect(&gw, "/rogue/x", None).await);
+    assert_eq!(status, 502);
+    gw.stop().await;
+}
+
 /// An RS256 token of the fixture key for `sub` expiring at `exp` (Unix seconds).
 fn token_expiring_at(sub: &str, exp: u64) -> String {
     let pem = std::fs::read(fixtures().join("keys/rsa-1.key.pem")).unwrap();
