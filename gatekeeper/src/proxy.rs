@@ -119,6 +119,10 @@ pub(crate) struct Proxy {
     pub(crate) slots: Option<Arc<Semaphore>>,
     /// Which peers may send us an `X-Forwarded-*` chain.
     pub(crate) server: Arc<Server>,
+    /// `websocket = true`: upgrade handshakes are forwarded and the tunnel relayed.
+    pub(crate) websocket: bool,
+    /// Whether a tunnel is closed when the caller's credential expires.
+    pub(crate) websocket_close_on_expiry: bool,
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
@@ -152,6 +156,10 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 impl Proxy {
     pub(crate) async fn forward(&self, mut req: Request<Incoming>) -> Response<GatewayBody> {
         let protocol = Protocol::of(&req);
+        // A WebSocket handshake on a `websocket = true` route: the client's connection, once
+        // upgraded, and when the caller's credential expires.
+        let upgrade = (self.websocket && crate::websocket::is_handshake(&req))
+            .then(|| crate::websocket::ClientSide::take(&mut req, self.websocket_close_on_expiry));
         let slot = match &self.slots {
             None => None,
             Some(slots) => match Arc::clone(slots).try_acquire_owned() {
@@ -194,6 +202,7 @@ impl Proxy {
         // The upstream's protocol is the route's, whatever the client spoke; an https
         // upstream with `auto` may also answer HTTP/1.1 requests over h2 (ALPN).
         let h2c = match self.protocol {
+            _ if upgrade.is_some() => false,
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::H2c => true,
             UpstreamProtocol::Auto => protocol == Protocol::Grpc,
@@ -220,6 +229,9 @@ impl Proxy {
         remove_hop_by_hop(headers);
         if te_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if upgrade.is_some() {
+            crate::websocket::keep_upgrade(headers);
         }
         // A body of unknown length goes upstream chunked, whatever the method (hyper sends
         // no body for a GET without a length or `Transfer-Encoding`).
@@ -258,7 +270,9 @@ impl Proxy {
         let body_timeout = self.body_timeout;
         let req = req.map(|body| UpstreamBody::new(body, body_timeout, outcome.clone()));
         let sent = match (&self.clients.https, self.tls) {
-            (Some(https), true) if self.protocol == UpstreamProtocol::Http1 => {
+            (Some(https), true)
+                if self.protocol == UpstreamProtocol::Http1 || upgrade.is_some() =>
+            {
                 https.http1.request(req)
             }
             (Some(https), true) => https.alpn.request(req),
@@ -266,6 +280,20 @@ impl Proxy {
             _ => self.clients.http1.request(req),
         };
         match tokio::time::timeout(self.timeout, sent).await {
+            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                match upgrade {
+                    Some(client) => client.relay(response, slot, self.upstream.clone()),
+                    None => {
+                        warn!(upstream = %self.upstream, "upstream switched protocols unasked");
+                        gateway_error(
+                            protocol,
+                            StatusCode::BAD_GATEWAY,
+                            "bad_gateway",
+                            "the upstream service answered with an unexpected protocol switch",
+                        )
+                    }
+                }
+            }
             Ok(Ok(mut response)) => {
                 remove_hop_by_hop(response.headers_mut());
                 response.map(|body| Held::new(body, slot).map_err(Into::into).boxed())
@@ -313,7 +341,7 @@ impl Proxy {
 }
 
 /// Removes the hop-by-hop headers and every header `Connection` names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -308,6 +308,8 @@ pub(crate) fn route_entries<A: Authenticator>(
                 body_timeout: parts.server.body_timeout,
                 slots: route.max_concurrency.map(|n| Arc::new(Semaphore::new(n))),
                 server: Arc::clone(&parts.server),
+                websocket: route.websocket,
+                websocket_close_on_expiry: route.websocket_close_on_expiry,
             };
             let path_policy = route.path_policy;
             let service = route_service(&route, authenticator, parts, proxy);

@@ -129,7 +129,7 @@ pub async fn run_live(
                 tls: tls.as_ref().map(|tls| tls.acceptor.clone()),
                 cert_header: cert_header.clone(),
                 stop: stop_rx.clone(),
-                _slot: slot,
+                slot: Arc::new(slot),
             },
         ));
     }
@@ -221,8 +221,9 @@ struct Connection {
     cert_header: Option<HeaderName>,
     /// Becomes `true` when the gateway shuts down.
     stop: watch::Receiver<bool>,
-    /// Returned to the listener when the connection ends.
-    _slot: OwnedSemaphorePermit,
+    /// Returned to the listener when the connection ends (a WebSocket tunnel the connection
+    /// became holds it until the tunnel closes).
+    slot: Arc<OwnedSemaphorePermit>,
 }
 
 /// Serves one connection: its TLS handshake first when `[tls]` has a certificate, bounded by
@@ -286,9 +287,11 @@ async fn serve_http<I>(
         session_certificate: session.and_then(|s| s.certificate),
         cert_header: conn.cert_header.clone(),
     };
+    let hold = crate::websocket::ConnectionHold::new(Arc::clone(&conn.slot), conn.stop.clone());
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let guard = tracked.begin();
         context.prepare(&mut req);
+        req.extensions_mut().insert(hold.clone());
         // Each request is served with the configuration current when it arrives.
         let gateway = live.gateway();
         async move {
@@ -296,7 +299,7 @@ async fn serve_http<I>(
             Ok::<_, Infallible>(response.map(|body| Held::new(body, guard)))
         }
     });
-    let connection = conn.builder.serve_connection(io, service);
+    let connection = conn.builder.serve_connection_with_upgrades(io, service);
     let mut connection = std::pin::pin!(connection);
     let mut closing = *conn.stop.borrow();
     if closing {

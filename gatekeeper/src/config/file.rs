@@ -129,6 +129,10 @@ pub(crate) struct FileRoute {
     pub(crate) shadow: Option<RuleConfig>,
     /// `false`: this route does not ask `[ext_authz]`.
     pub(crate) ext_authz: Option<bool>,
+    /// `true`: HTTP/1.1 WebSocket upgrades are forwarded and relayed.
+    pub(crate) websocket: bool,
+    /// `false`: a WebSocket tunnel outlives the credential it was opened with.
+    pub(crate) websocket_close_on_expiry: Option<bool>,
 }
 
 /// A `[[route]]` as written: the route's own keys, and the rest for [`RuleConfig`], which
@@ -148,6 +152,9 @@ struct RawRoute {
     rate_limit: Option<crate::config::edge::FileRateLimit>,
     shadow: Option<toml::Table>,
     ext_authz: Option<bool>,
+    #[serde(default)]
+    websocket: bool,
+    websocket_close_on_expiry: Option<bool>,
     #[serde(flatten)]
     rules: toml::Table,
 }
@@ -160,7 +167,7 @@ impl TryFrom<RawRoute> for FileRoute {
             .try_into::<RuleConfig>()
             .map_err(|e| {
                 format!(
-                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency, allow_path_forms, rate_limit, shadow and ext_authz)",
+                    "{} (a [[route]] also takes path, methods, upstream, upstream_protocol, auth, query_token, max_concurrency, allow_path_forms, rate_limit, shadow, ext_authz, websocket and websocket_close_on_expiry)",
                     e.message().trim_end()
                 )
             })?;
@@ -185,6 +192,8 @@ impl TryFrom<RawRoute> for FileRoute {
             rate_limit: raw.rate_limit,
             shadow,
             ext_authz: raw.ext_authz,
+            websocket: raw.websocket,
+            websocket_close_on_expiry: raw.websocket_close_on_expiry,
         })
     }
 }

@@ -39,6 +39,10 @@ pub(crate) struct RouteSpec {
     pub(crate) shadow: Option<Shadow<BoxPolicy>>,
     /// `Some(false)`: this route does not ask `[ext_authz]`.
     pub(crate) ext_authz: Option<bool>,
+    /// `websocket = true`: upgrade handshakes are forwarded and the tunnel relayed.
+    pub(crate) websocket: bool,
+    /// Whether a tunnel is closed when the credential it was opened with expires.
+    pub(crate) websocket_close_on_expiry: bool,
 }
 
 /// What every route is checked against.
@@ -103,6 +107,14 @@ pub(crate) fn compile_route(
         return Err(format!(
             "{label}: `upstream_protocol` = \"h2c\" is HTTP/2 without TLS, but `upstream` is https: an https upstream gets HTTP/2 or HTTP/1.1 by ALPN with \"auto\" (gRPC always HTTP/2), HTTP/1.1 only with \"http1\""
         ));
+    }
+    if raw.websocket_close_on_expiry.is_some() && !raw.websocket {
+        return Err(format!(
+            "{label}: `websocket_close_on_expiry` applies to WebSocket tunnels; it needs `websocket` = true"
+        ));
+    }
+    if raw.websocket {
+        check_websocket(&label, raw.upstream_protocol, methods.as_deref())?;
     }
     let mut path_policy = PathPolicy::strict();
     for name in raw.allow_path_forms.iter().flatten() {
@@ -207,6 +219,8 @@ pub(crate) fn compile_route(
         rate_limit,
         shadow,
         ext_authz: raw.ext_authz,
+        websocket: raw.websocket,
+        websocket_close_on_expiry: raw.websocket_close_on_expiry.unwrap_or(true),
     })
 }
 
@@ -294,4 +308,26 @@ pub(crate) fn method_list(methods: &[Method]) -> String {
         .map(Method::as_str)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What `websocket = true` needs of its route: an HTTP/1.1 upstream (the upgrade is an
+/// HTTP/1.1 mechanism) and `GET` among its methods (the handshake is a `GET`).
+fn check_websocket(
+    label: &str,
+    protocol: UpstreamProtocol,
+    methods: Option<&[Method]>,
+) -> Result<(), String> {
+    if protocol == UpstreamProtocol::H2c {
+        return Err(format!(
+            "{label}: `websocket` = true needs an HTTP/1.1 upstream, but `upstream_protocol` = \"h2c\": the WebSocket handshake is an HTTP/1.1 upgrade (use \"auto\" or \"http1\")"
+        ));
+    }
+    if let Some(methods) = methods
+        && !methods.contains(&Method::GET)
+    {
+        return Err(format!(
+            "{label}: `websocket` = true needs \"GET\" in `methods`: the WebSocket handshake is a GET"
+        ));
+    }
+    Ok(())
 }
