@@ -165,7 +165,7 @@ impl<K: KeySource> JwtAuthenticator<K> {
                 self.inner
                     .issuers
                     .iter()
-                    .position(|i| i.validation.issuer() == iss)
+                    .position(|i| i.validation.matches_issuer(iss))
             })
             .ok_or_else(|| VerifyError::UntrustedIssuer.into_rejection())?;
         let issuer = &self.inner.issuers[index];
@@ -176,8 +176,10 @@ impl<K: KeySource> JwtAuthenticator<K> {
             .validation
             .check_token(&parsed)
             .map_err(VerifyError::into_rejection)?;
+        // The token's own `iss`: equal to the issuer's, or for a multi-tenant issuer, the
+        // tenant's (its key source picks the tenant from it).
         let query = KeyQuery::new(
-            Some(issuer.validation.issuer()),
+            parsed.issuer(),
             parsed.kid.as_deref(),
             parsed.alg,
         );
