@@ -330,6 +330,9 @@ mod remote {
     /// - Each tenant's source is a [`RemoteJwks`] with every rule of one: single flight,
     ///   scheduled refresh, at most one unknown-`kid` refetch per interval, outage staleness.
     ///   [`configure`](TenantJwksBuilder::configure) sets them for every tenant.
+    /// - The first token of a tenant waits for that tenant's first fetch (one fetch however
+    ///   many requests wait, bounded by the fetch timeout); when it fails, requests get 503
+    ///   with `Retry-After` while the source retries with backoff, as any remote JWKS.
     /// - The number of sources is bounded by [`max_tenants`](TenantJwksBuilder::max_tenants)
     ///   (default [`DEFAULT_MAX_TENANTS`]). When a new tenant arrives at the bound, the least
     ///   recently used source is dropped (its background task stops); a later token of that
@@ -583,9 +586,21 @@ mod remote {
                 return KeyFuture::ready(Err(KeyError::UnknownIssuer));
             };
             match self.source(tenant) {
-                Ok(keys) => {
+                Ok(keys) if keys.has_keys() => {
                     let issuer = self.shared.issuer.primary_issuer(tenant);
                     keys.key(&KeyQuery::new(Some(&issuer), query.kid(), query.alg()))
+                }
+                Ok(keys) => {
+                    // A tenant seen for the first time: wait for its first fetch (single
+                    // flight, bounded by the fetch timeout) instead of answering 503.
+                    let issuer = self.shared.issuer.primary_issuer(tenant);
+                    let kid = query.kid().map(str::to_owned);
+                    let alg = query.alg();
+                    KeyFuture::boxed(async move {
+                        keys.wait_for_fetches(1).await;
+                        keys.key(&KeyQuery::new(Some(&issuer), kid.as_deref(), alg))
+                            .await
+                    })
                 }
                 Err(error) => KeyFuture::ready(Err(error)),
             }
