@@ -126,7 +126,9 @@ impl VerifyError {
             VerifyError::UntrustedIssuer => "untrusted issuer",
             VerifyError::TenantNotAllowed => "tenant not allowed",
             VerifyError::TenantMismatch => "tenant claim does not match the issuer's tenant",
-            VerifyError::HeaderNonce => "token header carries a nonce; it is meant for another resource",
+            VerifyError::HeaderNonce => {
+                "token header carries a nonce; it is meant for another resource"
+            }
             VerifyError::InvalidAudience => "invalid audience",
             VerifyError::Expired => "token expired",
             VerifyError::NotYetValid => "token not yet valid",

@@ -144,7 +144,11 @@ fn keys(issuer: &TenantIssuer, idp: &Arc<Idp>, max: usize) -> TenantJwks {
 }
 
 fn auth(issuer: &TenantIssuer, keys: TenantJwks) -> JwtAuthenticator<TenantJwks> {
-    JwtAuthenticator::new(keys, Validation::for_tenants(issuer.clone()).audiences([AUD])).unwrap()
+    JwtAuthenticator::new(
+        keys,
+        Validation::for_tenants(issuer.clone()).audiences([AUD]),
+    )
+    .unwrap()
 }
 
 /// Whether `rejection` is for `error` (by its fixed client-safe description).
@@ -218,15 +222,21 @@ async fn iss_and_tenant_claim_must_agree_and_disallowed_tenants_never_fetch() {
     assert_eq!(other.kind(), RejectionKind::InvalidToken);
     assert!(is(&other, VerifyError::TenantNotAllowed));
     // Hostile tenant segments never match the template.
-    for tenant in ["", ".", "..", "a/b", "a?b", "a#b", "a%2fb", &"x".repeat(200)] {
+    for tenant in [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "a?b",
+        "a#b",
+        "a%2fb",
+        &"x".repeat(200),
+    ] {
         let rejection = auth
             .verify(&token(&rsa, &iss(TEMPLATE, tenant), tenant))
             .await
             .unwrap_err();
-        assert!(
-            is(&rejection, VerifyError::UntrustedIssuer),
-            "{tenant:?}"
-        );
+        assert!(is(&rejection, VerifyError::UntrustedIssuer), "{tenant:?}");
     }
     assert_eq!(idp.total(), 0, "no fetch for any refused token");
     assert_eq!(keys.tenant_count(), 0);
@@ -317,8 +327,14 @@ async fn entra_v1_and_v2_issuers_share_one_tenant_source() {
     let keys = keys(&issuer, &idp, 10);
     let auth = auth(&issuer, keys.clone());
     let rsa = signer("rsa-1");
-    let v2 = auth.verify(&token(&rsa, &iss(V2, tenant), tenant)).await.unwrap();
-    let v1 = auth.verify(&token(&rsa, &iss(V1, tenant), tenant)).await.unwrap();
+    let v2 = auth
+        .verify(&token(&rsa, &iss(V2, tenant), tenant))
+        .await
+        .unwrap();
+    let v1 = auth
+        .verify(&token(&rsa, &iss(V1, tenant), tenant))
+        .await
+        .unwrap();
     assert_eq!(v1.tenant(), Some(tenant));
     assert_eq!(v2.tenant(), Some(tenant));
     assert_eq!((keys.tenant_count(), idp.total()), (1, 1));
@@ -348,19 +364,39 @@ async fn a_header_nonce_is_refused_and_explain_names_it() {
     let report = explain(&auth, &t).await;
     let nonce = report.steps().iter().find(|s| s.name() == "nonce").unwrap();
     assert_eq!(nonce.status(), StepStatus::Failed);
-    assert!(nonce.detail().contains("Microsoft Graph"), "{}", nonce.detail());
+    assert!(
+        nonce.detail().contains("Microsoft Graph"),
+        "{}",
+        nonce.detail()
+    );
 
     // explain names the tenant checks.
     let mismatch = token(&signer("rsa-1"), &iss(V2, tenant), "t-b");
     let report = explain(&auth, &mismatch).await;
-    let step = report.steps().iter().find(|s| s.name() == "tenant").unwrap();
+    let step = report
+        .steps()
+        .iter()
+        .find(|s| s.name() == "tenant")
+        .unwrap();
     assert_eq!(step.status(), StepStatus::Failed);
-    assert!(step.detail().contains("\"t-a\"") && step.detail().contains("tid"), "{}", step.detail());
+    assert!(
+        step.detail().contains("\"t-a\"") && step.detail().contains("tid"),
+        "{}",
+        step.detail()
+    );
     let good = token(&signer("rsa-1"), &iss(V2, tenant), tenant);
     let report = explain(&auth, &good).await;
     assert!(report.accepted(), "{report}");
-    let step = report.steps().iter().find(|s| s.name() == "tenant").unwrap();
-    assert!(step.detail().contains("in the allow-list"), "{}", step.detail());
+    let step = report
+        .steps()
+        .iter()
+        .find(|s| s.name() == "tenant")
+        .unwrap();
+    assert!(
+        step.detail().contains("in the allow-list"),
+        "{}",
+        step.detail()
+    );
 }
 
 /// Tokens minted by PyJWT (tests/fixtures/generate_tenants.py).
@@ -403,8 +439,25 @@ fn templates_and_lists_are_checked() {
     assert!(TenantIssuer::listed([TEMPLATE], "", ["a"]).is_err());
     assert!(TenantIssuer::any_tenant(Vec::<String>::new(), "tid").is_err());
     let issuer = TenantIssuer::any_tenant([TEMPLATE], "tid").unwrap();
-    assert!(TenantJwks::jwks_url(issuer.clone(), "https://x/keys").build().is_err());
-    assert!(TenantJwks::jwks_url(issuer.clone(), "ftp://x/{tenant}/keys").build().is_err());
-    assert!(TenantJwks::jwks_url(issuer.clone(), "http://x/{tenant}/keys").max_tenants(0).build().is_err());
-    assert!(TenantJwks::jwks_url(issuer, "http://x/{tenant}/keys").build().is_ok());
+    assert!(
+        TenantJwks::jwks_url(issuer.clone(), "https://x/keys")
+            .build()
+            .is_err()
+    );
+    assert!(
+        TenantJwks::jwks_url(issuer.clone(), "ftp://x/{tenant}/keys")
+            .build()
+            .is_err()
+    );
+    assert!(
+        TenantJwks::jwks_url(issuer.clone(), "http://x/{tenant}/keys")
+            .max_tenants(0)
+            .build()
+            .is_err()
+    );
+    assert!(
+        TenantJwks::jwks_url(issuer, "http://x/{tenant}/keys")
+            .build()
+            .is_ok()
+    );
 }

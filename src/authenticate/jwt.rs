@@ -178,11 +178,7 @@ impl<K: KeySource> JwtAuthenticator<K> {
             .map_err(VerifyError::into_rejection)?;
         // The token's own `iss`: equal to the issuer's, or for a multi-tenant issuer, the
         // tenant's (its key source picks the tenant from it).
-        let query = KeyQuery::new(
-            parsed.issuer(),
-            parsed.kid.as_deref(),
-            parsed.alg,
-        );
+        let query = KeyQuery::new(parsed.issuer(), parsed.kid.as_deref(), parsed.alg);
         let key = issuer.keys.key(&query);
         Ok(JwtFuture {
             key,

@@ -80,10 +80,12 @@ pub use remote::{
 };
 pub use signing::SigningKey;
 pub use static_keys::StaticKeys;
-pub use tenant::{MAX_TENANT_BYTES, TENANT_PLACEHOLDER, TenantIssuer, TenantTemplate, is_valid_tenant};
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use tenant::{DEFAULT_MAX_TENANTS, TenantJwks, TenantJwksBuilder};
+pub use tenant::{
+    MAX_TENANT_BYTES, TENANT_PLACEHOLDER, TenantIssuer, TenantTemplate, is_valid_tenant,
+};
 
 /// The future of [`KeySource::ready`].
 pub type ReadyFuture = Pin<Box<dyn Future<Output = Result<(), KeyError>> + Send + 'static>>;

@@ -390,8 +390,14 @@ mod remote {
 
     impl TenantJwks {
         /// Keys from the JWKS at `url_template` with the tenant in place of `{tenant}`.
-        pub fn jwks_url(issuer: TenantIssuer, url_template: impl Into<String>) -> TenantJwksBuilder {
-            TenantJwksBuilder::new(issuer, TenantTemplate::new(url_template).map(Source::JwksUrl))
+        pub fn jwks_url(
+            issuer: TenantIssuer,
+            url_template: impl Into<String>,
+        ) -> TenantJwksBuilder {
+            TenantJwksBuilder::new(
+                issuer,
+                TenantTemplate::new(url_template).map(Source::JwksUrl),
+            )
         }
 
         /// Keys found through OpenID Connect discovery at `url_template` (the tenant in place

@@ -201,7 +201,10 @@ impl FileIssuer {
 /// The multi-tenant keys, refused on a single issuer.
 fn tenant_keys_unset(at: &str, raw: &FileIssuer) -> Result<(), String> {
     for (key, set) in [
-        ("discovery_url_template", raw.discovery_url_template.is_some()),
+        (
+            "discovery_url_template",
+            raw.discovery_url_template.is_some(),
+        ),
         ("jwks_url_template", raw.jwks_url_template.is_some()),
         ("tenants", raw.tenants.is_some()),
         ("any_tenant", raw.any_tenant.is_some()),
