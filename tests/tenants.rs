@@ -15,6 +15,7 @@ use tower_gatekeeper::jwt::{Validation, VerifyError};
 use tower_gatekeeper::keys::{
     FetchError, FetchFuture, JwksDocument, JwksFetcher, SigningKey, TenantIssuer, TenantJwks,
 };
+use tower_gatekeeper::authenticate::Authenticator;
 use tower_gatekeeper::{Algorithm, JwtAuthenticator, RejectionKind};
 
 const AUD: &str = "api://orders";
@@ -176,6 +177,8 @@ async fn allowed_tenants_verify_with_their_own_keys_only() {
     assert_eq!(b.tenant(), Some("t-b"));
     assert_eq!(keys.tenant_count(), 2);
     assert_eq!((idp.fetches("t-a"), idp.fetches("t-b")), (1, 1));
+    // A cache of verified tokens keeps trusting them while their tenant's key is in its set.
+    assert!(auth.still_trusted(&a) && auth.still_trusted(&b));
 
     // t-a's token signed with t-b's key: t-a's set does not have it.
     let forged = token(&signer("ec256-1"), &iss(TEMPLATE, "t-a"), "t-a");
@@ -249,10 +252,13 @@ async fn any_tenant_creates_sources_up_to_the_bound_then_drops_the_least_recentl
     let keys = keys(&issuer, &idp, 3);
     let auth = auth(&issuer, keys.clone());
     let ed = signer("ed-1");
+    let mut contexts = Vec::new();
     for tenant in ["t1", "t2", "t3"] {
-        auth.verify(&token(&ed, &iss(TEMPLATE, tenant), tenant))
-            .await
-            .unwrap();
+        contexts.push(
+            auth.verify(&token(&ed, &iss(TEMPLATE, tenant), tenant))
+                .await
+                .unwrap(),
+        );
     }
     assert_eq!((keys.tenant_count(), idp.total()), (3, 3));
     // t1 used again: t2 is now the least recently used.
@@ -265,6 +271,8 @@ async fn any_tenant_creates_sources_up_to_the_bound_then_drops_the_least_recentl
         .unwrap();
     assert_eq!(keys.tenant_count(), 3, "the bound holds");
     assert!(keys.tenant("t2").is_none(), "the least recently used went");
+    // A cached result of the dropped tenant is no longer trusted (its key set is gone).
+    assert!(!auth.still_trusted(&contexts[1]) && auth.still_trusted(&contexts[0]));
     assert!(keys.tenant("t1").is_some() && keys.tenant("t4").is_some());
     assert_eq!(keys.created_count(), 4);
     // Many more tenants: never more than the bound.

@@ -267,9 +267,19 @@ impl<K: KeySource> Authenticator for JwtAuthenticator<K> {
             .issuers
             .iter()
             .find(|i| i.validation.issuer() == iss)
-            .is_some_and(|i| match ctx.key_fingerprint() {
-                Some(fingerprint) => i.keys.contains_key(Some(iss), ctx.key_id(), fingerprint),
-                None => i.keys.contains_kid(Some(iss), ctx.key_id()),
+            .is_some_and(|i| {
+                // A multi-tenant issuer's keys are per tenant: ask with the token's own `iss`.
+                let iss = match i.validation.tenant_issuer() {
+                    Some(_) => match ctx.claims_map().get("iss").and_then(|v| v.as_str()) {
+                        Some(own) => own,
+                        None => return false,
+                    },
+                    None => iss,
+                };
+                match ctx.key_fingerprint() {
+                    Some(fingerprint) => i.keys.contains_key(Some(iss), ctx.key_id(), fingerprint),
+                    None => i.keys.contains_kid(Some(iss), ctx.key_id()),
+                }
             })
     }
 }
