@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
+use tower_gatekeeper::authenticate::Authenticator;
 use tower_gatekeeper::explain::{StepStatus, explain};
 use tower_gatekeeper::jwt::{Validation, VerifyError};
 use tower_gatekeeper::keys::{
     FetchError, FetchFuture, JwksDocument, JwksFetcher, SigningKey, TenantIssuer, TenantJwks,
 };
-use tower_gatekeeper::authenticate::Authenticator;
 use tower_gatekeeper::{Algorithm, JwtAuthenticator, RejectionKind};
 
 const AUD: &str = "api://orders";
@@ -179,6 +179,9 @@ async fn allowed_tenants_verify_with_their_own_keys_only() {
     assert_eq!((idp.fetches("t-a"), idp.fetches("t-b")), (1, 1));
     // A cache of verified tokens keeps trusting them while their tenant's key is in its set.
     assert!(auth.still_trusted(&a) && auth.still_trusted(&b));
+    // Refresh now (the admin /keys/refresh): every current tenant source fetches once.
+    keys.refresh_now().await.unwrap();
+    assert_eq!((idp.fetches("t-a"), idp.fetches("t-b")), (2, 2));
 
     // t-a's token signed with t-b's key: t-a's set does not have it.
     let forged = token(&signer("ec256-1"), &iss(TEMPLATE, "t-a"), "t-a");

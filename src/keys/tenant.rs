@@ -286,8 +286,8 @@ mod remote {
     use crate::algorithm::{Algorithm, AlgorithmSet};
     use crate::config_error::ConfigError;
     use crate::keys::{
-        FetchFuture, JwksFetcher, KeyError, KeyFingerprint, KeyFuture, KeyQuery, KeySource,
-        ReadyFuture, RemoteJwks, RemoteJwksBuilder,
+        FetchError, FetchFuture, JwksFetcher, KeyError, KeyFingerprint, KeyFuture, KeyQuery,
+        KeySource, ReadyFuture, RemoteJwks, RemoteJwksBuilder,
     };
 
     /// Default bound of the per-tenant key sources of one [`TenantJwks`].
@@ -445,6 +445,25 @@ mod remote {
         /// How many fetches the current tenant sources started, together.
         pub fn fetch_count(&self) -> u64 {
             self.read().values().map(|e| e.keys.fetch_count()).sum()
+        }
+
+        /// [`RemoteJwks::refresh_now`] for every current tenant source, one after the
+        /// other (after a key compromise). Tenants without a source fetch on first use anyway.
+        ///
+        /// # Errors
+        ///
+        /// The first [`FetchError`] (every source is still asked).
+        pub async fn refresh_now(&self) -> Result<(), FetchError> {
+            let sources: Vec<RemoteJwks> = self.read().values().map(|e| e.keys.clone()).collect();
+            let mut first = Ok(());
+            for keys in sources {
+                if let Err(error) = keys.refresh_now().await
+                    && first.is_ok()
+                {
+                    first = Err(error);
+                }
+            }
+            first
         }
 
         fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
