@@ -328,3 +328,60 @@ fn tenant_config_errors_name_the_key_and_the_file() {
         assert_mentions(&error, parts);
     }
 }
+
+#[tokio::test]
+async fn explain_names_the_tenant_and_nonce_checks() {
+    let idp = Idp::start(&[("t-a", "rsa-1")]).await;
+    let dir = gateway_dir();
+    let path = dir.write_config(&format!(
+        r#"
+[[issuer]]
+issuer_template = "http://{addr}/{{tenant}}/v2.0"
+jwks_url_template = "http://{addr}/{{tenant}}/keys"
+tenant_claim = "tid"
+tenants = ["t-a"]
+audiences = ["{AUD}"]
+
+[[route]]
+path = "/{{*rest}}"
+upstream = "http://127.0.0.1:9"
+"#,
+        addr = idp.addr
+    ));
+    let config = path.to_str().unwrap().to_owned();
+    let explain = |token: String| {
+        let config = config.clone();
+        async move {
+            let args = ["--config".to_owned(), config, token]
+                .into_iter()
+                .map(std::ffi::OsString::from);
+            gatekeeper::explain_command(args, std::io::empty()).await
+        }
+    };
+    let rsa = signer("rsa-1");
+    let (code, out) = explain(token(&rsa, &idp.iss("t-a"), "t-a", None)).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("[ok  ] tenant") && out.contains("in the allow-list"),
+        "{out}"
+    );
+    let (code, out) = explain(token(&rsa, &idp.iss("t-a"), "t-b", None)).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("[FAIL] tenant") && out.contains("\"tid\""),
+        "{out}"
+    );
+    let (code, out) = explain(token(&rsa, &idp.iss("t-z"), "t-z", None)).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("[FAIL] tenant") && out.contains("not in the allow-list"),
+        "{out}"
+    );
+    let (code, out) = explain(token(&rsa, &idp.iss("t-a"), "t-a", Some(("nonce", "g")))).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("[FAIL] nonce") && out.contains("Microsoft Graph"),
+        "{out}"
+    );
+    assert_eq!(idp.hits("t-z"), 0);
+}
