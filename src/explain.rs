@@ -42,7 +42,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use crate::context::AuthContext;
-use crate::jwt::{self, VerifyError};
+use crate::jwt::{self, Validation, VerifyError};
 use crate::keys::{KeyQuery, KeySource};
 use crate::reject::Rejection;
 use crate::{JwtAuthenticator, RejectionKind};
@@ -357,12 +357,14 @@ pub async fn explain<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str) -> E
 }
 
 async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mut Explanation) {
-    const LATER: [&str; 13] = [
+    const LATER: [&str; 15] = [
         "header",
         "iss",
+        "nonce",
         "alg",
         "crit",
         "typ",
+        "tenant",
         "aud",
         "exp",
         "nbf",
@@ -427,7 +429,7 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
     };
     let Some((validation, keys)) = auth
         .issuer_parts()
-        .find(|(validation, _)| validation.issuer() == iss)
+        .find(|(validation, _)| validation.matches_issuer(&iss))
     else {
         let known: Vec<String> = auth.issuers().map(|i| format!("{i:?}")).collect();
         report.push(
@@ -440,7 +442,14 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
         );
         return not_reached(report, "alg");
     };
-    report.push("iss", StepStatus::Passed, format!("{iss:?} is configured"));
+    let configured = match validation.tenant_issuer() {
+        Some(tenants) => format!(
+            "{iss:?} matches the multi-tenant issuer {:?}",
+            tenants.name()
+        ),
+        None => format!("{iss:?} is configured"),
+    };
+    report.push("iss", StepStatus::Passed, configured);
     if token.len() > validation.token_limit() {
         report.push(
             "size",
@@ -457,7 +466,15 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
     // `Validation::check_token` runs these checks in this order and stops at the first
     // failure; the failing one is identified from its error.
     let claims = &parsed.claims;
-    let checks: [(&str, String); 8] = [
+    let checks: [(&str, String); 10] = [
+        (
+            "nonce",
+            if header.as_ref().is_some_and(|h| h.contains_key("nonce")) {
+                "the header carries a nonce: a token for another resource (e.g. Microsoft Graph), which third parties cannot verify".to_owned()
+            } else {
+                "no nonce in the header".to_owned()
+            },
+        ),
         (
             "alg",
             format!(
@@ -479,6 +496,7 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
                     .map_or_else(|| "none, JWT or at+jwt".to_owned(), |t| format!("{t:?}"))
             ),
         ),
+        ("tenant", describe_tenant(validation, claims)),
         ("aud", claim_text(claims.get("aud"))),
         ("exp", time_claim(claims.get("exp"))),
         ("nbf", time_claim(claims.get("nbf"))),
@@ -516,7 +534,7 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
         return not_reached(report, "key");
     }
 
-    let query = KeyQuery::new(Some(validation.issuer()), parsed.kid.as_deref(), parsed.alg);
+    let query = KeyQuery::new(Some(&iss), parsed.kid.as_deref(), parsed.alg);
     let key = match keys.key(&query).await {
         Ok(key) => key,
         Err(error) => {
@@ -565,6 +583,11 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
 /// The step `check_token`'s error belongs to.
 fn failing_check(error: &VerifyError) -> &'static str {
     match error {
+        VerifyError::HeaderNonce => "nonce",
+        VerifyError::TenantNotAllowed
+        | VerifyError::TenantMismatch
+        | VerifyError::UntrustedIssuer
+        | VerifyError::InvalidClaim("iss") => "tenant",
         VerifyError::AlgorithmNotAllowed => "alg",
         VerifyError::UnsupportedCritical => "crit",
         VerifyError::WrongType | VerifyError::NotAccessTokenType => "typ",
@@ -576,6 +599,31 @@ fn failing_check(error: &VerifyError) -> &'static str {
         VerifyError::IssuedInFuture | VerifyError::InvalidClaim("iat") => "iat",
         _ => "sub",
     }
+}
+
+/// The tenant checks of a multi-tenant issuer: the tenant the `iss` names, whether it is
+/// trusted, and the tenant claim it must equal.
+fn describe_tenant(validation: &Validation, claims: &serde_json::Map<String, Value>) -> String {
+    let Some(tenants) = validation.tenant_issuer() else {
+        return "not a multi-tenant issuer".to_owned();
+    };
+    let tenant = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .and_then(|iss| tenants.tenant_of(iss))
+        .unwrap_or("(none)");
+    let trusted = if tenants.trusts_any_tenant() {
+        "any tenant is trusted"
+    } else if tenants.is_allowed(tenant) {
+        "in the allow-list"
+    } else {
+        "not in the allow-list"
+    };
+    format!(
+        "iss names tenant {tenant:?} ({trusted}); claim {:?} is {}",
+        tenants.claim(),
+        claim_text(crate::context::claim_at_path(claims, tenants.claim()))
+    )
 }
 
 fn decode_segment(segment: &str) -> Option<serde_json::Map<String, Value>> {

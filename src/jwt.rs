@@ -39,7 +39,7 @@ pub use crate::clock::Clock;
 pub use crate::config_error::ConfigError;
 use crate::context::{AuthContext, CredentialKind, IdentityError, map_identity};
 use crate::credential::DEFAULT_MAX_TOKEN_BYTES;
-use crate::keys::{KeyError, VerifyingKey};
+use crate::keys::{KeyError, TenantIssuer, VerifyingKey};
 use crate::reject::Rejection;
 
 /// Why a token failed verification. Texts are fixed and never contain token content.
@@ -72,6 +72,16 @@ pub enum VerifyError {
     /// `iss` is missing or not a trusted issuer.
     #[error("untrusted issuer")]
     UntrustedIssuer,
+    /// The tenant named by the `iss` of a multi-tenant issuer is not trusted.
+    #[error("tenant not allowed")]
+    TenantNotAllowed,
+    /// The token's tenant claim does not name the tenant of its `iss`.
+    #[error("tenant claim does not match the issuer's tenant")]
+    TenantMismatch,
+    /// The JWS header carries a `nonce` (as Microsoft Graph access tokens do): such tokens
+    /// are meant for their own resource only and cannot be verified by third parties.
+    #[error("token header carries a nonce (a token for another resource, e.g. Microsoft Graph)")]
+    HeaderNonce,
     /// `aud` is missing or contains none of the configured audiences.
     #[error("invalid audience")]
     InvalidAudience,
@@ -114,6 +124,11 @@ impl VerifyError {
             VerifyError::WrongType => "wrong token type",
             VerifyError::NotAccessTokenType => "token type is not an access token type",
             VerifyError::UntrustedIssuer => "untrusted issuer",
+            VerifyError::TenantNotAllowed => "tenant not allowed",
+            VerifyError::TenantMismatch => "tenant claim does not match the issuer's tenant",
+            VerifyError::HeaderNonce => {
+                "token header carries a nonce; it is meant for another resource"
+            }
             VerifyError::InvalidAudience => "invalid audience",
             VerifyError::Expired => "token expired",
             VerifyError::NotYetValid => "token not yet valid",
@@ -172,6 +187,7 @@ pub struct Validation {
     understood_crit: Vec<String>,
     max_token_bytes: usize,
     clock: Clock,
+    tenants: Option<TenantIssuer>,
 }
 
 /// The default leeway for `exp` and `nbf`.
@@ -199,6 +215,7 @@ impl Validation {
             understood_crit: Vec::new(),
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             clock: Clock::system(),
+            tenants: None,
         }
     }
 
@@ -305,6 +322,44 @@ impl Validation {
         &self.issuer
     }
 
+    /// Rules for the tokens of a multi-tenant issuer: an `iss` matching one of `tenants`'
+    /// templates, naming a trusted tenant, with the tenant claim naming the same tenant
+    /// (else 401: [`VerifyError::UntrustedIssuer`], [`VerifyError::TenantNotAllowed`],
+    /// [`VerifyError::TenantMismatch`]). The issuer's name
+    /// ([`issuer`](Self::issuer), [`AuthContext::issuer`](crate::AuthContext::issuer)) is the
+    /// first template as written; the tenant is [`AuthContext::tenant`](crate::AuthContext::tenant).
+    /// Pair it with a [`TenantJwks`](crate::keys::TenantJwks) of the same `tenants`.
+    ///
+    /// ```
+    /// use tower_gatekeeper::jwt::Validation;
+    /// use tower_gatekeeper::keys::TenantIssuer;
+    ///
+    /// let tenants = TenantIssuer::any_tenant(["https://login.example.com/{tenant}/v2.0"], "tid")?;
+    /// let validation = Validation::for_tenants(tenants).audiences(["api://orders"]);
+    /// assert_eq!(validation.issuer(), "https://login.example.com/{tenant}/v2.0");
+    /// # Ok::<(), tower_gatekeeper::ConfigError>(())
+    /// ```
+    pub fn for_tenants(tenants: TenantIssuer) -> Self {
+        let mut validation = Validation::new(tenants.name());
+        validation.tenant_claim = Some(tenants.claim().to_owned());
+        validation.tenants = Some(tenants);
+        validation
+    }
+
+    /// The multi-tenant rules, when this is a multi-tenant issuer.
+    pub fn tenant_issuer(&self) -> Option<&TenantIssuer> {
+        self.tenants.as_ref()
+    }
+
+    /// Whether a token's `iss` belongs to this issuer: equal to it, or for a multi-tenant
+    /// issuer, matching one of its templates (the tenant checks come later).
+    pub(crate) fn matches_issuer(&self, iss: &str) -> bool {
+        match &self.tenants {
+            Some(tenants) => tenants.tenant_of(iss).is_some(),
+            None => iss == self.issuer,
+        }
+    }
+
     /// The configured allow-list, if any.
     pub fn allowed_algorithms(&self) -> Option<AlgorithmSet> {
         self.algorithms
@@ -375,6 +430,9 @@ impl Validation {
     /// Checks an unverified token's claims and header against these rules (everything but
     /// the signature).
     pub(crate) fn check_token(&self, token: &UnverifiedToken<'_>) -> Result<(), VerifyError> {
+        if token.header_nonce {
+            return Err(VerifyError::HeaderNonce);
+        }
         if self
             .algorithms
             .is_some_and(|allowed| !allowed.contains(token.alg))
@@ -400,7 +458,10 @@ impl Validation {
                 }
             }
         }
-        // iss was matched exactly when the issuer was chosen.
+        // iss was matched exactly (or by a tenant template) when the issuer was chosen.
+        if let Some(tenants) = &self.tenants {
+            tenants.check_claims(&token.claims)?;
+        }
         self.check_audience(&token.claims)?;
         let now = self.clock.now_unix();
         let leeway = self.leeway.as_secs_f64();
@@ -515,6 +576,8 @@ pub(crate) struct UnverifiedToken<'a> {
     pub(crate) kid: Option<String>,
     typ: Option<String>,
     crit: Option<Vec<String>>,
+    /// Whether the header has a `nonce` member.
+    header_nonce: bool,
     pub(crate) claims: Map<String, Value>,
     /// `header.payload`, the JWS signing input.
     signing_input: &'a str,
@@ -572,6 +635,7 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>
         Some(_) => return Err(VerifyError::UnsupportedCritical),
     };
     // RFC 7797 unencoded payloads change what is signed; they are never accepted.
+    let header_nonce = header.contains_key("nonce");
     if header.contains_key("b64") {
         return Err(VerifyError::UnsupportedCritical);
     }
@@ -587,6 +651,7 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>
         kid,
         typ,
         crit,
+        header_nonce,
         claims,
         signing_input,
         signature,
@@ -688,7 +753,7 @@ pub(crate) fn precheck<'a>(
 ) -> Result<UnverifiedToken<'a>, VerifyError> {
     let parsed = parse(token, validation.max_token_bytes)?;
     match parsed.claims.get("iss") {
-        Some(Value::String(iss)) if *iss == validation.issuer => {}
+        Some(Value::String(iss)) if validation.matches_issuer(iss) => {}
         Some(Value::String(_)) | None => return Err(VerifyError::UntrustedIssuer),
         Some(_) => return Err(VerifyError::InvalidClaim("iss")),
     }
@@ -746,6 +811,7 @@ impl PendingToken {
             kid: None,
             typ: None,
             crit: None,
+            header_nonce: false,
             claims: self.claims,
             signing_input: &self.signing_input,
             signature: self.signature,

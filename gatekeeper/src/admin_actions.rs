@@ -271,6 +271,14 @@ async fn refresh_one(keys: &IssuerKeys) -> Option<Result<(), String>> {
                 Err(_) => Err(format!("no answer within {}s", REFRESH_TIMEOUT.as_secs())),
             },
         ),
+        #[cfg(feature = "remote")]
+        IssuerKeys::Tenants(tenants) => Some(
+            match tokio::time::timeout(REFRESH_TIMEOUT, tenants.refresh_now()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {}s", REFRESH_TIMEOUT.as_secs())),
+            },
+        ),
         _ => None,
     }
 }

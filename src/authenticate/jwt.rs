@@ -165,7 +165,7 @@ impl<K: KeySource> JwtAuthenticator<K> {
                 self.inner
                     .issuers
                     .iter()
-                    .position(|i| i.validation.issuer() == iss)
+                    .position(|i| i.validation.matches_issuer(iss))
             })
             .ok_or_else(|| VerifyError::UntrustedIssuer.into_rejection())?;
         let issuer = &self.inner.issuers[index];
@@ -176,11 +176,9 @@ impl<K: KeySource> JwtAuthenticator<K> {
             .validation
             .check_token(&parsed)
             .map_err(VerifyError::into_rejection)?;
-        let query = KeyQuery::new(
-            Some(issuer.validation.issuer()),
-            parsed.kid.as_deref(),
-            parsed.alg,
-        );
+        // The token's own `iss`: equal to the issuer's, or for a multi-tenant issuer, the
+        // tenant's (its key source picks the tenant from it).
+        let query = KeyQuery::new(parsed.issuer(), parsed.kid.as_deref(), parsed.alg);
         let key = issuer.keys.key(&query);
         Ok(JwtFuture {
             key,
@@ -269,9 +267,19 @@ impl<K: KeySource> Authenticator for JwtAuthenticator<K> {
             .issuers
             .iter()
             .find(|i| i.validation.issuer() == iss)
-            .is_some_and(|i| match ctx.key_fingerprint() {
-                Some(fingerprint) => i.keys.contains_key(Some(iss), ctx.key_id(), fingerprint),
-                None => i.keys.contains_kid(Some(iss), ctx.key_id()),
+            .is_some_and(|i| {
+                // A multi-tenant issuer's keys are per tenant: ask with the token's own `iss`.
+                let iss = match i.validation.tenant_issuer() {
+                    Some(_) => match ctx.claims_map().get("iss").and_then(|v| v.as_str()) {
+                        Some(own) => own,
+                        None => return false,
+                    },
+                    None => iss,
+                };
+                match ctx.key_fingerprint() {
+                    Some(fingerprint) => i.keys.contains_key(Some(iss), ctx.key_id(), fingerprint),
+                    None => i.keys.contains_kid(Some(iss), ctx.key_id()),
+                }
             })
     }
 }

@@ -79,11 +79,22 @@ pub enum IssuerKeys {
     #[cfg(feature = "remote")]
     #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     Remote(super::RemoteJwks),
+    /// One remote source per tenant of a multi-tenant issuer.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+    Tenants(super::TenantJwks),
 }
 
 impl From<StaticKeys> for IssuerKeys {
     fn from(keys: StaticKeys) -> Self {
         IssuerKeys::Static(keys)
+    }
+}
+
+#[cfg(feature = "remote")]
+impl From<super::TenantJwks> for IssuerKeys {
+    fn from(keys: super::TenantJwks) -> Self {
+        IssuerKeys::Tenants(keys)
     }
 }
 
@@ -102,6 +113,8 @@ impl KeySource for IssuerKeys {
             IssuerKeys::Static(keys) => KeyFuture::ready(keys.key_set().select(query).cloned()),
             #[cfg(feature = "remote")]
             IssuerKeys::Remote(keys) => keys.key(query),
+            #[cfg(feature = "remote")]
+            IssuerKeys::Tenants(keys) => keys.key(query),
         }
     }
 
@@ -110,6 +123,8 @@ impl KeySource for IssuerKeys {
             IssuerKeys::Static(keys) => keys.algorithms(),
             #[cfg(feature = "remote")]
             IssuerKeys::Remote(keys) => keys.algorithms(),
+            #[cfg(feature = "remote")]
+            IssuerKeys::Tenants(keys) => keys.algorithms(),
         }
     }
 
@@ -118,6 +133,8 @@ impl KeySource for IssuerKeys {
             IssuerKeys::Static(keys) => keys.possible_algorithms(),
             #[cfg(feature = "remote")]
             IssuerKeys::Remote(keys) => keys.possible_algorithms(),
+            #[cfg(feature = "remote")]
+            IssuerKeys::Tenants(keys) => keys.possible_algorithms(),
         }
     }
 
@@ -126,6 +143,8 @@ impl KeySource for IssuerKeys {
             IssuerKeys::Static(keys) => keys.ready(allowed),
             #[cfg(feature = "remote")]
             IssuerKeys::Remote(keys) => keys.ready(allowed),
+            #[cfg(feature = "remote")]
+            IssuerKeys::Tenants(keys) => keys.ready(allowed),
         }
     }
 
@@ -134,6 +153,8 @@ impl KeySource for IssuerKeys {
             IssuerKeys::Static(keys) => keys.contains_kid(issuer, kid),
             #[cfg(feature = "remote")]
             IssuerKeys::Remote(keys) => keys.contains_kid(issuer, kid),
+            #[cfg(feature = "remote")]
+            IssuerKeys::Tenants(keys) => keys.contains_kid(issuer, kid),
         }
     }
 
@@ -147,6 +168,8 @@ impl KeySource for IssuerKeys {
             IssuerKeys::Static(keys) => keys.contains_key(issuer, kid, fingerprint),
             #[cfg(feature = "remote")]
             IssuerKeys::Remote(keys) => keys.contains_key(issuer, kid, fingerprint),
+            #[cfg(feature = "remote")]
+            IssuerKeys::Tenants(keys) => keys.contains_key(issuer, kid, fingerprint),
         }
     }
 }

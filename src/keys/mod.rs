@@ -46,6 +46,7 @@ mod oidc;
 mod remote;
 mod signing;
 mod static_keys;
+mod tenant;
 
 use std::fmt;
 use std::future::Future;
@@ -79,6 +80,12 @@ pub use remote::{
 };
 pub use signing::SigningKey;
 pub use static_keys::StaticKeys;
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub use tenant::{DEFAULT_MAX_TENANTS, TenantJwks, TenantJwksBuilder};
+pub use tenant::{
+    MAX_TENANT_BYTES, TENANT_PLACEHOLDER, TenantIssuer, TenantTemplate, is_valid_tenant,
+};
 
 /// The future of [`KeySource::ready`].
 pub type ReadyFuture = Pin<Box<dyn Future<Output = Result<(), KeyError>> + Send + 'static>>;

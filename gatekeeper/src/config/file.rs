@@ -89,6 +89,8 @@ pub(crate) struct FileServer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileIssuer {
+    /// Empty when `issuer_template` names a multi-tenant issuer instead.
+    #[serde(default)]
     pub(crate) issuer: String,
     pub(crate) audiences: Vec<String>,
     pub(crate) algorithms: Option<Vec<String>>,
@@ -107,6 +109,18 @@ pub(crate) struct FileIssuer {
     /// Keys given in code (the embedded demo); never read from a file.
     #[serde(skip)]
     pub(crate) keys: Option<StaticKeys>,
+    /// Multi-tenant issuer: `iss` template(s) with `{tenant}` (a string or a list).
+    pub(crate) issuer_template: Option<crate::config::issuer::Templates>,
+    /// Multi-tenant issuer: the discovery URL with `{tenant}`.
+    pub(crate) discovery_url_template: Option<String>,
+    /// Multi-tenant issuer: the JWKS URL with `{tenant}`.
+    pub(crate) jwks_url_template: Option<String>,
+    /// Multi-tenant issuer: the tenants trusted.
+    pub(crate) tenants: Option<Vec<String>>,
+    /// Multi-tenant issuer: `true` trusts any tenant (instead of `tenants`).
+    pub(crate) any_tenant: Option<bool>,
+    /// Multi-tenant issuer: the most per-tenant key sources kept at once.
+    pub(crate) max_tenants: Option<usize>,
 }
 
 /// One `[[route]]`: where requests go and how callers authenticate. Its rule keys

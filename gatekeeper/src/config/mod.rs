@@ -183,11 +183,11 @@ pub(crate) fn compile(file: FileConfig, base: &Path) -> Result<Config, String> {
     let mut authenticator: Option<JwtAuthenticator<IssuerKeys>> = None;
     // Every name a caller's issuer can have: each `[[issuer]]`, then the API keys' and the
     // introspection endpoint's names.
-    let mut issuers: Vec<String> = file.issuers.iter().map(|i| i.issuer.clone()).collect();
+    let mut issuers: Vec<String> = file.issuers.iter().map(|i| i.name()).collect();
     let dpop_modes: Vec<(String, Option<String>)> = file
         .issuers
         .iter()
-        .map(|i| (i.issuer.clone(), i.dpop.clone()))
+        .map(|i| (i.name(), i.dpop.clone()))
         .collect();
     let dpop = dpop::compile_dpop(file.dpop, file.public_origin.as_deref(), &dpop_modes, base)?;
     let mut issuer_keys = Vec::new();
