@@ -24,10 +24,35 @@ usage: gatekeeper [--config FILE] [--listen ADDR]
   explain           explain why a token is accepted or rejected (gatekeeper explain --help)
   -h, --help        print this help
 
-Logs go to stderr; set RUST_LOG (default \"info\", \"debug\" logs one line per request).";
+Logs go to stderr; set RUST_LOG (default \"info\", \"debug\" logs one line per request).
+Worker threads: one per CPU; set TOKIO_WORKER_THREADS to change it (1: a single-threaded
+scheduler).";
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main())
+}
+
+/// The runtime: one worker per CPU (or `TOKIO_WORKER_THREADS`, read by tokio), and with
+/// `TOKIO_WORKER_THREADS=1` the single-threaded scheduler, which serves one core without the
+/// work-stealing machinery (no cross-thread queues or wake-ups).
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let mut builder = if one_worker {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
+}
+
+async fn async_main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "explain") {
         return explain_main(std::env::args_os().skip(2)).await;
     }

@@ -109,6 +109,8 @@ pub(crate) struct Proxy {
     pub(crate) strip: Option<HeaderName>,
     pub(crate) protocol: UpstreamProtocol,
     pub(crate) upstream: Authority,
+    /// `upstream` as the `Host` header an HTTP/1.1 upstream gets.
+    pub(crate) upstream_host: Option<HeaderValue>,
     /// An `https://` upstream.
     pub(crate) tls: bool,
     /// From sending the request to the response head, body included.
@@ -126,7 +128,7 @@ pub(crate) struct Proxy {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -249,8 +251,8 @@ impl Proxy {
         if h2c {
             // The upstream's authority travels as `:authority`, from the URI.
             headers.remove(header::HOST);
-        } else if let Ok(host) = HeaderValue::from_str(self.upstream.as_str()) {
-            headers.insert(header::HOST, host);
+        } else if let Some(host) = &self.upstream_host {
+            headers.insert(header::HOST, host.clone());
         }
         if let Some(ip) = client {
             append_forwarded_for(headers, ip);
@@ -342,6 +344,11 @@ impl Proxy {
 
 /// Removes the hop-by-hop headers and every header `Connection` names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names present: most messages carry none of these, and looking each
+    // one up would hash it.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -378,6 +385,17 @@ fn remove_spoofable(headers: &mut HeaderMap, trusted: bool) {
 
 /// Appends the client's address to `x-forwarded-for` (joining any values it already has).
 fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        let mut text = [0u8; 45];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        if std::io::Write::write_fmt(&mut cursor, format_args!("{ip}")).is_ok() {
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            if let Ok(value) = HeaderValue::from_bytes(&text[..len]) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+            return;
+        }
+    }
     let mut value = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()

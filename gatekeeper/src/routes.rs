@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -164,6 +164,9 @@ impl Gateway {
     }
 
     pub(crate) async fn handle_logged(&self, req: Request<Incoming>) -> Response<GatewayBody> {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return self.handle(req).await;
+        }
         let started = Instant::now();
         let method = req.method().clone();
         // The path only: query strings may carry secrets.
@@ -302,6 +305,7 @@ pub(crate) fn route_entries<A: Authenticator>(
                 clients: parts.clients.clone(),
                 strip: parts.strip.clone(),
                 protocol: route.upstream_protocol,
+                upstream_host: HeaderValue::from_str(route.upstream.as_str()).ok(),
                 upstream: route.upstream.clone(),
                 tls: route.upstream_tls,
                 timeout: parts.upstream_timeout,
@@ -334,8 +338,10 @@ pub(crate) fn route_service<A: Authenticator>(
         crate::rate_limit::Limiter::new(spec, proxy.strip.clone(), Arc::clone(&proxy.server))
     });
     let rate_limit = crate::rate_limit::RateLimitLayer::new(limiter);
+    // Shared: the route's stack is cloned for every request.
+    let proxy = Arc::new(proxy);
     let proxy = tower::service_fn(move |req: Request<Incoming>| {
-        let proxy = proxy.clone();
+        let proxy = Arc::clone(&proxy);
         async move { Ok::<_, Infallible>(proxy.forward(req).await) }
     });
     let mode = match route.auth {

@@ -248,6 +248,39 @@ async fn json_logs_and_a_reload_on_sighup() {
     }
 }
 
+/// `TOKIO_WORKER_THREADS=1` runs the gateway on the single-threaded scheduler: it serves,
+/// reloads on SIGHUP and stops gracefully as with a worker pool.
+#[tokio::test]
+async fn one_worker_thread_serves_reloads_and_stops() {
+    let upstream = Upstream::start().await;
+    let dir = TempDir::new("binary").with_fixture_keys(&["jwks.json"]);
+    let head = format!("listen = \"127.0.0.1:0\"\nlog_format = \"json\"\n{ISSUER}");
+    let path = dir.write_config(&format!("{head}{}", route("/a/{*rest}", upstream.addr)));
+    let gateway = Binary::start(&path, &[("TOKIO_WORKER_THREADS", Path::new("1"))]);
+    let addr = gateway.addr();
+    let answers = futures_util::future::join_all(
+        (0..16).map(|i| status(addr, if i % 2 == 0 { "/a/1" } else { "/b/1" })),
+    )
+    .await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let want = if i % 2 == 0 {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(answer, want, "request {i}");
+    }
+    dir.write_config(&format!("{head}{}", route("/b/{*rest}", upstream.addr)));
+    gateway.signal("HUP");
+    until(addr, "/b/1", StatusCode::OK).await;
+    let (lines, _) = gateway.stop();
+    assert_all_json(&lines);
+    assert!(
+        lines.iter().any(|l| l.contains("gateway stopped")),
+        "{lines:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_configuration_error_is_a_json_line_too() {
     let dir = TempDir::new("binary").with_fixture_keys(&["jwks.json"]);
