@@ -298,6 +298,12 @@ impl AuthContext {
         }
     }
 
+    /// Whether the claims map exists (built, or parsed from the text).
+    #[cfg(test)]
+    pub(crate) fn claims_parsed(&self) -> bool {
+        self.inner.claims.map.get().is_some()
+    }
+
     /// The heap the claims hold or will hold once parsed: the kept JSON text plus the
     /// estimated `serde_json` tree ([`member_bytes`]), for weighing cached contexts.
     pub(crate) fn claims_heap_bytes(&self) -> usize {
