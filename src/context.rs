@@ -309,7 +309,7 @@ impl AuthContext {
     pub(crate) fn claims_heap_bytes(&self) -> usize {
         let claims = &self.inner.claims;
         match &claims.json {
-            Some(json) => json.len() + claims.tree_bytes,
+            Some(json) => json.capacity() + claims.tree_bytes,
             None => map_bytes(claims.map()),
         }
     }
@@ -319,8 +319,9 @@ impl AuthContext {
 /// into a map on first use.
 #[derive(Clone)]
 struct Claims {
-    /// The claims as JSON text: one object, already checked for duplicate member names.
-    json: Option<Box<str>>,
+    /// The claims as JSON text: one object, already checked for duplicate member names (a
+    /// `String` as decoded, not shrunk into a `Box<str>`: that would copy it again).
+    json: Option<String>,
     map: OnceLock<Map<String, Value>>,
     /// With `json`: the estimated heap of `map` once parsed.
     tree_bytes: usize,
@@ -650,7 +651,7 @@ impl AuthContextBuilder {
     /// duplicate member names, parsed on first use; `tree_bytes` estimates its parsed heap.
     pub(crate) fn claims_json(mut self, json: String, tree_bytes: usize) -> Self {
         self.inner.claims = Claims {
-            json: Some(json.into_boxed_str()),
+            json: Some(json),
             map: OnceLock::new(),
             tree_bytes,
         };

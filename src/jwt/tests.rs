@@ -1461,7 +1461,9 @@ fn claims_are_kept_as_text_and_parsed_once_on_demand() {
         .decode(token.split('.').nth(1).unwrap())
         .unwrap()
         .len();
-    assert_eq!(ctx.claims_heap_bytes(), json_len + tree);
+    // The text as decoded: its length, rounded up to a base64 group at most.
+    let text = ctx.claims_heap_bytes() - tree;
+    assert!((json_len..json_len + 3).contains(&text), "{text} for {json_len}");
 }
 
 #[test]
