@@ -702,12 +702,12 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>
     if token.len() > max_bytes {
         return Err(VerifyError::TooLarge);
     }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(VerifyError::Malformed("a JWS has three segments"));
-    };
+    const SEGMENTS: VerifyError = VerifyError::Malformed("a JWS has three segments");
+    let (header_b64, rest) = token.split_once('.').ok_or(SEGMENTS)?;
+    let (payload_b64, signature_b64) = rest.split_once('.').ok_or(SEGMENTS)?;
+    if signature_b64.contains('.') {
+        return Err(SEGMENTS);
+    }
     let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
     let [alg, kid, typ, crit, nonce, b64] = decode_text(header_b64)
         .and_then(|json| scan::scan_object(&json, &HEADER_MEMBERS))

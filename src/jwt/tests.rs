@@ -1463,7 +1463,10 @@ fn claims_are_kept_as_text_and_parsed_once_on_demand() {
         .len();
     // The text as decoded: its length, rounded up to a base64 group at most.
     let text = ctx.claims_heap_bytes() - tree;
-    assert!((json_len..json_len + 3).contains(&text), "{text} for {json_len}");
+    assert!(
+        (json_len..json_len + 3).contains(&text),
+        "{text} for {json_len}"
+    );
 }
 
 #[test]
