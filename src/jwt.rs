@@ -26,6 +26,7 @@
 //!   with control characters, are refused rather than forwarded half-built;
 //! - a token without `kid` that several keys could verify is rejected, not guessed.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -709,7 +710,84 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>
         return Err(SEGMENTS);
     }
     let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-    let [alg, kid, typ, crit, nonce, b64] = decode_text(header_b64)
+    let Header {
+        alg,
+        kid,
+        typ,
+        crit,
+        nonce: header_nonce,
+    } = header(header_b64)?;
+    let claims = decode_text(payload_b64)
+        .and_then(TokenClaims::scan)
+        .map_err(|()| VerifyError::Malformed("claims"))?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| VerifyError::Malformed("signature"))?;
+    if signature.is_empty() {
+        return Err(VerifyError::Malformed("signature"));
+    }
+    Ok(UnverifiedToken {
+        alg,
+        kid,
+        typ,
+        crit,
+        header_nonce,
+        claims,
+        signing_input,
+        signature,
+    })
+}
+
+/// The header members the rules read, checked.
+#[derive(Clone)]
+struct Header {
+    alg: Algorithm,
+    kid: Option<String>,
+    typ: Option<String>,
+    crit: Option<Vec<String>>,
+    /// Whether the header has a `nonce` member.
+    nonce: bool,
+}
+
+/// The longest encoded header [`header`] remembers.
+const MAX_REMEMBERED_HEADER: usize = 512;
+
+thread_local! {
+    /// The last header this thread accepted, by its exact encoded text: the tokens of one
+    /// key share one header, so most tokens skip decoding and scanning it again. Only
+    /// accepted headers are kept; the same text always gives the same result.
+    static LAST_HEADER: RefCell<Option<(String, Header)>> = const { RefCell::new(None) };
+}
+
+/// Decodes and checks the encoded header `encoded` (see [`parse_header`]), reusing the result
+/// of the last identical header this thread saw.
+fn header(encoded: &str) -> Result<Header, VerifyError> {
+    if encoded.len() > MAX_REMEMBERED_HEADER {
+        return parse_header(encoded);
+    }
+    LAST_HEADER.with_borrow_mut(|last| {
+        if let Some((text, header)) = last.as_ref()
+            && text == encoded
+        {
+            return Ok(header.clone());
+        }
+        let header = parse_header(encoded)?;
+        match last {
+            Some((text, kept)) => {
+                text.clear();
+                text.push_str(encoded);
+                kept.clone_from(&header);
+            }
+            None => *last = Some((encoded.to_owned(), header.clone())),
+        }
+        Ok(header)
+    })
+}
+
+/// Decodes the encoded header: one JSON object without duplicate member names, a supported
+/// `alg`, a short non-empty string `kid`, a string `typ`, `crit` a list of names, no `b64`.
+fn parse_header(encoded: &str) -> Result<Header, VerifyError> {
+    let [alg, kid, typ, crit, nonce, b64] = decode_text(encoded)
         .and_then(|json| scan::scan_object(&json, &HEADER_MEMBERS))
         .map_err(|()| VerifyError::Malformed("header"))?
         .values;
@@ -742,28 +820,15 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>
         Some(_) => return Err(VerifyError::UnsupportedCritical),
     };
     // RFC 7797 unencoded payloads change what is signed; they are never accepted.
-    let header_nonce = nonce.is_some();
     if b64.is_some() {
         return Err(VerifyError::UnsupportedCritical);
     }
-    let claims = decode_text(payload_b64)
-        .and_then(TokenClaims::scan)
-        .map_err(|()| VerifyError::Malformed("claims"))?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| VerifyError::Malformed("signature"))?;
-    if signature.is_empty() {
-        return Err(VerifyError::Malformed("signature"));
-    }
-    Ok(UnverifiedToken {
+    Ok(Header {
         alg,
         kid,
         typ,
         crit,
-        header_nonce,
-        claims,
-        signing_input,
-        signature,
+        nonce: nonce.is_some(),
     })
 }
 

@@ -1490,6 +1490,44 @@ fn roles_and_tenant_paths_outside_the_kept_members() {
 }
 
 #[test]
+fn a_remembered_header_answers_only_for_the_same_text() {
+    let v = validation();
+    let claims_ok = default_claims_json();
+    let plain = mint_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &claims_ok);
+    let other_typ = mint_raw(r#"{"alg":"HS256","typ":"dpop+jwt"}"#, &claims_ok);
+    let duplicate = mint_raw(r#"{"alg":"HS256","alg":"HS256"}"#, &claims_ok);
+    let none = mint_raw(r#"{"alg":"none","typ":"JWT"}"#, &claims_ok);
+    let long_kid = mint_raw(
+        &format!(r#"{{"alg":"HS256","kid":"{}"}}"#, "k".repeat(300)),
+        &claims_ok,
+    );
+    // Every order, twice: refused headers are never remembered, and the remembered one never
+    // answers for another text.
+    for _ in 0..2 {
+        for (token, expected) in [
+            (&plain, "ok"),
+            (&plain, "ok"),
+            (&other_typ, "NotAccessTokenType"),
+            (&plain, "ok"),
+            (&duplicate, "Malformed(\"header\")"),
+            (&duplicate, "Malformed(\"header\")"),
+            (&none, "UnsupportedAlgorithm"),
+            (&long_kid, "Malformed(\"kid\")"),
+            (&plain, "ok"),
+        ] {
+            assert_eq!(outcome(verify(&v, token)), expected);
+        }
+    }
+    // A long header (not remembered) is checked in full every time.
+    let long = mint_raw(
+        &format!(r#"{{"alg":"HS256","x":"{}"}}"#, "y".repeat(600)),
+        &claims_ok,
+    );
+    assert_eq!(outcome(verify(&v, &long)), "ok");
+    assert_eq!(outcome(verify(&v, &plain)), "ok");
+}
+
+#[test]
 fn errors_never_echo_token_content() {
     let token = mint_raw(
         r#"{"alg":"HS256","kid":"SECRET-KID-MARKER"}"#,
