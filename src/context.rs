@@ -77,7 +77,7 @@ struct Inner {
     key_id: Option<String>,
     /// The material of the key that verified the credential (JWTs verified by this crate).
     key_fingerprint: Option<KeyFingerprint>,
-    claims: Value,
+    claims: Claims,
     /// The plain propagation header values, built the first time a context is propagated
     /// and shared by every later request served with this context (a cache hit reuses
     /// them instead of joining roles and scopes and copying strings again).
@@ -98,7 +98,7 @@ impl AuthContext {
                 expires_at: None,
                 key_id: None,
                 key_fingerprint: None,
-                claims: Value::Object(Map::new()),
+                claims: Claims::from_map(Map::new()),
                 header_values: OnceLock::new(),
             },
         }
@@ -266,11 +266,12 @@ impl AuthContext {
     }
 
     /// All claims, as a JSON object.
+    ///
+    /// A context made from a verified JWT keeps its claims as the JSON text the token
+    /// carried; the first call parses it (once per context, shared by its clones), later
+    /// calls return the same map.
     pub fn claims_map(&self) -> &Map<String, Value> {
-        match &self.inner.claims {
-            Value::Object(map) => map,
-            _ => unreachable!("claims are always an object"),
-        }
+        self.inner.claims.map()
     }
 
     /// One claim by dotted path (`"realm_access.roles"`), or `None` when absent.
@@ -287,9 +288,89 @@ impl AuthContext {
     /// # Errors
     ///
     /// [`ClaimsError`] when the claims do not fit `T`.
+    ///
+    /// Claims kept as JSON text (a verified JWT's) are deserialized from that text directly,
+    /// without building the map of [`claims_map`](Self::claims_map).
     pub fn claims<T: DeserializeOwned>(&self) -> Result<T, ClaimsError> {
-        T::deserialize(&self.inner.claims).map_err(ClaimsError)
+        match &self.inner.claims.json {
+            Some(json) => serde_json::from_str(json).map_err(ClaimsError),
+            None => T::deserialize(self.inner.claims.map()).map_err(ClaimsError),
+        }
     }
+
+    /// Whether the claims map exists (built, or parsed from the text).
+    #[cfg(test)]
+    pub(crate) fn claims_parsed(&self) -> bool {
+        self.inner.claims.map.get().is_some()
+    }
+
+    /// The heap the claims hold or will hold once parsed: the kept JSON text plus the
+    /// estimated `serde_json` tree ([`member_bytes`]), for weighing cached contexts.
+    pub(crate) fn claims_heap_bytes(&self) -> usize {
+        let claims = &self.inner.claims;
+        match &claims.json {
+            Some(json) => json.capacity() + claims.tree_bytes,
+            None => map_bytes(claims.map()),
+        }
+    }
+}
+
+/// The claims of a context: a map, or the JSON text of a verified token's claims, parsed
+/// into a map on first use.
+#[derive(Clone)]
+struct Claims {
+    /// The claims as JSON text: one object, already checked for duplicate member names (a
+    /// `String` as decoded, not shrunk into a `Box<str>`: that would copy it again).
+    json: Option<String>,
+    map: OnceLock<Map<String, Value>>,
+    /// With `json`: the estimated heap of `map` once parsed.
+    tree_bytes: usize,
+}
+
+impl Claims {
+    fn from_map(map: Map<String, Value>) -> Self {
+        Claims {
+            json: None,
+            map: OnceLock::from(map),
+            tree_bytes: 0,
+        }
+    }
+
+    fn map(&self) -> &Map<String, Value> {
+        self.map.get_or_init(|| {
+            // The text was scanned as one JSON object when the token was parsed.
+            self.json
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// The heap of one object member in a `serde_json` map: its name and value, the map's
+/// per-entry overhead, and what the value owns (`value_heap`, see [`value_bytes`]).
+pub(crate) fn member_bytes(key_len: usize, value_heap: usize) -> usize {
+    key_len + size_of::<String>() + size_of::<Value>() + 16 + value_heap
+}
+
+/// The heap a JSON value owns.
+pub(crate) fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(s) => s.len(),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| size_of::<Value>() + value_bytes(v))
+            .sum(),
+        Value::Object(map) => map_bytes(map),
+    }
+}
+
+/// The heap the members of a JSON object own.
+fn map_bytes(map: &Map<String, Value>) -> usize {
+    map.iter()
+        .map(|(k, v)| member_bytes(k.len(), value_bytes(v)))
+        .sum()
 }
 
 /// Why an identity cannot be forwarded exactly; see [`AuthContext::check_forwardable`].
@@ -342,9 +423,9 @@ fn has_control(value: &str) -> bool {
 /// - scopes: `scope` (space-separated), else `scp` (a space-separated string or an array);
 /// - tenant: the claim at `tenant_claim`, a non-empty string or a number (an empty string is
 ///   no tenant).
-pub(crate) fn map_identity(
+pub(crate) fn map_identity<C: ClaimSource + ?Sized>(
     mut builder: AuthContextBuilder,
-    claims: &Map<String, Value>,
+    claims: &C,
     roles_claim: &str,
     tenant_claim: Option<&str>,
 ) -> AuthContextBuilder {
@@ -354,22 +435,23 @@ pub(crate) fn map_identity(
             .map(str::to_owned)
             .collect()
     }
-    let roles = claim_at_path(claims, roles_claim)
+    let roles = claims
+        .at_path(roles_claim)
         .map(string_list)
         .unwrap_or_default();
-    let scopes = match (claims.get("scope"), claims.get("scp")) {
+    let scopes = match (claims.member("scope"), claims.member("scp")) {
         (Some(Value::String(s)), _) | (_, Some(Value::String(s))) => words(s),
         (_, Some(scp @ Value::Array(_))) => string_list(scp),
         _ => Vec::new(),
     };
     builder = builder.roles(roles).scopes(scopes);
-    if let Some(Value::String(sub)) = claims.get("sub")
+    if let Some(Value::String(sub)) = claims.member("sub")
         && !sub.is_empty()
     {
         builder = builder.subject(sub.clone());
     }
     let tenant = tenant_claim
-        .and_then(|path| claim_at_path(claims, path))
+        .and_then(|path| claims.at_path(path))
         .and_then(|v| match v {
             Value::String(s) if !s.is_empty() => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
@@ -379,6 +461,24 @@ pub(crate) fn map_identity(
         builder = builder.tenant(tenant);
     }
     builder
+}
+
+/// Where identity mapping reads claims from: a whole claims map, or the members a token
+/// scan kept (see `jwt::TokenClaims`).
+pub(crate) trait ClaimSource {
+    /// A top-level member by name.
+    fn member(&self, name: &str) -> Option<&Value>;
+    /// A claim by dotted path, as [`claim_at_path`] reads it.
+    fn at_path(&self, path: &str) -> Option<&Value>;
+}
+
+impl ClaimSource for Map<String, Value> {
+    fn member(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+    fn at_path(&self, path: &str) -> Option<&Value> {
+        claim_at_path(self, path)
+    }
 }
 
 /// Strings from a string (one item) or an array (its string items); other values give none.
@@ -529,7 +629,13 @@ impl AuthContextBuilder {
 
     /// Adds one claim.
     pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
-        if let Value::Object(map) = &mut self.inner.claims {
+        let claims = &mut self.inner.claims;
+        if claims.json.is_some() {
+            // Claims kept as text become a map the claim is added to.
+            let map = claims.map().clone();
+            *claims = Claims::from_map(map);
+        }
+        if let Some(map) = claims.map.get_mut() {
             map.insert(name.into(), value.into());
         }
         self
@@ -537,7 +643,18 @@ impl AuthContextBuilder {
 
     /// Replaces all claims.
     pub fn claims(mut self, claims: Map<String, Value>) -> Self {
-        self.inner.claims = Value::Object(claims);
+        self.inner.claims = Claims::from_map(claims);
+        self
+    }
+
+    /// Replaces all claims with `json`, the text of one JSON object already checked for
+    /// duplicate member names, parsed on first use; `tree_bytes` estimates its parsed heap.
+    pub(crate) fn claims_json(mut self, json: String, tree_bytes: usize) -> Self {
+        self.inner.claims = Claims {
+            json: Some(json),
+            map: OnceLock::new(),
+            tree_bytes,
+        };
         self
     }
 

@@ -465,7 +465,7 @@ async fn walk<K: KeySource>(auth: &JwtAuthenticator<K>, token: &str, report: &mu
 
     // `Validation::check_token` runs these checks in this order and stops at the first
     // failure; the failing one is identified from its error.
-    let claims = &parsed.claims;
+    let claims = &parsed.claims.to_map();
     let checks: [(&str, String); 10] = [
         (
             "nonce",

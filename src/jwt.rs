@@ -26,21 +26,22 @@
 //!   with control characters, are refused rather than forwarded half-built;
 //! - a token without `kid` that several keys could verify is rejected, not guessed.
 
-use std::fmt;
+use std::cell::RefCell;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::algorithm::{Algorithm, AlgorithmSet};
 pub use crate::clock::Clock;
 pub use crate::config_error::ConfigError;
-use crate::context::{AuthContext, CredentialKind, IdentityError, map_identity};
+use crate::context::{AuthContext, ClaimSource, CredentialKind, IdentityError, map_identity};
 use crate::credential::DEFAULT_MAX_TOKEN_BYTES;
 use crate::keys::{KeyError, TenantIssuer, VerifyingKey};
 use crate::reject::Rejection;
+
+mod scan;
 
 /// Why a token failed verification. Texts are fixed and never contain token content.
 #[derive(Debug, thiserror::Error)]
@@ -460,12 +461,12 @@ impl Validation {
         }
         // iss was matched exactly (or by a tenant template) when the issuer was chosen.
         if let Some(tenants) = &self.tenants {
-            tenants.check_claims(&token.claims)?;
+            tenants.check_claims(&token.claims.view(&[tenants.claim()]))?;
         }
-        self.check_audience(&token.claims)?;
+        self.check_audience(token.claims.get(Registered::Aud))?;
         let now = self.clock.now_unix();
         let leeway = self.leeway.as_secs_f64();
-        match token.claims.get("exp") {
+        match token.claims.get(Registered::Exp) {
             Some(exp) => {
                 let exp = exp.as_f64().ok_or(VerifyError::InvalidClaim("exp"))?;
                 if now - leeway >= exp {
@@ -475,19 +476,19 @@ impl Validation {
             None if self.require_exp => return Err(VerifyError::MissingClaim("exp")),
             None => {}
         }
-        if let Some(nbf) = token.claims.get("nbf") {
+        if let Some(nbf) = token.claims.get(Registered::Nbf) {
             let nbf = nbf.as_f64().ok_or(VerifyError::InvalidClaim("nbf"))?;
             if now + leeway < nbf {
                 return Err(VerifyError::NotYetValid);
             }
         }
-        if let Some(iat) = token.claims.get("iat") {
+        if let Some(iat) = token.claims.get(Registered::Iat) {
             let iat = iat.as_f64().ok_or(VerifyError::InvalidClaim("iat"))?;
             if now + leeway < iat {
                 return Err(VerifyError::IssuedInFuture);
             }
         }
-        match token.claims.get("sub") {
+        match token.claims.get(Registered::Sub) {
             Some(Value::String(sub)) if !sub.is_empty() => {}
             Some(Value::String(_)) | None if self.require_subject => {
                 return Err(VerifyError::MissingClaim("sub"));
@@ -498,9 +499,9 @@ impl Validation {
         Ok(())
     }
 
-    fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), VerifyError> {
+    fn check_audience(&self, aud: Option<&Value>) -> Result<(), VerifyError> {
         let accepted = |aud: &str| self.audiences.iter().any(|a| a == aud);
-        match claims.get("aud") {
+        match aud {
             Some(Value::String(aud)) => {
                 if self.any_audience || accepted(aud) {
                     Ok(())
@@ -534,13 +535,17 @@ impl Validation {
         key: &VerifyingKey,
     ) -> Result<AuthContext, VerifyError> {
         let claims = token.claims;
+        let paths = [
+            self.roles_claim.as_str(),
+            self.tenant_claim.as_deref().unwrap_or(""),
+        ];
         let mut builder = map_identity(
             AuthContext::builder(CredentialKind::Jwt).issuer(self.issuer.clone()),
-            &claims,
+            &claims.view(&paths),
             &self.roles_claim,
             self.tenant_claim.as_deref(),
         );
-        if let Some(exp) = claims.get("exp").and_then(Value::as_f64) {
+        if let Some(exp) = claims.get(Registered::Exp).and_then(Value::as_f64) {
             builder = builder.expires_at_unix(exp);
         }
         if let Some(kid) = key.kid() {
@@ -548,7 +553,7 @@ impl Validation {
         }
         let ctx = builder
             .key_fingerprint(key.fingerprint())
-            .claims(claims)
+            .claims_json(claims.json, claims.tree_bytes)
             .build();
         ctx.check_forwardable()?;
         Ok(ctx)
@@ -578,7 +583,7 @@ pub(crate) struct UnverifiedToken<'a> {
     crit: Option<Vec<String>>,
     /// Whether the header has a `nonce` member.
     header_nonce: bool,
-    pub(crate) claims: Map<String, Value>,
+    pub(crate) claims: TokenClaims,
     /// `header.payload`, the JWS signing input.
     signing_input: &'a str,
     signature: Vec<u8>,
@@ -587,7 +592,106 @@ pub(crate) struct UnverifiedToken<'a> {
 impl UnverifiedToken<'_> {
     /// The `iss` claim, when it is a string.
     pub(crate) fn issuer(&self) -> Option<&str> {
-        self.claims.get("iss").and_then(Value::as_str)
+        self.claims.get(Registered::Iss).and_then(Value::as_str)
+    }
+}
+
+/// The registered claims the rules check, by their place in [`REGISTERED`] (the other kept
+/// members are read by name, through [`ClaimsView`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registered {
+    Iss,
+    Aud,
+    Exp,
+    Nbf,
+    Iat,
+    Sub,
+}
+
+/// The member names of [`Registered`], in its order: the registered claims the rules check,
+/// the scope claims, and the default roles and tenant claims (so the default mapping needs
+/// no second look at the text).
+const REGISTERED: [&str; 10] = [
+    "iss",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "sub",
+    "scope",
+    "scp",
+    "roles",
+    "tenant_id",
+];
+
+/// A token's claims as the verification reads them: the JSON text (kept whole, for
+/// [`AuthContext::claims_map`] and [`AuthContext::claims`] later) and the few members the
+/// rules check, found by one scan that also refuses duplicate member names at every depth
+/// (see `jwt::scan`). No `serde_json` tree of the other claims is built.
+pub(crate) struct TokenClaims {
+    json: String,
+    registered: [Option<Value>; REGISTERED.len()],
+    /// The estimated heap of a `serde_json` tree of all claims.
+    tree_bytes: usize,
+}
+
+impl TokenClaims {
+    fn scan(json: String) -> Result<Self, ()> {
+        let scanned = scan::scan_object(&json, &REGISTERED)?;
+        Ok(TokenClaims {
+            json,
+            registered: scanned.values,
+            tree_bytes: scanned.tree_bytes,
+        })
+    }
+
+    /// One of the kept claims.
+    pub(crate) fn get(&self, claim: Registered) -> Option<&Value> {
+        self.registered[claim as usize].as_ref()
+    }
+
+    /// All claims as a map (parsed from the text; for diagnostics, not the request path).
+    pub(crate) fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.json).unwrap_or_default()
+    }
+
+    /// A [`ClaimSource`] that can answer for `paths` (and every top-level kept member):
+    /// paths that are not kept members are looked up in the text once, here.
+    fn view<'a>(&'a self, paths: &[&str]) -> ClaimsView<'a> {
+        let kept = |path: &&str| path.is_empty() || REGISTERED.contains(path);
+        let others = if paths.iter().all(kept) {
+            None
+        } else {
+            Some(scan::members_for_paths(&self.json, paths))
+        };
+        ClaimsView {
+            claims: self,
+            others,
+        }
+    }
+}
+
+/// See [`TokenClaims::view`].
+struct ClaimsView<'a> {
+    claims: &'a TokenClaims,
+    /// The top-level members the asked-for paths may select, when not all are kept ones.
+    others: Option<Map<String, Value>>,
+}
+
+impl ClaimSource for ClaimsView<'_> {
+    fn member(&self, name: &str) -> Option<&Value> {
+        match REGISTERED.iter().position(|n| *n == name) {
+            Some(i) => self.claims.registered[i].as_ref(),
+            None => self.others.as_ref()?.get(name),
+        }
+    }
+
+    fn at_path(&self, path: &str) -> Option<&Value> {
+        match (REGISTERED.iter().position(|n| *n == path), &self.others) {
+            (Some(i), _) => self.claims.registered[i].as_ref(),
+            (None, Some(others)) => crate::context::claim_at_path(others, path),
+            (None, None) => None,
+        }
     }
 }
 
@@ -599,47 +703,23 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>
     if token.len() > max_bytes {
         return Err(VerifyError::TooLarge);
     }
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(VerifyError::Malformed("a JWS has three segments"));
-    };
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-    let header = decode_object(header_b64).map_err(|_| VerifyError::Malformed("header"))?;
-    let alg = match header.get("alg") {
-        Some(Value::String(alg)) => alg.parse().map_err(|_| VerifyError::UnsupportedAlgorithm)?,
-        _ => return Err(VerifyError::UnsupportedAlgorithm),
-    };
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => {
-            Some(kid.clone())
-        }
-        Some(_) => return Err(VerifyError::Malformed("kid")),
-    };
-    let typ = match header.get("typ") {
-        None => None,
-        Some(Value::String(typ)) => Some(typ.clone()),
-        Some(_) => return Err(VerifyError::Malformed("typ")),
-    };
-    let crit = match header.get("crit") {
-        None => None,
-        Some(Value::Array(items)) => Some(
-            items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or(VerifyError::UnsupportedCritical)?,
-        ),
-        Some(_) => return Err(VerifyError::UnsupportedCritical),
-    };
-    // RFC 7797 unencoded payloads change what is signed; they are never accepted.
-    let header_nonce = header.contains_key("nonce");
-    if header.contains_key("b64") {
-        return Err(VerifyError::UnsupportedCritical);
+    const SEGMENTS: VerifyError = VerifyError::Malformed("a JWS has three segments");
+    let (header_b64, rest) = token.split_once('.').ok_or(SEGMENTS)?;
+    let (payload_b64, signature_b64) = rest.split_once('.').ok_or(SEGMENTS)?;
+    if signature_b64.contains('.') {
+        return Err(SEGMENTS);
     }
-    let claims = decode_object(payload_b64).map_err(|_| VerifyError::Malformed("claims"))?;
+    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+    let Header {
+        alg,
+        kid,
+        typ,
+        crit,
+        nonce: header_nonce,
+    } = header(header_b64)?;
+    let claims = decode_text(payload_b64)
+        .and_then(TokenClaims::scan)
+        .map_err(|()| VerifyError::Malformed("claims"))?;
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| VerifyError::Malformed("signature"))?;
@@ -658,74 +738,119 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<UnverifiedToken<'_>
     })
 }
 
+/// The header members the rules read, checked.
+#[derive(Clone)]
+struct Header {
+    alg: Algorithm,
+    kid: Option<String>,
+    typ: Option<String>,
+    crit: Option<Vec<String>>,
+    /// Whether the header has a `nonce` member.
+    nonce: bool,
+}
+
+/// The longest encoded header [`header`] remembers.
+const MAX_REMEMBERED_HEADER: usize = 512;
+
+thread_local! {
+    /// The last header this thread accepted, by its exact encoded text: the tokens of one
+    /// key share one header, so most tokens skip decoding and scanning it again. Only
+    /// accepted headers are kept; the same text always gives the same result.
+    static LAST_HEADER: RefCell<Option<(String, Header)>> = const { RefCell::new(None) };
+}
+
+/// Decodes and checks the encoded header `encoded` (see [`parse_header`]), reusing the result
+/// of the last identical header this thread saw.
+fn header(encoded: &str) -> Result<Header, VerifyError> {
+    if encoded.len() > MAX_REMEMBERED_HEADER {
+        return parse_header(encoded);
+    }
+    LAST_HEADER.with_borrow_mut(|last| {
+        if let Some((text, header)) = last.as_ref()
+            && text == encoded
+        {
+            return Ok(header.clone());
+        }
+        let header = parse_header(encoded)?;
+        match last {
+            Some((text, kept)) => {
+                text.clear();
+                text.push_str(encoded);
+                kept.clone_from(&header);
+            }
+            None => *last = Some((encoded.to_owned(), header.clone())),
+        }
+        Ok(header)
+    })
+}
+
+/// Decodes the encoded header: one JSON object without duplicate member names, a supported
+/// `alg`, a short non-empty string `kid`, a string `typ`, `crit` a list of names, no `b64`.
+fn parse_header(encoded: &str) -> Result<Header, VerifyError> {
+    let [alg, kid, typ, crit, nonce, b64] = decode_text(encoded)
+        .and_then(|json| scan::scan_object(&json, &HEADER_MEMBERS))
+        .map_err(|()| VerifyError::Malformed("header"))?
+        .values;
+    let alg = match alg {
+        Some(Value::String(alg)) => alg.parse().map_err(|_| VerifyError::UnsupportedAlgorithm)?,
+        _ => return Err(VerifyError::UnsupportedAlgorithm),
+    };
+    let kid = match kid {
+        None => None,
+        Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => Some(kid),
+        Some(_) => return Err(VerifyError::Malformed("kid")),
+    };
+    let typ = match typ {
+        None => None,
+        Some(Value::String(typ)) => Some(typ),
+        Some(_) => return Err(VerifyError::Malformed("typ")),
+    };
+    let crit = match crit {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(name) => Some(name),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or(VerifyError::UnsupportedCritical)?,
+        ),
+        Some(_) => return Err(VerifyError::UnsupportedCritical),
+    };
+    // RFC 7797 unencoded payloads change what is signed; they are never accepted.
+    if b64.is_some() {
+        return Err(VerifyError::UnsupportedCritical);
+    }
+    Ok(Header {
+        alg,
+        kid,
+        typ,
+        crit,
+        nonce: nonce.is_some(),
+    })
+}
+
+/// The header members the rules read.
+const HEADER_MEMBERS: [&str; 6] = ["alg", "kid", "typ", "crit", "nonce", "b64"];
+
+/// A base64url segment decoded to UTF-8 text.
+fn decode_text(segment: &str) -> Result<String, ()> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| ())?;
+    String::from_utf8(bytes).map_err(|_| ())
+}
+
+/// A base64url segment decoded as one JSON object without duplicate member names at any
+/// depth, as a map.
 pub(crate) fn decode_object(segment: &str) -> Result<Map<String, Value>, ()> {
     let json = URL_SAFE_NO_PAD.decode(segment).map_err(|_| ())?;
     let mut de = serde_json::Deserializer::from_slice(&json);
-    let StrictValue(value) = serde::Deserialize::deserialize(&mut de).map_err(|_| ())?;
+    let scan::StrictValue(value) = serde::Deserialize::deserialize(&mut de).map_err(|_| ())?;
     de.end().map_err(|_| ())?;
     match value {
         Value::Object(map) => Ok(map),
         _ => Err(()),
-    }
-}
-
-/// A JSON value whose objects have no duplicate member names, at any depth.
-struct StrictValue(Value);
-
-impl<'de> serde::Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            let StrictValue(value) = access.next_value()?;
-            if map.insert(key, value).is_some() {
-                return Err(de::Error::custom("duplicate member name"));
-            }
-        }
-        Ok(Value::Object(map))
     }
 }
 
@@ -752,7 +877,7 @@ pub(crate) fn precheck<'a>(
     token: &'a str,
 ) -> Result<UnverifiedToken<'a>, VerifyError> {
     let parsed = parse(token, validation.max_token_bytes)?;
-    match parsed.claims.get("iss") {
+    match parsed.claims.get(Registered::Iss) {
         Some(Value::String(iss)) if validation.matches_issuer(iss) => {}
         Some(Value::String(_)) | None => return Err(VerifyError::UntrustedIssuer),
         Some(_) => return Err(VerifyError::InvalidClaim("iss")),
@@ -784,7 +909,7 @@ pub fn verify_with_key(
 /// The owned remainder of a token between the key lookup and the signature check.
 pub(crate) struct PendingToken {
     alg: Algorithm,
-    claims: Map<String, Value>,
+    claims: TokenClaims,
     signing_input: String,
     signature: Vec<u8>,
 }

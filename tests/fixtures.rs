@@ -476,6 +476,54 @@ async fn realm_roles_with_a_dotted_roles_claim() {
     assert_eq!(ctx.roles(), ["admin", "clerk"]);
 }
 
+/// The claims of every valid fixture, as the context gives them (kept as text and parsed on
+/// first use), equal the whole claims object parsed from the token: as a map, by name and
+/// dotted path, and deserialized.
+#[tokio::test]
+async fn valid_fixtures_keep_all_their_claims() {
+    use base64::Engine as _;
+    use serde_json::Map;
+    let fixtures = fixtures();
+    let mut checked = 0;
+    for fixture in fixtures.tokens.iter().filter(|t| t.expect == "valid") {
+        let name = fixture.name.as_str();
+        let payload = fixture.token.split('.').nth(1).unwrap();
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        let whole: Map<String, Value> = serde_json::from_slice(&json).unwrap();
+        let ctx = fixtures
+            .authenticator(&fixture.keyset)
+            .verify(&fixture.token)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        // Deserialized straight from the text, before any map is built.
+        assert_eq!(ctx.claims::<Map<String, Value>>().unwrap(), whole, "{name}");
+        assert_eq!(
+            ctx.claims::<Value>().unwrap(),
+            Value::Object(whole.clone()),
+            "{name}"
+        );
+        assert_eq!(ctx.claims_map(), &whole, "{name}");
+        // Parsed once: the same map on every call and from every clone.
+        assert!(
+            std::ptr::eq(ctx.claims_map(), ctx.clone().claims_map()),
+            "{name}"
+        );
+        for (key, value) in &whole {
+            assert_eq!(ctx.claim(key), Some(value), "{name}: {key}");
+            if let Value::Object(members) = value {
+                for (inner, v) in members {
+                    assert_eq!(ctx.claim(&format!("{key}.{inner}")), Some(v), "{name}");
+                }
+            }
+        }
+        assert_eq!(ctx.claim("no-such-claim"), None, "{name}");
+        checked += 1;
+    }
+    assert_eq!(checked, 28);
+}
+
 #[tokio::test]
 async fn no_credential_is_a_bare_challenge() {
     let gw = start().await;

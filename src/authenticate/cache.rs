@@ -150,7 +150,6 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pin_project_lite::pin_project;
-use serde_json::Value;
 use siphasher::sip128::SipHasher13;
 
 use super::{Authenticator, Started};
@@ -586,11 +585,7 @@ fn context_bytes(ctx: &AuthContext) -> usize {
         .chain(ctx.scopes())
         .map(|s| s.len() + size_of::<String>())
         .sum::<usize>();
-    let claims = ctx
-        .claims_map()
-        .iter()
-        .map(|(k, v)| member_bytes(k, v))
-        .sum::<usize>();
+    let claims = ctx.claims_heap_bytes();
     // The propagation header values a cached context keeps once it has been forwarded:
     // subject, tenant, the joined roles and scopes, each in shared bytes.
     let header_values = 4 * HEADER_VALUE_OVERHEAD
@@ -610,24 +605,6 @@ fn context_bytes(ctx: &AuthContext) -> usize {
 /// One propagated header value kept in a context: the `HeaderValue` and its shared-bytes
 /// header (rounded up).
 const HEADER_VALUE_OVERHEAD: usize = 96;
-
-/// One object member: key, value and the map node around them.
-fn member_bytes(key: &str, value: &Value) -> usize {
-    key.len() + size_of::<String>() + size_of::<Value>() + 16 + value_bytes(value)
-}
-
-/// The heap a JSON value owns.
-fn value_bytes(value: &Value) -> usize {
-    match value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-        Value::String(s) => s.len(),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| size_of::<Value>() + value_bytes(v))
-            .sum(),
-        Value::Object(map) => map.iter().map(|(k, v)| member_bytes(k, v)).sum(),
-    }
-}
 
 /// Wraps an [`Authenticator`] with a [`TokenCache`]: a bearer token verified once is served
 /// from memory until its `exp`, the cache's `max_ttl`, or its key leaving the key set,

@@ -639,6 +639,49 @@ fn duplicate_member_names_are_refused_at_any_depth() {
             "Malformed(\"claims\")",
         ),
         (
+            "claims unchecked member twice",
+            mint_raw(
+                r#"{"alg":"HS256"}"#,
+                &format!(r#"{body},"jti":"a","jti":"b"}}"#),
+            ),
+            "Malformed(\"claims\")",
+        ),
+        (
+            "claims inside a checked member",
+            mint_raw(
+                r#"{"alg":"HS256"}"#,
+                &format!(r#"{body},"scp":[{{"a":1,"a":2}}]}}"#),
+            ),
+            "Malformed(\"claims\")",
+        ),
+        (
+            "claims escaped spelling deep inside an unchecked member",
+            mint_raw(
+                r#"{"alg":"HS256"}"#,
+                &format!(r#"{body},"x":{{"y":[[{{"k":1,"\u006b":2}}]]}}}}"#),
+            ),
+            "Malformed(\"claims\")",
+        ),
+        (
+            "claims among many members",
+            mint_raw(
+                r#"{"alg":"HS256"}"#,
+                &format!(
+                    r#"{body},{},"m7":0}}"#,
+                    (0..40)
+                        .map(|i| format!(r#""m{i}":{i}"#))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ),
+            "Malformed(\"claims\")",
+        ),
+        (
+            "header unchecked member twice",
+            mint_raw(r#"{"alg":"HS256","x5t":"a","x5t":"b"}"#, &claims_ok),
+            "Malformed(\"header\")",
+        ),
+        (
             "same name at different depths is fine",
             mint_raw(
                 r#"{"alg":"HS256"}"#,
@@ -1377,6 +1420,111 @@ fn typed_claims() {
         email: u32,
     }
     assert!(ctx.claims::<Wrong>().is_err());
+}
+
+#[test]
+fn claims_are_kept_as_text_and_parsed_once_on_demand() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Claims {
+        sub: String,
+        org: Value,
+    }
+    let org = json!({"name": "acme", "units": [{"id": 1}, {"id": 2}]});
+    let token = mint(json!({ "org": org, "email": "u@example.test" }));
+    let ctx = verify(&validation(), &token).unwrap();
+    // Deserializing and weighing read the text; no map is built.
+    assert_eq!(
+        ctx.claims::<Claims>().unwrap(),
+        Claims {
+            sub: "user-123".into(),
+            org: org.clone()
+        }
+    );
+    assert!(ctx.claims_heap_bytes() > default_claims_json().len());
+    assert!(!ctx.claims_parsed());
+    // The first map access parses it; later ones (and clones) share it.
+    let map = ctx.claims_map();
+    assert!(ctx.claims_parsed());
+    let Value::Object(expected) = claims(json!({ "org": org, "email": "u@example.test" })) else {
+        unreachable!()
+    };
+    assert_eq!(map, &expected);
+    assert!(std::ptr::eq(map, ctx.clone().claims_map()));
+    assert_eq!(ctx.claim("org.name"), Some(&json!("acme")));
+    assert_eq!(ctx.claim("org.units"), Some(&org["units"]));
+    // The estimate is the one of the parsed map.
+    let tree: usize = expected
+        .iter()
+        .map(|(k, v)| crate::context::member_bytes(k.len(), crate::context::value_bytes(v)))
+        .sum();
+    let json_len = URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap()
+        .len();
+    // The text as decoded: its length, rounded up to a base64 group at most.
+    let text = ctx.claims_heap_bytes() - tree;
+    assert!(
+        (json_len..json_len + 3).contains(&text),
+        "{text} for {json_len}"
+    );
+}
+
+#[test]
+fn roles_and_tenant_paths_outside_the_kept_members() {
+    // Paths that are not kept members are found in the text: nested, dotted names first.
+    let v = validation()
+        .roles_claim("realm_access.roles")
+        .tenant_claim("https://example.test/tenant");
+    let token = mint(json!({
+        "realm_access": {"roles": ["r1", 2, "r2"]},
+        "realm_access.roles": ["whole-name-wins"],
+        "https://example.test/tenant": "acme",
+    }));
+    let ctx = verify(&v, &token).unwrap();
+    assert_eq!(ctx.roles(), ["whole-name-wins"]);
+    assert_eq!(ctx.tenant(), Some("acme"));
+    let token = mint(json!({"realm_access": {"roles": ["r1", 2, "r2"]}}));
+    let ctx = verify(&v, &token).unwrap();
+    assert_eq!(ctx.roles(), ["r1", "r2"]);
+    assert_eq!(ctx.tenant(), None);
+}
+
+#[test]
+fn a_remembered_header_answers_only_for_the_same_text() {
+    let v = validation();
+    let claims_ok = default_claims_json();
+    let plain = mint_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &claims_ok);
+    let other_typ = mint_raw(r#"{"alg":"HS256","typ":"dpop+jwt"}"#, &claims_ok);
+    let duplicate = mint_raw(r#"{"alg":"HS256","alg":"HS256"}"#, &claims_ok);
+    let none = mint_raw(r#"{"alg":"none","typ":"JWT"}"#, &claims_ok);
+    let long_kid = mint_raw(
+        &format!(r#"{{"alg":"HS256","kid":"{}"}}"#, "k".repeat(300)),
+        &claims_ok,
+    );
+    // Every order, twice: refused headers are never remembered, and the remembered one never
+    // answers for another text.
+    for _ in 0..2 {
+        for (token, expected) in [
+            (&plain, "ok"),
+            (&plain, "ok"),
+            (&other_typ, "NotAccessTokenType"),
+            (&plain, "ok"),
+            (&duplicate, "Malformed(\"header\")"),
+            (&duplicate, "Malformed(\"header\")"),
+            (&none, "UnsupportedAlgorithm"),
+            (&long_kid, "Malformed(\"kid\")"),
+            (&plain, "ok"),
+        ] {
+            assert_eq!(outcome(verify(&v, token)), expected);
+        }
+    }
+    // A long header (not remembered) is checked in full every time.
+    let long = mint_raw(
+        &format!(r#"{{"alg":"HS256","x":"{}"}}"#, "y".repeat(600)),
+        &claims_ok,
+    );
+    assert_eq!(outcome(verify(&v, &long)), "ok");
+    assert_eq!(outcome(verify(&v, &plain)), "ok");
 }
 
 #[test]

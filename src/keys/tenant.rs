@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config_error::ConfigError;
 use crate::jwt::VerifyError;
@@ -250,8 +250,11 @@ impl TenantIssuer {
 
     /// Checks an unverified token's `iss` and tenant claim: the tenant named by the `iss`
     /// must be trusted and equal the tenant claim.
-    pub(crate) fn check_claims(&self, claims: &Map<String, Value>) -> Result<(), VerifyError> {
-        let tenant = match claims.get("iss") {
+    pub(crate) fn check_claims<C: crate::context::ClaimSource + ?Sized>(
+        &self,
+        claims: &C,
+    ) -> Result<(), VerifyError> {
+        let tenant = match claims.member("iss") {
             Some(Value::String(iss)) => self.tenant_of(iss).ok_or(VerifyError::UntrustedIssuer)?,
             Some(_) => return Err(VerifyError::InvalidClaim("iss")),
             None => return Err(VerifyError::UntrustedIssuer),
@@ -259,7 +262,7 @@ impl TenantIssuer {
         if !self.is_allowed(tenant) {
             return Err(VerifyError::TenantNotAllowed);
         }
-        match crate::context::claim_at_path(claims, &self.inner.claim) {
+        match claims.at_path(&self.inner.claim) {
             Some(Value::String(claimed)) if claimed == tenant => Ok(()),
             _ => Err(VerifyError::TenantMismatch),
         }
