@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -5,7 +7,7 @@ use http::header::{AUTHORIZATION, CONNECTION};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-use super::signed::ContextSigner;
+use super::signed::{ContextSigner, MAX_REUSED_PATH};
 use crate::config_error::ConfigError;
 use crate::context::{AuthContext, HeaderSlot, PlainValues};
 
@@ -223,13 +225,65 @@ impl Propagator {
             self.inject_plain(headers, ctx);
         }
         if let Some(signer) = &self.signer {
-            let claims = self.selected_claims(ctx);
-            match signer.mint(ctx, claims, request_id, method, path) {
-                Ok(token) => self.insert(headers, &self.names.context, &token),
-                // Fail closed: without the header, verifying services reject the request.
-                Err(error) => tracing::warn!(%error, "signed context not minted"),
+            if let Some(value) = self.signed_context(signer, ctx, request_id, method, path) {
+                headers.insert(self.names.context.clone(), value);
             }
         }
+    }
+
+    /// The signed context for this request: reused when one was minted for the same cached
+    /// identity, method and path and more than half its lifetime remains, else minted (and
+    /// kept for reuse when the identity is cached).
+    fn signed_context(
+        &self,
+        signer: &ContextSigner,
+        ctx: &AuthContext,
+        request_id: &HeaderValue,
+        method: &http::Method,
+        path: &str,
+    ) -> Option<HeaderValue> {
+        let now = signer.now();
+        // Only a context something else holds (a token cache) is an identity worth keeping
+        // contexts for; one built for this request alone is never seen again.
+        let reuse = signer
+            .reuse()
+            .filter(|_| ctx.is_shared() && path.len() <= MAX_REUSED_PATH)
+            .map(|reuse| (reuse, ctx.header_values(plain_values).identity));
+        if let Some((reuse, identity)) = reuse
+            && let Some(value) = reuse.get(identity, method, path, now)
+        {
+            return Some(value);
+        }
+        let claims = self.selected_claims(ctx);
+        let token = match signer.mint(ctx, claims, request_id, method, path, now) {
+            Ok(token) => token,
+            Err(error) => {
+                // Fail closed: without the header, verifying services reject the request.
+                tracing::warn!(%error, "signed context not minted");
+                return None;
+            }
+        };
+        let Some(mut value) = header_value(&token) else {
+            not_header_safe(&self.names.context);
+            return None;
+        };
+        value.set_sensitive(self.sensitive);
+        if let Some((reuse, identity)) = reuse {
+            reuse.insert(
+                identity,
+                method,
+                path,
+                value.clone(),
+                signer.reuse_until(now),
+            );
+        }
+        Some(value)
+    }
+
+    /// The reused signed contexts (tests).
+    #[cfg(test)]
+    pub(crate) fn context_reuse(&self) -> Option<&super::signed::ContextReuse> {
+        self.signer.as_ref().and_then(ContextSigner::reuse)
     }
 
     /// The allow-listed claims present in the context.
@@ -354,7 +408,9 @@ fn plain_values(ctx: &AuthContext) -> PlainValues {
         }
         header_value(&out).map_or(HeaderSlot::Unsafe, HeaderSlot::Value)
     }
+    static IDENTITIES: AtomicU64 = AtomicU64::new(0);
     PlainValues {
+        identity: IDENTITIES.fetch_add(1, Ordering::Relaxed),
         subject: exact(ctx.subject()),
         issuer: exact(ctx.issuer()),
         roles: encoded(ctx.roles().iter().map(String::as_str), b','),
@@ -635,6 +691,43 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("reserved"), "{err}");
+    }
+
+    #[test]
+    fn reused_contexts_are_bounded_under_many_paths() {
+        use crate::keys::SigningKey;
+        use crate::propagate::signed::{MAX_REUSED_BYTES, MAX_REUSED_CONTEXTS};
+        let key = SigningKey::generate_ed25519().unwrap().with_kid("k");
+        let layer = crate::propagate::ContextPropagationLayer::builder()
+            .sign_context(key)
+            .build()
+            .unwrap();
+        let p = layer_propagator(layer);
+        let ctx = AuthContext::builder(CredentialKind::Jwt)
+            .subject("u1")
+            .roles(["r"])
+            .build();
+        // Held elsewhere too, as a token cache holds it.
+        let _cached = ctx.clone();
+        let reuse = p.context_reuse().unwrap();
+        let send = |path: &str| {
+            let mut h = HeaderMap::new();
+            p.apply_to(&http::Method::GET, path, &mut h, Some(&ctx));
+            h["x-auth-context"].clone()
+        };
+        let first = send("/0");
+        assert_eq!(send("/0"), first);
+        assert_eq!(reuse.len(), 1);
+        for i in 1..5_000 {
+            send(&format!("/{i}"));
+        }
+        assert!(reuse.len() as u64 <= MAX_REUSED_CONTEXTS, "{}", reuse.len());
+        assert!(reuse.weight() <= MAX_REUSED_BYTES);
+        // A path too long to keep: minted every time.
+        let before = reuse.len();
+        let long = format!("/{}", "x".repeat(2_000));
+        assert_ne!(send(&long), send(&long));
+        assert_eq!(reuse.len(), before);
     }
 
     #[test]
