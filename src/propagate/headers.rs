@@ -32,6 +32,9 @@ pub(crate) struct Propagator {
     owned: Vec<HeaderName>,
     /// The [`length_bit`]s of the owned names.
     owned_lengths: u64,
+    /// The [`length_bit`]s of every name [`Propagator::scan`] looks for: the owned ones,
+    /// `Authorization` and `DPoP` (unless kept) and `Connection`.
+    scan_lengths: u64,
     /// Top-level claims forwarded in the claims header and the signed context.
     forward_claims: Vec<String>,
     keep_authorization: bool,
@@ -92,10 +95,19 @@ impl Propagator {
         let owned_lengths = owned
             .iter()
             .fold(0, |bits, name| bits | length_bit(name.as_str().len()));
+        let scan_lengths = owned_lengths
+            | length_bit(CONNECTION.as_str().len())
+            | if options.keep_authorization {
+                0
+            } else {
+                length_bit(AUTHORIZATION.as_str().len())
+                    | length_bit(crate::dpop::DPOP.as_str().len())
+            };
         Ok(Propagator {
             names,
             owned,
             owned_lengths,
+            scan_lengths,
             forward_claims: options.forward_claims,
             keep_authorization: options.keep_authorization,
             sensitive: options.sensitive,
@@ -125,10 +137,16 @@ impl Propagator {
         headers: &mut HeaderMap,
         ctx: Option<&AuthContext>,
     ) -> HeaderValue {
+        let present = self.scan(headers);
         // Read the client's request id before stripping it with the other owned names, so
         // that underscore spellings and duplicates never survive next to the one we send.
-        let request_id = self.request_id(headers);
-        self.strip(headers);
+        // Its header is owned: without any owned name present, there is none to read.
+        let request_id = if present & OWNED != 0 {
+            self.request_id(headers)
+        } else {
+            new_request_id()
+        };
+        self.strip(headers, present);
         headers.insert(self.names.request_id.clone(), request_id.clone());
         if let Some(ctx) = ctx {
             self.inject(headers, ctx, &request_id, method, path);
@@ -144,12 +162,47 @@ impl Propagator {
             .any(|owned| normalize_eq(name, owned.as_str()))
     }
 
-    fn strip(&self, headers: &mut HeaderMap) {
-        if !self.keep_authorization {
-            // The DPoP proof goes with the access token it proves (RFC 9449): neither is
-            // for the upstream.
+    /// Which of the names [`strip`](Self::strip) acts on the request has, as [`OWNED`],
+    /// [`AUTHORIZATION_FOUND`], [`DPOP_FOUND`] and [`CONNECTION_FOUND`] bits: one pass over
+    /// the request's names (a handful), each ruled out by its length first, instead of a
+    /// hash lookup per name that is usually absent.
+    fn scan(&self, headers: &HeaderMap) -> u8 {
+        let mut present = 0;
+        for name in headers.keys() {
+            let name = name.as_str();
+            if self.scan_lengths & length_bit(name.len()) == 0 {
+                continue;
+            }
+            present |= if !self.keep_authorization && name == AUTHORIZATION.as_str() {
+                AUTHORIZATION_FOUND
+            } else if !self.keep_authorization && name == crate::dpop::DPOP.as_str() {
+                DPOP_FOUND
+            } else if name == CONNECTION.as_str() {
+                CONNECTION_FOUND
+            } else if self.is_owned(name) {
+                OWNED
+            } else {
+                0
+            };
+        }
+        present
+    }
+
+    /// Removes what [`scan`](Self::scan) found `present`.
+    fn strip(&self, headers: &mut HeaderMap, present: u8) {
+        // The DPoP proof goes with the access token it proves (RFC 9449): neither is for
+        // the upstream (unless kept: then `scan` reports neither).
+        if present & AUTHORIZATION_FOUND != 0 {
             headers.remove(AUTHORIZATION);
+        }
+        if present & DPOP_FOUND != 0 {
             headers.remove(crate::dpop::DPOP);
+        }
+        if present & OWNED == 0 {
+            if present & CONNECTION_FOUND != 0 {
+                self.strip_connection_tokens(headers);
+            }
+            return;
         }
         // A scan of the names the request has (a handful) rather than a removal per owned
         // name: header names are lowercase already, and `is_owned` also catches the spellings
@@ -166,7 +219,9 @@ impl Propagator {
         {
             headers.remove(name);
         }
-        self.strip_connection_tokens(headers);
+        if present & CONNECTION_FOUND != 0 {
+            self.strip_connection_tokens(headers);
+        }
     }
 
     /// `Connection: x-user-id` asks the next HTTP/1.1 hop to drop that header as hop-by-hop:
@@ -207,10 +262,7 @@ impl Propagator {
         {
             return value.clone();
         }
-        let id = uuid::Builder::from_random_bytes(random_16()).into_uuid();
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut buf);
-        HeaderValue::from_str(text).expect("uuid is ASCII")
+        new_request_id()
     }
 
     fn inject(
@@ -224,10 +276,10 @@ impl Propagator {
         if self.plain_headers {
             self.inject_plain(headers, ctx);
         }
-        if let Some(signer) = &self.signer {
-            if let Some(value) = self.signed_context(signer, ctx, request_id, method, path) {
-                headers.insert(self.names.context.clone(), value);
-            }
+        if let Some(signer) = &self.signer
+            && let Some(value) = self.signed_context(signer, ctx, request_id, method, path)
+        {
+            headers.insert(self.names.context.clone(), value);
         }
     }
 
@@ -460,6 +512,25 @@ pub(crate) fn percent_decode(value: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// [`Propagator::scan`]: an owned name (any spelling) is present.
+const OWNED: u8 = 1;
+/// [`Propagator::scan`]: `Authorization` is present and not kept.
+const AUTHORIZATION_FOUND: u8 = 2;
+/// [`Propagator::scan`]: `DPoP` is present and not kept.
+const DPOP_FOUND: u8 = 4;
+/// [`Propagator::scan`]: `Connection` is present.
+const CONNECTION_FOUND: u8 = 8;
+
+/// A new request id: a v4 UUID of OS random bytes.
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(random_16()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf);
+    // Shared bytes from the start: the value goes into the request and the response, and
+    // bytes copied into a `Vec` would be moved into a shared allocation at the first clone.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(buf)).expect("uuid is ASCII")
 }
 
 /// A bit per name length (lengths from 63 share the last), to rule names out cheaply.
