@@ -177,8 +177,9 @@ impl PropagationBuilder {
     ///
     /// A signature costs tens of microseconds, far more than a request served from a token
     /// cache. So a context minted for a *cached* identity (an
-    /// [`AuthContext`](crate::AuthContext) a [`CachedAuthenticator`](crate::authenticate::CachedAuthenticator)
-    /// holds) is kept and sent again with that identity's later requests to the same
+    /// [`AuthContext`](crate::AuthContext) that outlives the request: one a
+    /// [`CachedAuthenticator`](crate::authenticate::CachedAuthenticator) holds, or an API
+    /// key's) is kept and sent again with that identity's later requests to the same
     /// method and path, byte for byte, while more than half of its lifetime remains; then
     /// the next such request mints a fresh one. So the service never receives a context
     /// with less than half its lifetime left, and every check of
