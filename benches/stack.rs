@@ -11,7 +11,13 @@
 //! - `nocache/<ALG>`: authenticate + authorize + propagate, no cache;
 //! - `cold/<ALG>`: the same with a [`CachedAuthenticator`] whose (long-lived) cache does not
 //!   hold the token: a miss, the verification, then the insert;
-//! - `warm/<ALG>`: the same, token cached.
+//! - `warm/<ALG>`: the same, token cached;
+//! - `warm-revocation/<ALG>`: warm, with a [`Revocable`] in-memory revocation set (holding
+//!   other tokens and subjects) checked on every hit;
+//! - `signed/warm/<ALG>`: warm, with a signed context (`sign_context`, Ed25519) for the same
+//!   request repeated;
+//! - `signed/warm-new-path/<ALG>`: the same with a new path on every request, so that every
+//!   request mints (and signs) a new context.
 //!
 //! Every iteration builds nothing: the request is made in criterion's setup, the future is
 //! polled once with a no-op waker (every part is ready at once) inside a tokio runtime
@@ -40,6 +46,7 @@ use tower_gatekeeper::authenticate::{CacheConfig, CachedAuthenticator};
 use tower_gatekeeper::authorize::roles_any;
 use tower_gatekeeper::jwt::Validation;
 use tower_gatekeeper::keys::{SigningKey, StaticKeys, VerifyingKey};
+use tower_gatekeeper::revocation::{MemoryRevocations, Revocable, Revocation, RevocationStore};
 use tower_gatekeeper::{
     Algorithm, AuthenticateLayer, Authenticator, AuthorizeLayer, CRYPTO_BACKEND,
     ContextPropagationLayer, JwtAuthenticator,
@@ -247,11 +254,55 @@ async fn echo(req: Req) -> Result<Response<Full<Bytes>>, Infallible> {
 fn gateway<A: Authenticator>(
     auth: A,
 ) -> impl Service<Req, Response = Response<impl Sized>, Error = Infallible, Future: Send> + Clone {
+    gateway_with(auth, ContextPropagationLayer::new())
+}
+
+/// As [`gateway`], with `propagate` as the propagation layer.
+fn gateway_with<A: Authenticator>(
+    auth: A,
+    propagate: ContextPropagationLayer,
+) -> impl Service<Req, Response = Response<impl Sized>, Error = Infallible, Future: Send> + Clone {
     ServiceBuilder::new()
         .layer(AuthenticateLayer::new(auth))
         .layer(AuthorizeLayer::new(roles_any(["clerk"])))
-        .layer(ContextPropagationLayer::new())
+        .layer(propagate)
         .service_fn(echo)
+}
+
+/// Propagation with a signed context (Ed25519, the recommended algorithm).
+fn signing_layer() -> ContextPropagationLayer {
+    let key = SigningKey::from_pem(Algorithm::EdDSA, &fixture("ed-1.key.pem"))
+        .expect("signing key")
+        .with_kid("ctx-1");
+    ContextPropagationLayer::builder()
+        .sign_context(key)
+        .context_audience("orders-svc")
+        .build()
+        .expect("propagation")
+}
+
+/// An in-memory revocation set holding other tokens and subjects (not the benchmarked one).
+fn revocations(rt: &tokio::runtime::Runtime) -> MemoryRevocations {
+    let store = MemoryRevocations::new();
+    let far = std::time::UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_800);
+    rt.block_on(async {
+        for i in 0..1_000 {
+            store
+                .revoke(Revocation::token(format!("revoked-{i}"), far))
+                .await
+                .expect("revoke");
+        }
+        for i in 0..100 {
+            store
+                .revoke(Revocation::subject(
+                    format!("gone-{i}"),
+                    std::time::SystemTime::now(),
+                ))
+                .await
+                .expect("revoke");
+        }
+    });
+    store
 }
 
 /// Polls `fut` once with a no-op waker: the stack under test is ready at once.
@@ -263,7 +314,12 @@ fn now<F: Future>(fut: F) -> F::Output {
 }
 
 fn request(bearer: &str) -> Req {
+    request_to("/", bearer)
+}
+
+fn request_to(path: &str, bearer: &str) -> Req {
     Request::builder()
+        .uri(path)
         .header("authorization", bearer)
         .body(Full::default())
         .expect("request")
@@ -274,6 +330,7 @@ fn stack(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let _enter = rt.enter();
+    let store = revocations(&rt);
     let _ = CryptoProvider::install_default(match CRYPTO_BACKEND {
         "aws-lc-rs" => &aws_lc::DEFAULT_PROVIDER,
         _ => &rust_crypto::DEFAULT_PROVIDER,
@@ -379,6 +436,44 @@ fn stack(c: &mut Criterion) {
                 BatchSize::SmallInput,
             );
         });
+
+        let auth = CachedAuthenticator::new(jwt.clone(), CacheConfig::default()).expect("cache");
+        let revocable = gateway(Revocable::new(auth.clone(), store.clone()));
+        let ok = now(revocable.clone().oneshot(request(&bearer))).unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(auth.cache().entry_count(), 1);
+        group.bench_function(format!("warm-revocation/{alg}"), |b| {
+            b.iter_batched(
+                || (revocable.clone(), request(&bearer)),
+                |(svc, req)| now(svc.oneshot(req)),
+                BatchSize::SmallInput,
+            );
+        });
+
+        let auth = CachedAuthenticator::new(jwt.clone(), CacheConfig::default()).expect("cache");
+        let signed = gateway_with(auth.clone(), signing_layer());
+        let ok = now(signed.clone().oneshot(request_to("/orders/1", &bearer))).unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        group.bench_function(format!("signed/warm/{alg}"), |b| {
+            b.iter_batched(
+                || (signed.clone(), request_to("/orders/1", &bearer)),
+                |(svc, req)| now(svc.oneshot(req)),
+                BatchSize::SmallInput,
+            );
+        });
+        if alg == Algorithm::HS256 {
+            let mut n = 0u64;
+            group.bench_function(format!("signed/warm-new-path/{alg}"), |b| {
+                b.iter_batched(
+                    || {
+                        n += 1;
+                        (signed.clone(), request_to(&format!("/orders/{n}"), &bearer))
+                    },
+                    |(svc, req)| now(svc.oneshot(req)),
+                    BatchSize::SmallInput,
+                );
+            });
+        }
     }
     group.finish();
 }

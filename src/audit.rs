@@ -353,12 +353,13 @@ struct Detail {
 
 impl Observation {
     /// Starts observing a decision of `stage` about `req`. `peek_token`: read the bearer
-    /// JWT's unverified `iss`/`kid`/`alg` (the authenticate stage).
+    /// JWT's unverified `iss`/`kid`/`alg` (the authenticate stage). The request's details
+    /// (path, request id, protocol, token facts) are read only when someone observes them (an
+    /// enabled span or a hook).
     pub(crate) fn start<B>(
         stage: Stage,
         hook: &HookSlot,
         req: &Request<B>,
-        protocol: Protocol,
         peek_token: bool,
     ) -> Self {
         let span = match stage {
@@ -390,7 +391,7 @@ impl Observation {
                     method: req.method().clone(),
                     path,
                     request_id: well_formed_request_id(req.headers()),
-                    protocol,
+                    protocol: Protocol::of(req),
                 },
                 token,
             })

@@ -527,6 +527,9 @@ impl fmt::Debug for AuthContext {
 /// them (built there, kept here so that they are built once per context).
 #[derive(Debug)]
 pub(crate) struct PlainValues {
+    /// A number no other context object gets: identifies this one (a cached identity) to
+    /// the signed contexts reused for it.
+    pub(crate) identity: u64,
     pub(crate) subject: HeaderSlot,
     pub(crate) issuer: HeaderSlot,
     pub(crate) roles: HeaderSlot,

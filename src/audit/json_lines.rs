@@ -241,7 +241,7 @@ mod tests {
     use super::*;
     use crate::audit::{HookSlot, Observation};
     use crate::context::{AuthContext, CredentialKind};
-    use crate::reject::{Protocol, Rejection};
+    use crate::reject::Rejection;
 
     /// An in-memory writer whose contents the test reads.
     #[derive(Clone, Default)]
@@ -279,7 +279,7 @@ mod tests {
             .body(())
             .unwrap();
         let hook = HookSlot(Some(Arc::new(audit.clone())));
-        let observation = Observation::start(stage, &hook, &req, Protocol::Http, true);
+        let observation = Observation::start(stage, &hook, &req, true);
         match outcome {
             Outcome::Allow => {
                 let ctx = AuthContext::builder(CredentialKind::Jwt)

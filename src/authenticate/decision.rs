@@ -25,7 +25,7 @@ pub(super) enum Verdict<B> {
 ///   request goes on;
 /// - no credential on an [`AuthMode::Optional`] route: the request goes on anonymous, marked
 ///   [`AuthenticateSeen`];
-/// - anything else: the rejection rendered for `protocol`.
+/// - anything else: the rejection rendered for the request's [`Protocol`].
 pub(super) fn decide<B, R, ResBody>(
     req: &mut Request<B>,
     outcome: Result<AuthContext, Rejection>,
@@ -33,7 +33,6 @@ pub(super) fn decide<B, R, ResBody>(
     limits: Limits,
     observation: Observation,
     renderer: &R,
-    protocol: Protocol,
 ) -> Verdict<ResBody>
 where
     R: RejectionResponse,
@@ -68,7 +67,7 @@ where
                 None,
                 Some(&rejection),
             );
-            Verdict::Reject(render(renderer, rejection, protocol))
+            Verdict::Reject(render(renderer, rejection, Protocol::of(req)))
         }
     }
 }

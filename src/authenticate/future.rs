@@ -13,7 +13,7 @@ use crate::audit::Observation;
 use crate::body::ResponseBody;
 use crate::context::AuthContext;
 use crate::limits::Limits;
-use crate::reject::{Protocol, Rejection, RejectionResponse};
+use crate::reject::{Rejection, RejectionResponse};
 
 pin_project! {
     /// Response future of [`Authenticate`](super::Authenticate).
@@ -35,7 +35,6 @@ struct Pending<S, R, ReqBody> {
     req: Request<ReqBody>,
     inner: S,
     rejection: R,
-    protocol: Protocol,
     mode: AuthMode,
     limits: Limits,
     observation: Observation,
@@ -54,13 +53,11 @@ impl<AF, S, R, ReqBody, ResBody> ResponseFuture<AF, S, R, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>>,
 {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn authenticating(
         fut: AF,
         req: Request<ReqBody>,
         inner: S,
         rejection: R,
-        protocol: Protocol,
         mode: AuthMode,
         limits: Limits,
         observation: Observation,
@@ -71,7 +68,6 @@ where
                 req,
                 inner,
                 rejection,
-                protocol,
                 mode,
                 limits,
                 observation,
@@ -128,20 +124,13 @@ where
                         mut req,
                         mut inner,
                         rejection,
-                        protocol,
                         mode,
                         limits,
                         observation,
                     } = *this.pending.take().expect("polled after completion");
-                    if let Verdict::Reject(response) = decide(
-                        &mut req,
-                        outcome,
-                        mode,
-                        limits,
-                        observation,
-                        &rejection,
-                        protocol,
-                    ) {
+                    if let Verdict::Reject(response) =
+                        decide(&mut req, outcome, mode, limits, observation, &rejection)
+                    {
                         this.state.set(State::Rejected {
                             response: Some(response),
                         });

@@ -12,7 +12,7 @@ use crate::body::ResponseBody;
 use crate::credential::RequestHead;
 use crate::limits::Limits;
 use crate::macros::define_inner_service_accessors;
-use crate::reject::{Protocol, RejectionResponse};
+use crate::reject::RejectionResponse;
 
 /// Verifies each request's credential before calling the inner service; on success the
 /// [`AuthContext`](crate::AuthContext) is in the request extensions. Rejected requests never
@@ -69,8 +69,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let protocol = Protocol::of(&req);
-        let observation = Observation::start(Stage::Authenticate, &self.hook, &req, protocol, true);
+        let observation = Observation::start(Stage::Authenticate, &self.hook, &req, true);
         let mut from_query = false;
         let started = {
             let _entered = observation.span().enter();
@@ -92,7 +91,6 @@ where
                     req,
                     inner,
                     self.rejection.clone(),
-                    protocol,
                     self.mode,
                     self.limits,
                     observation,
@@ -110,7 +108,6 @@ where
             self.limits,
             observation,
             &self.rejection,
-            protocol,
         ) {
             // Straight to the inner service, which `poll_ready` readied for this call.
             Verdict::Admit => ResponseFuture::calling(self.inner.call(req)).private(from_query),

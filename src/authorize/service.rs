@@ -71,8 +71,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let protocol = Protocol::of(&req);
-        let observation = Observation::start(Stage::Authorize, &self.hook, &req, protocol, false);
+        let observation = Observation::start(Stage::Authorize, &self.hook, &req, false);
         let ctx = req.extensions().get::<AuthContext>();
         let authenticated = ctx.is_some();
         let decided = {
@@ -90,7 +89,7 @@ where
                 Some(rejected) => ResponseFuture::rejected(reject(
                     &self.rejection,
                     rejected,
-                    protocol,
+                    Protocol::of(&req),
                     ctx,
                     observation,
                 )),
@@ -102,6 +101,7 @@ where
         };
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        let protocol = Protocol::of(&req);
         ResponseFuture::new(
             fut,
             req,

@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -5,7 +7,7 @@ use http::header::{AUTHORIZATION, CONNECTION};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-use super::signed::ContextSigner;
+use super::signed::{ContextSigner, MAX_REUSED_PATH};
 use crate::config_error::ConfigError;
 use crate::context::{AuthContext, HeaderSlot, PlainValues};
 
@@ -30,6 +32,9 @@ pub(crate) struct Propagator {
     owned: Vec<HeaderName>,
     /// The [`length_bit`]s of the owned names.
     owned_lengths: u64,
+    /// The [`length_bit`]s of every name [`Propagator::scan`] looks for: the owned ones,
+    /// `Authorization` and `DPoP` (unless kept) and `Connection`.
+    scan_lengths: u64,
     /// Top-level claims forwarded in the claims header and the signed context.
     forward_claims: Vec<String>,
     keep_authorization: bool,
@@ -90,10 +95,19 @@ impl Propagator {
         let owned_lengths = owned
             .iter()
             .fold(0, |bits, name| bits | length_bit(name.as_str().len()));
+        let scan_lengths = owned_lengths
+            | length_bit(CONNECTION.as_str().len())
+            | if options.keep_authorization {
+                0
+            } else {
+                length_bit(AUTHORIZATION.as_str().len())
+                    | length_bit(crate::dpop::DPOP.as_str().len())
+            };
         Ok(Propagator {
             names,
             owned,
             owned_lengths,
+            scan_lengths,
             forward_claims: options.forward_claims,
             keep_authorization: options.keep_authorization,
             sensitive: options.sensitive,
@@ -123,10 +137,16 @@ impl Propagator {
         headers: &mut HeaderMap,
         ctx: Option<&AuthContext>,
     ) -> HeaderValue {
+        let present = self.scan(headers);
         // Read the client's request id before stripping it with the other owned names, so
         // that underscore spellings and duplicates never survive next to the one we send.
-        let request_id = self.request_id(headers);
-        self.strip(headers);
+        // Its header is owned: without any owned name present, there is none to read.
+        let request_id = if present & OWNED != 0 {
+            self.request_id(headers)
+        } else {
+            new_request_id()
+        };
+        self.strip(headers, present);
         headers.insert(self.names.request_id.clone(), request_id.clone());
         if let Some(ctx) = ctx {
             self.inject(headers, ctx, &request_id, method, path);
@@ -142,12 +162,47 @@ impl Propagator {
             .any(|owned| normalize_eq(name, owned.as_str()))
     }
 
-    fn strip(&self, headers: &mut HeaderMap) {
-        if !self.keep_authorization {
-            // The DPoP proof goes with the access token it proves (RFC 9449): neither is
-            // for the upstream.
+    /// Which of the names [`strip`](Self::strip) acts on the request has, as [`OWNED`],
+    /// [`AUTHORIZATION_FOUND`], [`DPOP_FOUND`] and [`CONNECTION_FOUND`] bits: one pass over
+    /// the request's names (a handful), each ruled out by its length first, instead of a
+    /// hash lookup per name that is usually absent.
+    fn scan(&self, headers: &HeaderMap) -> u8 {
+        let mut present = 0;
+        for name in headers.keys() {
+            let name = name.as_str();
+            if self.scan_lengths & length_bit(name.len()) == 0 {
+                continue;
+            }
+            present |= if !self.keep_authorization && name == AUTHORIZATION.as_str() {
+                AUTHORIZATION_FOUND
+            } else if !self.keep_authorization && name == crate::dpop::DPOP.as_str() {
+                DPOP_FOUND
+            } else if name == CONNECTION.as_str() {
+                CONNECTION_FOUND
+            } else if self.is_owned(name) {
+                OWNED
+            } else {
+                0
+            };
+        }
+        present
+    }
+
+    /// Removes what [`scan`](Self::scan) found `present`.
+    fn strip(&self, headers: &mut HeaderMap, present: u8) {
+        // The DPoP proof goes with the access token it proves (RFC 9449): neither is for
+        // the upstream (unless kept: then `scan` reports neither).
+        if present & AUTHORIZATION_FOUND != 0 {
             headers.remove(AUTHORIZATION);
+        }
+        if present & DPOP_FOUND != 0 {
             headers.remove(crate::dpop::DPOP);
+        }
+        if present & OWNED == 0 {
+            if present & CONNECTION_FOUND != 0 {
+                self.strip_connection_tokens(headers);
+            }
+            return;
         }
         // A scan of the names the request has (a handful) rather than a removal per owned
         // name: header names are lowercase already, and `is_owned` also catches the spellings
@@ -164,7 +219,9 @@ impl Propagator {
         {
             headers.remove(name);
         }
-        self.strip_connection_tokens(headers);
+        if present & CONNECTION_FOUND != 0 {
+            self.strip_connection_tokens(headers);
+        }
     }
 
     /// `Connection: x-user-id` asks the next HTTP/1.1 hop to drop that header as hop-by-hop:
@@ -205,10 +262,7 @@ impl Propagator {
         {
             return value.clone();
         }
-        let id = uuid::Builder::from_random_bytes(random_16()).into_uuid();
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut buf);
-        HeaderValue::from_str(text).expect("uuid is ASCII")
+        new_request_id()
     }
 
     fn inject(
@@ -222,14 +276,66 @@ impl Propagator {
         if self.plain_headers {
             self.inject_plain(headers, ctx);
         }
-        if let Some(signer) = &self.signer {
-            let claims = self.selected_claims(ctx);
-            match signer.mint(ctx, claims, request_id, method, path) {
-                Ok(token) => self.insert(headers, &self.names.context, &token),
-                // Fail closed: without the header, verifying services reject the request.
-                Err(error) => tracing::warn!(%error, "signed context not minted"),
-            }
+        if let Some(signer) = &self.signer
+            && let Some(value) = self.signed_context(signer, ctx, request_id, method, path)
+        {
+            headers.insert(self.names.context.clone(), value);
         }
+    }
+
+    /// The signed context for this request: reused when one was minted for the same cached
+    /// identity, method and path and more than half its lifetime remains, else minted (and
+    /// kept for reuse when the identity is cached).
+    fn signed_context(
+        &self,
+        signer: &ContextSigner,
+        ctx: &AuthContext,
+        request_id: &HeaderValue,
+        method: &http::Method,
+        path: &str,
+    ) -> Option<HeaderValue> {
+        let now = signer.now();
+        // Only a context something else holds (a token cache) is an identity worth keeping
+        // contexts for; one built for this request alone is never seen again.
+        let reuse = signer
+            .reuse()
+            .filter(|_| ctx.is_shared() && path.len() <= MAX_REUSED_PATH)
+            .map(|reuse| (reuse, ctx.header_values(plain_values).identity));
+        if let Some((reuse, identity)) = reuse
+            && let Some(value) = reuse.get(identity, method, path, now)
+        {
+            return Some(value);
+        }
+        let claims = self.selected_claims(ctx);
+        let token = match signer.mint(ctx, claims, request_id, method, path, now) {
+            Ok(token) => token,
+            Err(error) => {
+                // Fail closed: without the header, verifying services reject the request.
+                tracing::warn!(%error, "signed context not minted");
+                return None;
+            }
+        };
+        let Some(mut value) = header_value(&token) else {
+            not_header_safe(&self.names.context);
+            return None;
+        };
+        value.set_sensitive(self.sensitive);
+        if let Some((reuse, identity)) = reuse {
+            reuse.insert(
+                identity,
+                method,
+                path,
+                value.clone(),
+                signer.reuse_until(now),
+            );
+        }
+        Some(value)
+    }
+
+    /// The reused signed contexts (tests).
+    #[cfg(test)]
+    pub(crate) fn context_reuse(&self) -> Option<&super::signed::ContextReuse> {
+        self.signer.as_ref().and_then(ContextSigner::reuse)
     }
 
     /// The allow-listed claims present in the context.
@@ -354,7 +460,9 @@ fn plain_values(ctx: &AuthContext) -> PlainValues {
         }
         header_value(&out).map_or(HeaderSlot::Unsafe, HeaderSlot::Value)
     }
+    static IDENTITIES: AtomicU64 = AtomicU64::new(0);
     PlainValues {
+        identity: IDENTITIES.fetch_add(1, Ordering::Relaxed),
         subject: exact(ctx.subject()),
         issuer: exact(ctx.issuer()),
         roles: encoded(ctx.roles().iter().map(String::as_str), b','),
@@ -404,6 +512,25 @@ pub(crate) fn percent_decode(value: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// [`Propagator::scan`]: an owned name (any spelling) is present.
+const OWNED: u8 = 1;
+/// [`Propagator::scan`]: `Authorization` is present and not kept.
+const AUTHORIZATION_FOUND: u8 = 2;
+/// [`Propagator::scan`]: `DPoP` is present and not kept.
+const DPOP_FOUND: u8 = 4;
+/// [`Propagator::scan`]: `Connection` is present.
+const CONNECTION_FOUND: u8 = 8;
+
+/// A new request id: a v4 UUID of OS random bytes.
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(random_16()).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf);
+    // Shared bytes from the start: the value goes into the request and the response, and
+    // bytes copied into a `Vec` would be moved into a shared allocation at the first clone.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(buf)).expect("uuid is ASCII")
 }
 
 /// A bit per name length (lengths from 63 share the last), to rule names out cheaply.
@@ -635,6 +762,43 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("reserved"), "{err}");
+    }
+
+    #[test]
+    fn reused_contexts_are_bounded_under_many_paths() {
+        use crate::keys::SigningKey;
+        use crate::propagate::signed::{MAX_REUSED_BYTES, MAX_REUSED_CONTEXTS};
+        let key = SigningKey::generate_ed25519().unwrap().with_kid("k");
+        let layer = crate::propagate::ContextPropagationLayer::builder()
+            .sign_context(key)
+            .build()
+            .unwrap();
+        let p = layer_propagator(layer);
+        let ctx = AuthContext::builder(CredentialKind::Jwt)
+            .subject("u1")
+            .roles(["r"])
+            .build();
+        // Held elsewhere too, as a token cache holds it.
+        let _cached = ctx.clone();
+        let reuse = p.context_reuse().unwrap();
+        let send = |path: &str| {
+            let mut h = HeaderMap::new();
+            p.apply_to(&http::Method::GET, path, &mut h, Some(&ctx));
+            h["x-auth-context"].clone()
+        };
+        let first = send("/0");
+        assert_eq!(send("/0"), first);
+        assert_eq!(reuse.len(), 1);
+        for i in 1..5_000 {
+            send(&format!("/{i}"));
+        }
+        assert!(reuse.len() as u64 <= MAX_REUSED_CONTEXTS, "{}", reuse.len());
+        assert!(reuse.weight() <= MAX_REUSED_BYTES);
+        // A path too long to keep: minted every time.
+        let before = reuse.len();
+        let long = format!("/{}", "x".repeat(2_000));
+        assert_ne!(send(&long), send(&long));
+        assert_eq!(reuse.len(), before);
     }
 
     #[test]

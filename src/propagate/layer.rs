@@ -79,6 +79,7 @@ pub struct PropagationBuilder {
     context_issuer: String,
     context_audience: Option<String>,
     context_lifetime: Duration,
+    context_reuse: bool,
     clock: Clock,
 }
 
@@ -102,6 +103,7 @@ impl Default for PropagationBuilder {
             context_issuer: DEFAULT_CONTEXT_ISSUER.into(),
             context_audience: None,
             context_lifetime: DEFAULT_CONTEXT_LIFETIME,
+            context_reuse: true,
             clock: Clock::system(),
         }
     }
@@ -170,8 +172,42 @@ impl PropagationBuilder {
     /// trust the old and the new public key and pick by `kid`. Ed25519
     /// ([`SigningKey::generate_ed25519`]) is the recommended algorithm: small, fast, and
     /// the services only ever hold public keys.
+    ///
+    /// # Reuse
+    ///
+    /// A signature costs tens of microseconds, far more than a request served from a token
+    /// cache. So a context minted for a *cached* identity (an
+    /// [`AuthContext`](crate::AuthContext) that outlives the request: one a
+    /// [`CachedAuthenticator`](crate::authenticate::CachedAuthenticator) holds, or an API
+    /// key's) is kept and sent again with that identity's later requests to the same
+    /// method and path, byte for byte, while more than half of its lifetime remains; then
+    /// the next such request mints a fresh one. So the service never receives a context
+    /// with less than half its lifetime left, and every check of
+    /// [`TrustedContextLayer`](crate::TrustedContextLayer) holds for a reused context as for
+    /// a fresh one: signature, `typ`, `iss`, `aud`, `exp`, `iat`, the lifetime, and the
+    /// binding to the request's method (`htm`) and path (`htu`), which are part of what
+    /// the reuse is keyed by. Contexts are never shared between identities: the key is the
+    /// cached context object itself, so a token verified again (after its cache entry was
+    /// evicted or invalidated) gets new contexts, and a revoked token is refused before any
+    /// context is looked up. A reused context carries the `rid` of the request it was
+    /// minted for; the request's own id is in the request id header.
+    ///
+    /// What is kept is bounded per layer: at most 4096 contexts and 4 MiB (paths over
+    /// 1 KiB are never kept), with the token cache's scan-resistant eviction, so a flood
+    /// of distinct paths cycles through it without growing memory. Requests whose identity
+    /// is not cached mint every time. [`context_reuse(false)`](Self::context_reuse) turns
+    /// reuse off.
     pub fn sign_context(mut self, key: SigningKey) -> Self {
         self.signing_key = Some(key);
+        self
+    }
+
+    /// Whether a signed context minted for a cached identity is reused for its later
+    /// requests to the same method and path (default `true`; see
+    /// [`sign_context`](Self::sign_context)). Off, every request mints its own context,
+    /// which then always carries that request's `rid`.
+    pub fn context_reuse(mut self, reuse: bool) -> Self {
+        self.context_reuse = reuse;
         self
     }
 
@@ -269,6 +305,7 @@ impl PropagationBuilder {
                 self.context_audience,
                 self.context_lifetime,
                 self.clock,
+                self.context_reuse,
             )?),
             None => None,
         };

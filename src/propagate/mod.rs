@@ -70,6 +70,11 @@
 //! replayed to the same method and path of the same service; keep the lifetime short and
 //! the links encrypted.
 //!
+//! Signing costs far more than a request served from a token cache, so a context minted for
+//! a cached identity is sent again with its later requests to the same method and path
+//! during the first half of its lifetime, within bounds; see
+//! [`sign_context`](PropagationBuilder::sign_context).
+//!
 //! # Example
 //!
 //! ```
