@@ -566,6 +566,8 @@ async fn serve_http1<S, F>(
             io.prefix = parts.read_buf;
             continue;
         }
+        // Even empty, the read buffer still holds its allocation: not kept while parked.
+        drop(parts.read_buf);
         trace!(%peer, "idle connection parked");
         let timers = Timers {
             http1: true,
