@@ -555,7 +555,12 @@ async fn serve_http1<S, F>(
             return;
         }
         // Idle: nothing in flight, no write pending, the last poll found nothing to read.
-        let Some(parts) = connection.into_parts() else {
+        // In a block of its own: the box is freed at its end, not kept while parked.
+        let parts = {
+            let connection = connection;
+            connection.into_parts()
+        };
+        let Some(parts) = parts else {
             return;
         };
         io = parts.io.into_inner();
