@@ -14,8 +14,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use http::Request;
 use http::header::HeaderName;
-use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -322,13 +322,6 @@ impl Socket for TlsStream<TcpStream> {
     }
 }
 
-/// The response every request of a connection gets: the gateway's, holding the request's
-/// activity guard until its body is dropped.
-type ConnResponse = Response<Held<GatewayBody, ActivityGuard>>;
-/// The service future, boxed: hyper keeps the future of the request in flight in a box of its
-/// own per connection, which is then a pointer's size instead of the whole request pipeline's.
-type ServiceFuture = Pin<Box<dyn Future<Output = Result<ConnResponse, Infallible>> + Send>>;
-
 /// Serves one connection's HTTP until it ends, the gateway shuts down (then gracefully), it
 /// stays silent past the header-read timeout counted from `started` (then at once) or idle
 /// past the idle timeout (then gracefully).
@@ -354,7 +347,7 @@ async fn serve_http<S: Socket>(
         cert_header: conn.cert_header.clone(),
     };
     let hold = crate::websocket::ConnectionHold::new(Arc::clone(&conn.slot), conn.stop.clone());
-    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| -> ServiceFuture {
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         // Only a request without a body and without an upgrade leaves the connection at the
         // start of the next request head once answered, where it may be parked.
         let parkable =
@@ -364,10 +357,12 @@ async fn serve_http<S: Socket>(
         req.extensions_mut().insert(hold.clone());
         // Each request is served with the configuration current when it arrives.
         let gateway = live.gateway();
-        Box::pin(async move {
+        // Not boxed: hyper keeps the request's future in a box of its own per connection
+        // (parked connections drop it); a box per request would cost an allocation each.
+        async move {
             let response = gateway.handle_logged(req).await;
             Ok::<_, Infallible>(response.map(|body| Held::new(body, guard)))
-        })
+        }
     });
 
     let (protocol, prefix) = match protocol {
@@ -485,11 +480,11 @@ async fn serve_http1<S, F>(
     F: hyper::service::HttpService<
             Incoming,
             ResBody = Held<GatewayBody, ActivityGuard>,
-            Future = ServiceFuture,
             Error = Infallible,
         > + Unpin
         + Send
         + 'static,
+    F::Future: Send + 'static,
 {
     let mut closing = *conn.stop.borrow();
     // No park deadline while the connection has seen this many requests: set when the park
