@@ -550,48 +550,80 @@ async fn serve_http1<S, F>(
             return;
         }
         // Idle: nothing in flight, no write pending, the last poll found nothing to read.
-        // In a block of its own: the box is freed at its end, not kept while parked.
-        let parts = {
-            let connection = connection;
-            connection.into_parts()
-        };
-        let Some(parts) = parts else {
+        let Some((taken_io, taken_service)) = take_apart(connection) else {
             return;
         };
-        io = parts.io.into_inner();
-        service = parts.service;
+        io = taken_io;
+        service = taken_service;
         park_due = None;
-        if !parts.read_buf.is_empty() {
+        if !io.prefix.is_empty() {
             // Bytes of the next request already arrived: serve them at once.
-            io.prefix = parts.read_buf;
             continue;
         }
-        // Even empty, the read buffer still holds its allocation: not kept while parked.
-        drop(parts.read_buf);
         trace!(%peer, "idle connection parked");
+        // Nothing changes the connection's activity while it is parked: one deadline.
         let timers = Timers {
             http1: true,
             park: false,
             held_off,
         };
-        tokio::select! {
-            ready = io.inner.tcp().readable() => {
-                if let Err(error) = ready {
-                    debug!(%peer, %error, "parked connection failed");
-                    return;
-                }
+        let deadline = match activity.due(started, &conn.server, timers) {
+            Due::At(deadline) => Some(deadline),
+            Due::Now(_) => None,
+        };
+        let woken = match deadline {
+            Some(deadline) => tokio::select! {
+                ready = io.inner.tcp().readable() => Some(ready),
+                _ = conn.stop.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep_until(deadline) => None,
+            },
+            None => None,
+        };
+        match woken {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                debug!(%peer, %error, "parked connection failed");
+                return;
             }
-            _ = conn.stop.wait_for(|stop| *stop) => return,
-            expiry = activity.expired(started, &conn.server, timers) => {
-                match expiry {
-                    Expiry::Silent => debug!(%peer, "no request within the header-read timeout; closing"),
-                    Expiry::Idle | Expiry::Park => debug!(%peer, "idle past the idle timeout; closing"),
+            None => {
+                match activity.due(started, &conn.server, timers) {
+                    Due::Now(Expiry::Silent) => {
+                        debug!(%peer, "no request within the header-read timeout; closing");
+                    }
+                    _ => debug!(%peer, "idle past the idle timeout; closing"),
                 }
                 return;
             }
         }
         trace!(%peer, "parked connection readable");
     }
+}
+
+/// Takes an idle HTTP/1.1 connection apart: hyper's connection and buffers are freed, its IO
+/// (with the bytes hyper read and did not use as the prefix to replay) and service returned.
+/// `None` once the connection was upgraded. (A plain function: what it handles is not kept
+/// in the connection task while parked.)
+// Boxed: the connection lives in a box so that the task is sized for a parked connection,
+// and the box is freed here.
+#[allow(clippy::boxed_local)]
+fn take_apart<S, F>(
+    connection: Box<http1::UpgradeableConnection<TokioIo<ConnIo<S>>, F>>,
+) -> Option<(ConnIo<S>, F)>
+where
+    S: Socket,
+    F: hyper::service::HttpService<
+            Incoming,
+            ResBody = Held<GatewayBody, ActivityGuard>,
+            Error = Infallible,
+        >,
+{
+    let parts = connection.into_parts()?;
+    let mut io = parts.io.into_inner();
+    // Even empty, the read buffer holds its allocation: kept only when it has bytes.
+    if !parts.read_buf.is_empty() {
+        io.prefix = parts.read_buf;
+    }
+    Some((io, parts.service))
 }
 
 /// A connection's IO as hyper sees it: `prefix` (bytes read before, replayed first), then
@@ -761,48 +793,9 @@ impl Activity {
     /// `timers.park`) idle long enough to be parked.
     async fn expired(&self, started: Instant, server: &Server, timers: Timers) -> Expiry {
         loop {
-            let (in_flight, requests, parkable, idle_since) = {
-                let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                (
-                    state.in_flight,
-                    state.requests,
-                    state.parkable,
-                    state.idle_since,
-                )
-            };
-            let now = Instant::now();
-            let deadline = if requests == 0 {
-                let deadline = started + server.header_read_timeout;
-                if now >= deadline {
-                    return Expiry::Silent;
-                }
-                deadline
-            } else if in_flight > 0 {
-                // Busy: nothing expires until the last request ends (and says so).
-                now + server.idle_timeout.max(server.header_read_timeout)
-            } else {
-                let mut deadline = idle_since + server.idle_timeout;
-                if now >= deadline {
-                    return Expiry::Idle;
-                }
-                // After a request without a body, the next head is due as hyper counts it
-                // (from when the last response was sent), also across a park. After one with
-                // a body hyper's own timer starts when the body is read.
-                if timers.http1 && parkable {
-                    let head = idle_since + server.header_read_timeout;
-                    if now >= head {
-                        return Expiry::Silent;
-                    }
-                    deadline = deadline.min(head);
-                    if timers.park && parkable && timers.held_off != Some(requests) {
-                        let park = idle_since + PARK_AFTER;
-                        if now >= park {
-                            return Expiry::Park;
-                        }
-                        deadline = deadline.min(park);
-                    }
-                }
-                deadline
+            let deadline = match self.due(started, server, timers) {
+                Due::At(deadline) => deadline,
+                Due::Now(expiry) => return expiry,
             };
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => {}
@@ -810,6 +803,59 @@ impl Activity {
             }
         }
     }
+
+    /// The connection's next deadline under `timers`, as it stands now.
+    fn due(&self, started: Instant, server: &Server, timers: Timers) -> Due {
+        let (in_flight, requests, parkable, idle_since) = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                state.in_flight,
+                state.requests,
+                state.parkable,
+                state.idle_since,
+            )
+        };
+        let now = Instant::now();
+        if requests == 0 {
+            let deadline = started + server.header_read_timeout;
+            if now >= deadline {
+                return Due::Now(Expiry::Silent);
+            }
+            return Due::At(deadline);
+        }
+        if in_flight > 0 {
+            // Busy: nothing expires until the last request ends (and says so).
+            return Due::At(now + server.idle_timeout.max(server.header_read_timeout));
+        }
+        let mut deadline = idle_since + server.idle_timeout;
+        if now >= deadline {
+            return Due::Now(Expiry::Idle);
+        }
+        // After a request without a body, the next head is due as hyper counts it (from when
+        // the last response was sent), also across a park. After one with a body hyper's own
+        // timer starts when the body is read.
+        if timers.http1 && parkable {
+            let head = idle_since + server.header_read_timeout;
+            if now >= head {
+                return Due::Now(Expiry::Silent);
+            }
+            deadline = deadline.min(head);
+            if timers.park && timers.held_off != Some(requests) {
+                let park = idle_since + PARK_AFTER;
+                if now >= park {
+                    return Due::Now(Expiry::Park);
+                }
+                deadline = deadline.min(park);
+            }
+        }
+        Due::At(deadline)
+    }
+}
+
+/// A connection's next deadline, or what has already expired.
+enum Due {
+    At(Instant),
+    Now(Expiry),
 }
 
 /// Marks the end of a request (its response sent or abandoned).
