@@ -245,11 +245,15 @@ struct Connection {
 }
 
 /// Serves one plain-TCP connection ([`serve_http`]). Plain and TLS connections are separate
-/// tasks, so that a plain connection's task is not sized for a TLS handshake.
-async fn serve_plain(stream: TcpStream, peer: SocketAddr, conn: Connection) {
+/// tasks, so that a plain connection's task is not sized for a TLS handshake. (Not an `async
+/// fn`: its task is `serve_http`'s future itself, without a copy of the arguments around it.)
+fn serve_plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn: Connection,
+) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
-    let started = Instant::now();
-    serve_http(stream, peer, None, started, conn).await;
+    serve_http(stream, peer, None, Instant::now(), conn)
 }
 
 /// Serves one TLS connection: its handshake first, bounded by the header-read timeout like
@@ -325,107 +329,116 @@ impl Socket for TlsStream<TcpStream> {
 /// Serves one connection's HTTP until it ends, the gateway shuts down (then gracefully), it
 /// stays silent past the header-read timeout counted from `started` (then at once) or idle
 /// past the idle timeout (then gracefully).
-async fn serve_http<S: Socket>(
+///
+/// Not an `async fn`, nor [`serve_http1`]: an `async fn` future keeps its arguments and the
+/// local copies it moves them into side by side, and this future is what every idle
+/// connection's task holds; an `async move` block holds its captures once.
+#[allow(clippy::manual_async_fn)]
+fn serve_http<S: Socket>(
     mut socket: S,
     peer: SocketAddr,
     session: Option<TlsSession>,
     started: Instant,
     mut conn: Connection,
-) {
-    let activity = Arc::new(Activity::new());
-    let live = conn.live.clone();
-    let tracked = Arc::clone(&activity);
-    let (over_tls, session_certificate, protocol) = match session {
-        Some(session) => (true, session.certificate, session.protocol),
-        None => (false, None, None),
-    };
-    let context = RequestContext {
-        peer,
-        over_tls,
-        trusted: conn.server.trusts(peer.ip()),
-        session_certificate,
-        cert_header: conn.cert_header.clone(),
-    };
-    let hold = crate::websocket::ConnectionHold::new(Arc::clone(&conn.slot), conn.stop.clone());
-    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        // Only a request without a body and without an upgrade leaves the connection at the
-        // start of the next request head once answered, where it may be parked.
-        let parkable =
-            req.body().is_end_stream() && !req.headers().contains_key(http::header::UPGRADE);
-        let guard = tracked.begin(parkable);
-        context.prepare(&mut req);
-        req.extensions_mut().insert(hold.clone());
-        // Each request is served with the configuration current when it arrives.
-        let gateway = live.gateway();
-        // Not boxed: hyper keeps the request's future in a box of its own per connection
-        // (parked connections drop it); a box per request would cost an allocation each.
-        async move {
-            let response = gateway.handle_logged(req).await;
-            Ok::<_, Infallible>(response.map(|body| Held::new(body, guard)))
-        }
-    });
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let activity = Arc::new(Activity::new());
+        let live = conn.live.clone();
+        let tracked = Arc::clone(&activity);
+        let (over_tls, session_certificate, protocol) = match session {
+            Some(session) => (true, session.certificate, session.protocol),
+            None => (false, None, None),
+        };
+        let context = RequestContext {
+            peer,
+            over_tls,
+            trusted: conn.server.trusts(peer.ip()),
+            session_certificate,
+            cert_header: conn.cert_header.clone(),
+        };
+        let hold = crate::websocket::ConnectionHold::new(Arc::clone(&conn.slot), conn.stop.clone());
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            // Only a request without a body and without an upgrade leaves the connection at the
+            // start of the next request head once answered, where it may be parked.
+            let parkable =
+                req.body().is_end_stream() && !req.headers().contains_key(http::header::UPGRADE);
+            let guard = tracked.begin(parkable);
+            context.prepare(&mut req);
+            req.extensions_mut().insert(hold.clone());
+            // Each request is served with the configuration current when it arrives.
+            let gateway = live.gateway();
+            // Not boxed: hyper keeps the request's future in a box of its own per connection
+            // (parked connections drop it); a box per request would cost an allocation each.
+            async move {
+                let response = gateway.handle_logged(req).await;
+                Ok::<_, Infallible>(response.map(|body| Held::new(body, guard)))
+            }
+        });
 
-    let (protocol, prefix) = match protocol {
-        Some(protocol) => (protocol, Bytes::new()),
-        None => {
-            let detected = tokio::select! {
-                detected = detect_protocol(&mut socket) => detected,
-                _ = conn.stop.wait_for(|stop| *stop) => return,
-                _ = activity.expired(started, &conn.server, Timers::HTTP2) => {
-                    debug!(%peer, "no request within the header-read timeout; closing");
-                    return;
-                }
-            };
-            match detected {
-                Ok(Some(detected)) => detected,
-                Ok(None) => return,
-                Err(error) => {
-                    debug!(%peer, %error, "connection failed before its first request");
-                    return;
-                }
-            }
-        }
-    };
-    let io = ConnIo {
-        prefix,
-        inner: socket,
-        activity: Arc::clone(&activity),
-    };
-    match protocol {
-        Protocol::Http1 => return serve_http1(io, service, peer, started, &activity, conn).await,
-        Protocol::Http2 => {}
-    }
-    let builders = Arc::clone(&conn.builders);
-    // Boxed: the connection task is sized for an idle HTTP/1.1 connection.
-    let mut connection = Box::pin(builders.http2.serve_connection(TokioIo::new(io), service));
-    let mut closing = *conn.stop.borrow();
-    if closing {
-        connection.as_mut().graceful_shutdown();
-    }
-    let result = loop {
-        tokio::select! {
-            result = connection.as_mut() => break result,
-            changed = conn.stop.changed(), if !closing => {
-                if changed.is_err() || *conn.stop.borrow() {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
+        let (protocol, prefix) = match protocol {
+            Some(protocol) => (protocol, Bytes::new()),
+            None => {
+                let detected = tokio::select! {
+                    detected = detect_protocol(&mut socket) => detected,
+                    _ = conn.stop.wait_for(|stop| *stop) => return,
+                    _ = activity.expired(started, &conn.server, Timers::HTTP2) => {
+                        debug!(%peer, "no request within the header-read timeout; closing");
+                        return;
+                    }
+                };
+                match detected {
+                    Ok(Some(detected)) => detected,
+                    Ok(None) => return,
+                    Err(error) => {
+                        debug!(%peer, %error, "connection failed before its first request");
+                        return;
+                    }
                 }
             }
-            expiry = activity.expired(started, &conn.server, Timers::HTTP2), if !closing => match expiry {
-                Expiry::Silent => {
-                    debug!(%peer, "no request within the header-read timeout; closing");
-                    return;
-                }
-                Expiry::Idle | Expiry::Park => {
-                    debug!(%peer, "idle past the idle timeout; closing");
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-            },
+        };
+        let io = ConnIo {
+            prefix,
+            inner: socket,
+            activity: Arc::clone(&activity),
+        };
+        match protocol {
+            Protocol::Http1 => {
+                return serve_http1(io, service, peer, started, Arc::clone(&activity), conn).await;
+            }
+            Protocol::Http2 => {}
         }
-    };
-    if let Err(error) = result {
-        debug!(%peer, error = %error_chain(&error), "connection closed with an error");
+        let builders = Arc::clone(&conn.builders);
+        // Boxed: the connection task is sized for an idle HTTP/1.1 connection.
+        let mut connection = Box::pin(builders.http2.serve_connection(TokioIo::new(io), service));
+        let mut closing = *conn.stop.borrow();
+        if closing {
+            connection.as_mut().graceful_shutdown();
+        }
+        let result = loop {
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                changed = conn.stop.changed(), if !closing => {
+                    if changed.is_err() || *conn.stop.borrow() {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+                expiry = activity.expired(started, &conn.server, Timers::HTTP2), if !closing => match expiry {
+                    Expiry::Silent => {
+                        debug!(%peer, "no request within the header-read timeout; closing");
+                        return;
+                    }
+                    Expiry::Idle | Expiry::Park => {
+                        debug!(%peer, "idle past the idle timeout; closing");
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                },
+            }
+        };
+        if let Err(error) = result {
+            debug!(%peer, error = %error_chain(&error), "connection closed with an error");
+        }
     }
 }
 
@@ -468,14 +481,16 @@ enum Step {
 /// write buffers, its state) is taken apart and dropped, and only the socket is kept, waiting
 /// for readiness under the same deadlines; when the socket is readable a new hyper connection
 /// serves it, with any bytes the old one had read replayed first.
-async fn serve_http1<S, F>(
+#[allow(clippy::manual_async_fn)] // as `serve_http`
+fn serve_http1<S, F>(
     mut io: ConnIo<S>,
     mut service: F,
     peer: SocketAddr,
     started: Instant,
-    activity: &Activity,
+    activity: Arc<Activity>,
     mut conn: Connection,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: Socket,
     F: hyper::service::HttpService<
             Incoming,
@@ -486,116 +501,118 @@ async fn serve_http1<S, F>(
         + 'static,
     F::Future: Send + 'static,
 {
-    let mut closing = *conn.stop.borrow();
-    // No park deadline while the connection has seen this many requests: set when the park
-    // deadline passed (a park is then due) and when a parked connection wakes (it is not
-    // parked again before its next request, so a partial head cannot make it spin).
-    let mut held_off: Option<u64> = None;
-    let mut park_due: Option<u64> = None;
-    loop {
-        let mut connection = Box::new(
-            conn.builders
-                .http1
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades(),
-        );
-        if closing {
-            Pin::new(&mut *connection).graceful_shutdown();
-        }
-        let step = loop {
+    async move {
+        let mut closing = *conn.stop.borrow();
+        // No park deadline while the connection has seen this many requests: set when the park
+        // deadline passed (a park is then due) and when a parked connection wakes (it is not
+        // parked again before its next request, so a partial head cannot make it spin).
+        let mut held_off: Option<u64> = None;
+        let mut park_due: Option<u64> = None;
+        loop {
+            let mut connection = Box::new(
+                conn.builders
+                    .http1
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            );
+            if closing {
+                Pin::new(&mut *connection).graceful_shutdown();
+            }
+            let step = loop {
+                let timers = Timers {
+                    http1: true,
+                    park: !closing,
+                    held_off,
+                };
+                tokio::select! {
+                    biased;
+                    step = std::future::poll_fn(|cx| match Pin::new(&mut *connection).poll(cx) {
+                        Poll::Ready(result) => Poll::Ready(Step::Done(result)),
+                        Poll::Pending
+                            if !closing
+                                && park_due.is_some()
+                                && park_due == activity.parkable() => Poll::Ready(Step::Park),
+                        Poll::Pending => Poll::Pending,
+                    }) => break step,
+                    changed = conn.stop.changed(), if !closing => {
+                        if changed.is_err() || *conn.stop.borrow() {
+                            closing = true;
+                            Pin::new(&mut *connection).graceful_shutdown();
+                        }
+                    }
+                    expiry = activity.expired(started, &conn.server, timers), if !closing => match expiry {
+                        Expiry::Silent => {
+                            debug!(%peer, "no request within the header-read timeout; closing");
+                            return;
+                        }
+                        Expiry::Idle => {
+                            debug!(%peer, "idle past the idle timeout; closing");
+                            closing = true;
+                            Pin::new(&mut *connection).graceful_shutdown();
+                        }
+                        Expiry::Park => {
+                            // Parked at the next poll of the connection that finds it idle.
+                            let requests = activity.requests();
+                            held_off = Some(requests);
+                            park_due = Some(requests);
+                        }
+                    },
+                }
+            };
+            if let Step::Done(result) = step {
+                if let Err(error) = result {
+                    debug!(%peer, error = %error_chain(&error), "connection closed with an error");
+                }
+                return;
+            }
+            // Idle: nothing in flight, no write pending, the last poll found nothing to read.
+            let Some((taken_io, taken_service)) = take_apart(connection) else {
+                return;
+            };
+            io = taken_io;
+            service = taken_service;
+            park_due = None;
+            if !io.prefix.is_empty() {
+                // Bytes of the next request already arrived: serve them at once.
+                continue;
+            }
+            trace!(%peer, "idle connection parked");
+            // Nothing changes the connection's activity while it is parked: one deadline.
             let timers = Timers {
                 http1: true,
-                park: !closing,
+                park: false,
                 held_off,
             };
-            tokio::select! {
-                biased;
-                step = std::future::poll_fn(|cx| match Pin::new(&mut *connection).poll(cx) {
-                    Poll::Ready(result) => Poll::Ready(Step::Done(result)),
-                    Poll::Pending
-                        if !closing
-                            && park_due.is_some()
-                            && park_due == activity.parkable() => Poll::Ready(Step::Park),
-                    Poll::Pending => Poll::Pending,
-                }) => break step,
-                changed = conn.stop.changed(), if !closing => {
-                    if changed.is_err() || *conn.stop.borrow() {
-                        closing = true;
-                        Pin::new(&mut *connection).graceful_shutdown();
-                    }
-                }
-                expiry = activity.expired(started, &conn.server, timers), if !closing => match expiry {
-                    Expiry::Silent => {
-                        debug!(%peer, "no request within the header-read timeout; closing");
-                        return;
-                    }
-                    Expiry::Idle => {
-                        debug!(%peer, "idle past the idle timeout; closing");
-                        closing = true;
-                        Pin::new(&mut *connection).graceful_shutdown();
-                    }
-                    Expiry::Park => {
-                        // Parked at the next poll of the connection that finds it idle.
-                        let requests = activity.requests();
-                        held_off = Some(requests);
-                        park_due = Some(requests);
-                    }
+            let deadline = match activity.due(started, &conn.server, timers) {
+                Due::At(deadline) => Some(deadline),
+                Due::Now(_) => None,
+            };
+            let woken = match deadline {
+                Some(deadline) => tokio::select! {
+                    ready = io.inner.tcp().readable() => Some(ready),
+                    _ = conn.stop.wait_for(|stop| *stop) => return,
+                    () = tokio::time::sleep_until(deadline) => None,
                 },
-            }
-        };
-        if let Step::Done(result) = step {
-            if let Err(error) = result {
-                debug!(%peer, error = %error_chain(&error), "connection closed with an error");
-            }
-            return;
-        }
-        // Idle: nothing in flight, no write pending, the last poll found nothing to read.
-        let Some((taken_io, taken_service)) = take_apart(connection) else {
-            return;
-        };
-        io = taken_io;
-        service = taken_service;
-        park_due = None;
-        if !io.prefix.is_empty() {
-            // Bytes of the next request already arrived: serve them at once.
-            continue;
-        }
-        trace!(%peer, "idle connection parked");
-        // Nothing changes the connection's activity while it is parked: one deadline.
-        let timers = Timers {
-            http1: true,
-            park: false,
-            held_off,
-        };
-        let deadline = match activity.due(started, &conn.server, timers) {
-            Due::At(deadline) => Some(deadline),
-            Due::Now(_) => None,
-        };
-        let woken = match deadline {
-            Some(deadline) => tokio::select! {
-                ready = io.inner.tcp().readable() => Some(ready),
-                _ = conn.stop.wait_for(|stop| *stop) => return,
-                () = tokio::time::sleep_until(deadline) => None,
-            },
-            None => None,
-        };
-        match woken {
-            Some(Ok(())) => {}
-            Some(Err(error)) => {
-                debug!(%peer, %error, "parked connection failed");
-                return;
-            }
-            None => {
-                match activity.due(started, &conn.server, timers) {
-                    Due::Now(Expiry::Silent) => {
-                        debug!(%peer, "no request within the header-read timeout; closing");
-                    }
-                    _ => debug!(%peer, "idle past the idle timeout; closing"),
+                None => None,
+            };
+            match woken {
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    debug!(%peer, %error, "parked connection failed");
+                    return;
                 }
-                return;
+                None => {
+                    match activity.due(started, &conn.server, timers) {
+                        Due::Now(Expiry::Silent) => {
+                            debug!(%peer, "no request within the header-read timeout; closing");
+                        }
+                        _ => debug!(%peer, "idle past the idle timeout; closing"),
+                    }
+                    return;
+                }
             }
+            trace!(%peer, "parked connection readable");
         }
-        trace!(%peer, "parked connection readable");
     }
 }
 
