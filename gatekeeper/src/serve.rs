@@ -756,6 +756,8 @@ struct Timers {
 }
 
 impl Timers {
+    /// HTTP/2, and any connection before its protocol is known: the header-read timeout until
+    /// the first request, then the idle timeout.
     const HTTP2: Timers = Timers {
         http1: false,
         park: false,
