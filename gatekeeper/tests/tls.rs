@@ -900,6 +900,71 @@ async fn certificate_bound_tokens_pass_over_mutual_tls_with_their_certificate_on
     running.stop().await;
 }
 
+/// A tracing writer into a shared buffer (the test's runtime is single-threaded, so the
+/// gateway's tasks log into it too).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn count(&self, message: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(message)
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn an_idle_tls_connection_is_parked_and_keeps_its_client_certificate() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_env_filter(tracing_subscriber::EnvFilter::new("gatekeeper=trace"))
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let ca = Ca::new("client CA");
+    let alice = ca.client("alice");
+    let token = token_bound_to(&alice.cert_pem);
+    let upstream = Upstream::start().await;
+    let dir = gateway_dir();
+    write_server_files(&dir, &ca.server(), &ca);
+    let toml = credentials_toml(
+        upstream.addr,
+        &tls_section("client_ca_file = \"tls/ca.pem\"\nclient_auth = \"optional\"\n"),
+    );
+    let running = Running::start(load(&dir, &toml)).await;
+    let url = https(running.addr, "/orders/1");
+    let client = tls_client(&ca, Some(alice.identity()), true);
+    for parks in 1..=2 {
+        let response = client.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(json_body(response).await["headers"]["x-user-id"], "alice");
+        tokio::time::timeout(BOUND, async {
+            while logs.count("idle connection parked") < parks {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the idle TLS connection is parked");
+    }
+    // The second request woke the parked connection (the client kept it): the certificate-bound
+    // token passed with the TLS session's certificate after the park.
+    assert_eq!(logs.count("parked connection readable"), 1);
+    assert_eq!(upstream.hits(), 2);
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn the_examples_tls_keys_load_as_documented() {
     let example =
