@@ -8,7 +8,7 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -718,9 +718,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
 /// What a connection is doing, for its timeouts and parking: requests in flight (a request
 /// counts until its response body is dropped), how many arrived, whether the last one leaves
 /// the connection parkable, since when it is idle, and whether a write is blocked.
+///
+/// A request beginning only moves deadlines later, so the timer is not told. A request ending
+/// can bring one closer: the timer recomputes when it next looks. An HTTP/1.1 request ends
+/// inside the connection's own poll, after which the timer is always polled, so nothing wakes
+/// the task for it; HTTP/2 requests end in tasks of their own and wake the timer.
 struct Activity {
     state: Mutex<ActivityState>,
-    /// Wakes the timer when a request begins or ends, so it recomputes its deadline.
+    /// Requests ended so far.
+    ended: AtomicU64,
+    /// Wakes an HTTP/2 connection's timer when a request ends.
     changed: Notify,
     /// The last write or flush to the socket returned `Pending`.
     write_blocked: AtomicBool,
@@ -774,6 +781,7 @@ impl Activity {
                 parkable: false,
                 idle_since: Instant::now(),
             }),
+            ended: AtomicU64::new(0),
             changed: Notify::new(),
             write_blocked: AtomicBool::new(false),
         }
@@ -786,7 +794,6 @@ impl Activity {
         state.requests += 1;
         state.parkable = parkable;
         drop(state);
-        self.changed.notify_one();
         ActivityGuard(Arc::clone(self))
     }
 
@@ -810,16 +817,27 @@ impl Activity {
 
     /// Resolves when the connection has been silent or idle for too long, or (with
     /// `timers.park`) idle long enough to be parked.
+    ///
+    /// HTTP/1.1 (`timers.http1`): polled after the connection on every wake of its task.
     async fn expired(&self, started: Instant, server: &Server, timers: Timers) -> Expiry {
+        let mut sleep = std::pin::pin!(tokio::time::sleep_until(started));
         loop {
+            let ended = self.ended.load(Ordering::Acquire);
             let deadline = match self.due(started, server, timers) {
                 Due::At(deadline) => deadline,
                 Due::Now(expiry) => return expiry,
             };
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {}
-                () = self.changed.notified() => {}
-            }
+            sleep.as_mut().reset(deadline);
+            let mut changed = std::pin::pin!(self.changed.notified());
+            std::future::poll_fn(|cx| {
+                if self.ended.load(Ordering::Acquire) != ended
+                    || (!timers.http1 && changed.as_mut().poll(cx).is_ready())
+                {
+                    return Poll::Ready(());
+                }
+                sleep.as_mut().poll(cx)
+            })
+            .await;
         }
     }
 
@@ -888,6 +906,8 @@ impl Drop for ActivityGuard {
             state.idle_since = Instant::now();
         }
         drop(state);
+        self.0.ended.fetch_add(1, Ordering::Release);
+        // No waiter (HTTP/1.1): this only leaves a permit, which costs no wake-up.
         self.0.changed.notify_one();
     }
 }

@@ -516,6 +516,50 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_stay_open_while_a_request_is_in_flight_and_close_idle_after_it() {
+    let upstream = RawUpstream::start().await;
+    let (gw, _dir) = gateway(
+        upstream.addr,
+        "idle_timeout_seconds = 0.3\nheader_read_timeout_seconds = 60",
+        &format!(
+            "[[route]]\npath = \"/hold/{{*rest}}\"\nupstream = \"http://{}\"\nauth = \"public\"\n",
+            upstream.addr
+        ),
+    )
+    .await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = Request::get(format!("http://{}/hold/1", gw.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = tokio::spawn(sender.send_request(request));
+    tokio::time::timeout(BOUND, upstream.state.arrived.notified())
+        .await
+        .expect("the request reaches the upstream");
+    // Twice the idle timeout with the request in flight: the connection stays open.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!conn.is_finished(), "closed with a request in flight");
+    upstream.state.release.notify_one();
+    let response = tokio::time::timeout(BOUND, response)
+        .await
+        .expect("the held request is answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The request ended: the idle timeout runs from there, not from the header-read timeout.
+    tokio::time::timeout(BOUND, conn)
+        .await
+        .expect("the idle HTTP/2 connection is closed after the idle timeout")
+        .unwrap()
+        .unwrap();
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_holds_the_next_connection_until_one_closes() {
     let upstream = RawUpstream::start().await;
     let (gw, _dir) = gateway(upstream.addr, "max_connections = 1", "").await;
