@@ -40,6 +40,7 @@ pub(crate) mod response;
 pub(crate) mod routes;
 pub(crate) mod serve;
 pub(crate) mod tls;
+pub(crate) mod upstream;
 pub(crate) mod websocket;
 
 pub use admin::{run_admin, run_admin_live, start_admin};

@@ -26,18 +26,23 @@ use crate::body::{BodyFailure, BodyOutcome, Held, UpstreamBody};
 use crate::config::file::UpstreamProtocol;
 use crate::config::server::Server;
 use crate::response::{error_chain, gateway_error, retry_later};
-use crate::serve::GatewayBody;
+use crate::serve::{BoxError, GatewayBody};
 use crate::tls::ArrivedOverTls;
+use crate::upstream::{Http1Pool, Http1Pools, Limits, UpstreamResponse};
 
 /// The upstream client: pooled connections, bodies streamed.
 pub(crate) type HttpClient = Client<HttpConnector, UpstreamBody>;
 /// The client for `https://` upstreams.
 pub(crate) type HttpsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// The upstream clients every route shares: HTTP/1.1 and h2c, and with `https://` upstreams
-/// TLS offering h2 and http/1.1 by ALPN, and TLS with HTTP/1.1 only.
+/// The upstream clients every route shares: plain HTTP/1.1 connections pooled per upstream
+/// ([`crate::upstream`]); hyper-util's client for WebSocket handshakes to plain upstreams (it
+/// hands the upgraded connection over) and for h2c; and with `https://` upstreams TLS offering
+/// h2 and http/1.1 by ALPN, and TLS with HTTP/1.1 only.
 #[derive(Clone)]
 pub(crate) struct Clients {
+    pub(crate) pools: Http1Pools,
+    /// WebSocket handshakes to plain upstreams.
     pub(crate) http1: HttpClient,
     pub(crate) h2c: HttpClient,
     pub(crate) https: Option<HttpsClients>,
@@ -97,7 +102,12 @@ impl Clients {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_timeout(Duration::from_secs(10))
             .build(connector);
-        Clients { http1, h2c, https }
+        Clients {
+            pools: Http1Pools::new(Limits::new(connect_timeout)),
+            http1,
+            h2c,
+            https,
+        }
     }
 }
 
@@ -105,6 +115,8 @@ impl Clients {
 #[derive(Clone)]
 pub(crate) struct Proxy {
     pub(crate) clients: Clients,
+    /// Kept-alive HTTP/1.1 connections to `upstream` (plain `http://`).
+    pub(crate) pool: Http1Pool,
     /// A request header never forwarded (the API key header).
     pub(crate) strip: Option<HeaderName>,
     pub(crate) protocol: UpstreamProtocol,
@@ -183,15 +195,29 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme(if self.tls {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            })
-            .authority(self.upstream.clone())
-            .path_and_query(path_and_query)
-            .build();
+        // The upstream's protocol is the route's, whatever the client spoke; an https
+        // upstream with `auto` may also answer HTTP/1.1 requests over h2 (ALPN).
+        let h2c = match self.protocol {
+            _ if upgrade.is_some() => false,
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2c => true,
+            UpstreamProtocol::Auto => protocol == Protocol::Grpc,
+        };
+        // Plain HTTP/1.1 goes out on the route's pool, with the target in origin form.
+        let pooled = !self.tls && !h2c && upgrade.is_none();
+        let uri = if pooled {
+            Ok(Uri::from(path_and_query))
+        } else {
+            Uri::builder()
+                .scheme(if self.tls {
+                    Scheme::HTTPS
+                } else {
+                    Scheme::HTTP
+                })
+                .authority(self.upstream.clone())
+                .path_and_query(path_and_query)
+                .build()
+        };
         let Ok(uri) = uri else {
             return gateway_error(
                 protocol,
@@ -201,14 +227,6 @@ impl Proxy {
             );
         };
         *req.uri_mut() = uri;
-        // The upstream's protocol is the route's, whatever the client spoke; an https
-        // upstream with `auto` may also answer HTTP/1.1 requests over h2 (ALPN).
-        let h2c = match self.protocol {
-            _ if upgrade.is_some() => false,
-            UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::H2c => true,
-            UpstreamProtocol::Auto => protocol == Protocol::Grpc,
-        };
         let over_tls = req.extensions().get::<ArrivedOverTls>().is_some();
         *req.version_mut() = if h2c {
             Version::HTTP_2
@@ -271,18 +289,24 @@ impl Proxy {
         let outcome = BodyOutcome::default();
         let body_timeout = self.body_timeout;
         let req = req.map(|body| UpstreamBody::new(body, body_timeout, outcome.clone()));
-        let sent = match (&self.clients.https, self.tls) {
-            (Some(https), true)
-                if self.protocol == UpstreamProtocol::Http1 || upgrade.is_some() =>
-            {
-                https.http1.request(req)
-            }
-            (Some(https), true) => https.alpn.request(req),
-            _ if h2c => self.clients.h2c.request(req),
-            _ => self.clients.http1.request(req),
+        let sent = async {
+            let legacy = match (&self.clients.https, self.tls) {
+                _ if pooled => return self.pool.send(req).await,
+                (Some(https), true)
+                    if self.protocol == UpstreamProtocol::Http1 || upgrade.is_some() =>
+                {
+                    https.http1.request(req).await
+                }
+                (Some(https), true) => https.alpn.request(req).await,
+                _ if h2c => self.clients.h2c.request(req).await,
+                _ => self.clients.http1.request(req).await,
+            };
+            legacy
+                .map(|response| (response, None))
+                .map_err(BoxError::from)
         };
         match tokio::time::timeout(self.timeout, sent).await {
-            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            Ok(Ok((response, _))) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 match upgrade {
                     Some(client) => client.relay(response, slot, self.upstream.clone()),
                     None => {
@@ -296,9 +320,13 @@ impl Proxy {
                     }
                 }
             }
-            Ok(Ok(mut response)) => {
+            Ok(Ok((mut response, lease))) => {
                 remove_hop_by_hop(response.headers_mut());
-                response.map(|body| Held::new(body, slot).map_err(Into::into).boxed())
+                response.map(|body| {
+                    Held::new(UpstreamResponse::new(body, lease), slot)
+                        .map_err(Into::into)
+                        .boxed()
+                })
             }
             Ok(Err(error)) => match outcome.failure() {
                 Some(BodyFailure::Stalled) => {
@@ -311,7 +339,7 @@ impl Proxy {
                     )
                 }
                 Some(BodyFailure::Malformed) => {
-                    debug!(upstream = %self.upstream, error = %error_chain(&error), "malformed request body");
+                    debug!(upstream = %self.upstream, error = %error_chain(&*error), "malformed request body");
                     gateway_error(
                         protocol,
                         StatusCode::BAD_REQUEST,
@@ -320,7 +348,7 @@ impl Proxy {
                     )
                 }
                 None => {
-                    warn!(upstream = %self.upstream, error = %error_chain(&error), "upstream request failed");
+                    warn!(upstream = %self.upstream, error = %error_chain(&*error), "upstream request failed");
                     gateway_error(
                         protocol,
                         StatusCode::BAD_GATEWAY,

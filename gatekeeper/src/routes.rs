@@ -303,6 +303,7 @@ pub(crate) fn route_entries<A: Authenticator>(
             );
             let proxy = Proxy {
                 clients: parts.clients.clone(),
+                pool: parts.clients.pools.pool(&route.upstream),
                 strip: parts.strip.clone(),
                 protocol: route.upstream_protocol,
                 upstream_host: HeaderValue::from_str(route.upstream.as_str()).ok(),
