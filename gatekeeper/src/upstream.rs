@@ -223,14 +223,34 @@ impl<B: SendBody> Http1Pool<B> {
         }
     }
 
+    /// A new connection: the upstream's addresses tried in turn, each with an equal share of
+    /// the connect timeout (an address that does not answer leaves time for the next).
     async fn connect(&self) -> Result<Conn<B>, BoxError> {
         let inner = &*self.inner;
-        let stream = tokio::time::timeout(
-            inner.limits.connect_timeout,
-            TcpStream::connect((inner.host.as_str(), inner.port)),
+        let timeout = inner.limits.connect_timeout;
+        let addrs: Vec<_> = tokio::time::timeout(
+            timeout,
+            tokio::net::lookup_host((inner.host.as_str(), inner.port)),
         )
         .await
-        .map_err(|_| "connecting to the upstream timed out")??;
+        .map_err(|_| "resolving the upstream's name timed out")??
+        .collect();
+        let share = timeout / u32::try_from(addrs.len().max(1)).unwrap_or(u32::MAX);
+        let mut last: BoxError = "the upstream's name has no address".into();
+        let mut connected = None;
+        for addr in addrs {
+            match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    connected = Some(stream);
+                    break;
+                }
+                Ok(Err(error)) => last = error.into(),
+                Err(_) => last = format!("connecting to {addr} timed out").into(),
+            }
+        }
+        let Some(stream) = connected else {
+            return Err(last);
+        };
         stream.set_nodelay(true)?;
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -502,6 +522,31 @@ mod tests {
             assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
         }
         assert_eq!(pool.idle_count(), 2);
+    }
+
+    #[test]
+    fn hosts_and_ports_are_taken_from_the_authority() {
+        let limits = limits(Duration::from_secs(1), 1);
+        for (authority, host, port) in [
+            ("[::1]:8080", "::1", 8080),
+            ("127.0.0.1:9001", "127.0.0.1", 9001),
+            ("orders.internal", "orders.internal", 80),
+        ] {
+            let pool = Http1Pool::<Empty<Bytes>>::new(&authority.parse().unwrap(), limits);
+            assert_eq!((pool.inner.host.as_str(), pool.inner.port), (host, port));
+        }
+    }
+
+    #[tokio::test]
+    async fn upstreams_named_by_host_name_are_resolved() {
+        let (authority, accepted) = upstream(usize::MAX).await;
+        let named: Authority = format!("localhost:{}", authority.port_u16().unwrap())
+            .parse()
+            .unwrap();
+        let pool = Http1Pool::new(&named, limits(Duration::from_secs(60), 8));
+        assert_eq!(get(&pool).await, "ok");
+        assert_eq!(get(&pool).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
