@@ -374,7 +374,7 @@ impl Proxy {
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names present: most messages carry none of these, and looking each
     // one up would hash it.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -387,6 +387,20 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
+}
+
+/// Whether `name` (lower case, as `HeaderName` keeps it) is one of [`HOP_BY_HOP`].
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Removes [`SPOOFABLE`] headers and, unless the peer is a trusted proxy, every
@@ -448,4 +462,25 @@ pub(crate) fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().ok()?);
     Uri::from_parts(parts).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hop_by_hop_names_are_the_ones_matched() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        }
+        for name in [
+            "content-length",
+            "host",
+            "x-connection",
+            "tes",
+            "upgrade-insecure-requests",
+        ] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
+    }
 }
