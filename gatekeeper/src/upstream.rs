@@ -38,7 +38,7 @@ use crate::serve::BoxError;
 /// How long pooled connections live and how many are kept.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// Connecting, from the first address tried to the connection established.
+    /// Resolving the upstream's name, and then connecting: shared equally by its addresses.
     pub(crate) connect_timeout: Duration,
     /// How long a connection may stay idle in the pool.
     pub(crate) idle_timeout: Duration,
