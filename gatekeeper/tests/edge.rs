@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use support::{BOUND, ISSUER, Running, TempDir, gateway_dir, token};
+use support::{BOUND, ISSUER, Running, TempDir, find, gateway_dir, token};
 
 // ---------------------------------------------------------------------------------------------
 // A raw upstream: records each request's target, headers and body as received
@@ -147,10 +147,6 @@ async fn raw_exchange(mut stream: TcpStream, state: Arc<RawState>) {
         .await;
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(line_end) = find(data, b"\r\n") {
@@ -200,6 +196,14 @@ roles_any = ["clerk"]
     ));
     let config = gatekeeper::load_config(&path).unwrap_or_else(|e| panic!("{e}"));
     (Running::start(config).await, dir)
+}
+
+/// A public `/hold/` route to `upstream` (whose answers wait for `RawState::release`), with
+/// `extra` keys.
+fn hold_route(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "[[route]]\npath = \"/hold/{{*rest}}\"\nupstream = \"http://{upstream}\"\nauth = \"public\"\n{extra}"
+    )
 }
 
 /// Sends `request` as raw bytes on a new connection and returns everything the gateway
@@ -521,10 +525,7 @@ async fn http2_connections_stay_open_while_a_request_is_in_flight_and_close_idle
     let (gw, _dir) = gateway(
         upstream.addr,
         "idle_timeout_seconds = 0.3\nheader_read_timeout_seconds = 60",
-        &format!(
-            "[[route]]\npath = \"/hold/{{*rest}}\"\nupstream = \"http://{}\"\nauth = \"public\"\n",
-            upstream.addr
-        ),
+        &hold_route(upstream.addr, ""),
     )
     .await;
     let stream = TcpStream::connect(gw.addr).await.unwrap();
@@ -602,10 +603,7 @@ async fn max_concurrency_answers_503_until_a_slot_frees() {
     let (gw, _dir) = gateway(
         upstream.addr,
         "",
-        &format!(
-            "[[route]]\npath = \"/hold/{{*rest}}\"\nupstream = \"http://{}\"\nauth = \"public\"\nmax_concurrency = 1\n",
-            upstream.addr
-        ),
+        &hold_route(upstream.addr, "max_concurrency = 1\n"),
     )
     .await;
     let addr = gw.addr;

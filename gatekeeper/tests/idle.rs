@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use support::{BOUND, ISSUER, Running, TempDir, Upstream, gateway_dir};
+use support::{BOUND, ISSUER, Running, TempDir, Upstream, find, gateway_dir};
 
 /// A tracing writer into a shared buffer (the tests' runtimes are single-threaded, so the
 /// gateway's tasks log into it too).
@@ -153,10 +153,6 @@ async fn fill(stream: &mut TcpStream, buffered: &mut Vec<u8>) {
     let n = stream.read(&mut chunk).await.unwrap();
     assert!(n > 0, "the gateway closed the connection mid-response");
     buffered.extend_from_slice(&chunk[..n]);
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The path the echo upstream saw, from its JSON answer.

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use support::{BOUND, Running, TempDir, client, gateway_dir};
+use support::{BOUND, Running, TempDir, client, find, gateway_dir};
 
 #[derive(Debug, Clone)]
 struct Exchange {
@@ -168,10 +168,6 @@ async fn serve(mut stream: TcpStream, connection: usize, shared: Arc<Shared>) {
 
 const BIG: usize = 1 << 20;
 const PIECE: usize = 1 << 16;
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
 
 async fn gateway(upstream: SocketAddr) -> (Running, TempDir) {
     let dir = gateway_dir();

@@ -23,7 +23,9 @@ use tokio_tungstenite::{WebSocketStream, accept_hdr_async, client_async};
 use tower_gatekeeper::Algorithm;
 use tower_gatekeeper::keys::SigningKey;
 
-use support::{BOUND, ONE_ISSUER, Running, admin_token, assert_mentions, fixtures, gateway_dir};
+use support::{
+    BOUND, ONE_ISSUER, Running, admin_token, assert_mentions, find, fixtures, gateway_dir,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The WebSocket upstream
@@ -93,7 +95,7 @@ async fn serve_ws(stream: TcpStream, seen: Arc<Seen>, tls: Option<TlsAcceptor>) 
         if n == 0 {
             return;
         }
-        if let Some(end) = buf[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+        if let Some(end) = find(&buf[..n], b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
             seen.heads.lock().unwrap().push(head);
             break;

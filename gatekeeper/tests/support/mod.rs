@@ -35,6 +35,11 @@ pub(crate) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests
 /// Generous bound for anything that should take milliseconds; only hit when a test fails.
 pub(crate) const BOUND: Duration = Duration::from_secs(30);
 
+/// Where `needle` first occurs in `haystack` (raw HTTP bytes read off a socket).
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
