@@ -78,6 +78,12 @@ impl<B: SendBody> Conn<B> {
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
         self.driver.as_mut().poll(cx).is_pending()
     }
+
+    /// Polls an idle connection to take in what happened meanwhile (a close, an unasked
+    /// answer); `true` when it can take a request. A `false` connection is dropped.
+    fn usable(&mut self, cx: &mut Context<'_>) -> bool {
+        self.drive(cx) && self.sender.is_ready()
+    }
 }
 
 struct Idle<B: SendBody> {
@@ -215,9 +221,7 @@ impl<B: SendBody> Http1Pool<B> {
                 self.idle().clear();
                 return None;
             }
-            // One poll takes in what happened while it was idle: a close, an unasked answer.
-            let open = std::future::poll_fn(|cx| Poll::Ready(conn.drive(cx))).await;
-            if open && conn.sender.is_ready() {
+            if std::future::poll_fn(|cx| Poll::Ready(conn.usable(cx))).await {
                 return Some(conn);
             }
         }
@@ -310,9 +314,7 @@ async fn reap<B: SendBody>(pool: Weak<PoolInner<B>>) {
         let mut cx = Context::from_waker(Waker::noop());
         let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.retain_mut(|idle| {
-            now - idle.since <= pool.limits.idle_timeout
-                && idle.conn.drive(&mut cx)
-                && idle.conn.sender.is_ready()
+            now - idle.since <= pool.limits.idle_timeout && idle.conn.usable(&mut cx)
         });
     }
 }
